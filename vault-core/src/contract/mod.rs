@@ -1,0 +1,16 @@
+//! Typed wire contracts (SPEC §2): every message and dictionary entry Vaultline reads or writes.
+//!
+//! A value that deserialized into one of these types is valid: scalars are newtypes that check
+//! their form while parsing ([`Timestamp`], [`Amount`], [`EntityId`], [`OrderId`]).
+
+mod cdm;
+mod dictionary;
+mod enriched;
+mod raw;
+mod scalar;
+
+pub use cdm::{CdmOrderEvent, CdmPayload, CDM_OBJECT_TYPE};
+pub use dictionary::{MenuItem, Restaurant, User};
+pub use enriched::{EnrichedOrder, EnrichedPayload, EnrichedProduct, RestaurantRef, UserRef};
+pub use raw::{EntityRef, OrderItem, RawOrder, RawPayload, StatusChange, ORDER_OBJECT_TYPE};
+pub use scalar::{Amount, EntityId, OrderId, OrderStatus, ScalarError, Timestamp};

@@ -1,0 +1,323 @@
+//! Scalar newtypes shared by all contracts: ids, timestamps, money and order statuses.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, DurationRound, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a scalar did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScalarError {
+    #[error("`{0}` is not a timestamp (expected RFC 3339 or `YYYY-MM-DD HH:MM:SS[.ffffff]`)")]
+    Timestamp(String),
+    #[error("`{0}` is not an entity id (expected 24 hexadecimal characters)")]
+    EntityId(String),
+    #[error("`{0}` is not a decimal amount")]
+    Amount(String),
+}
+
+/// A point in time, always UTC, truncated to microseconds.
+///
+/// Truncation matters: Postgres keeps microseconds, and the version comparisons that make
+/// processing idempotent must see the same value before and after a round trip through the
+/// database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// Wraps a UTC time, truncating it to microseconds.
+    pub fn from_datetime(at: DateTime<Utc>) -> Self {
+        let micros = TimeDelta::microseconds(1);
+        Self(at.duration_trunc(micros).unwrap_or(at))
+    }
+
+    /// Parses RFC 3339 with an offset, or a naive `YYYY-MM-DD HH:MM:SS[.f]` taken as UTC.
+    pub fn parse(text: &str) -> Result<Self, ScalarError> {
+        let text = text.trim();
+        if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+            return Ok(Self::from_datetime(at.with_timezone(&Utc)));
+        }
+        for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+            if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+                return Ok(Self::from_datetime(naive.and_utc()));
+            }
+        }
+        Err(ScalarError::Timestamp(text.to_owned()))
+    }
+
+    pub fn as_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+
+    /// The canonical text form: RFC 3339 with a `+00:00` offset and only the fraction needed.
+    pub fn to_rfc3339(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = ScalarError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+/// The id of a dictionary entity (user, restaurant, menu item): 24 hexadecimal characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntityId(String);
+
+impl EntityId {
+    pub fn parse(text: &str) -> Result<Self, ScalarError> {
+        if text.len() == 24 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(ScalarError::EntityId(text.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for EntityId {
+    type Err = ScalarError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for EntityId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntityId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+/// The business key of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderId(pub i64);
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A money amount, exact (no binary floating point once parsed).
+///
+/// Accepts JSON integers, JSON decimals and decimal strings; writes integers as JSON integers
+/// and fractions as JSON numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Amount(Decimal);
+
+impl Amount {
+    pub fn new(value: Decimal) -> Self {
+        Self(value.normalize())
+    }
+
+    pub fn from_i64(value: i64) -> Self {
+        Self(Decimal::from(value))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ScalarError> {
+        Decimal::from_str(text.trim())
+            .or_else(|_| Decimal::from_scientific(text.trim()))
+            .map(Self::new)
+            .map_err(|_| ScalarError::Amount(text.to_owned()))
+    }
+
+    pub fn as_decimal(&self) -> Decimal {
+        self.0
+    }
+}
+
+impl fmt::Display for Amount {
+    /// The canonical text form (no trailing zeros), also used in satellite hashdiffs and as
+    /// the literal bound to `numeric` columns.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.normalize())
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value = self.0.normalize();
+        if value.scale() == 0 {
+            if let Some(integer) = value.to_i64() {
+                return serializer.serialize_i64(integer);
+            }
+        }
+        match value.to_f64() {
+            Some(float) => serializer.serialize_f64(float),
+            None => serializer.serialize_str(&value.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AmountVisitor;
+
+        impl Visitor<'_> for AmountVisitor {
+            type Value = Amount;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a decimal string")
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+                Ok(Amount::from_i64(v))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount::new(Decimal::from(v)))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
+                if !v.is_finite() {
+                    return Err(E::custom(format!("`{v}` is not a finite amount")));
+                }
+                // Display of f64 is the shortest text that round-trips, so 0.1 stays 0.1.
+                Amount::parse(&v.to_string()).map_err(E::custom)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
+                Amount::parse(v).map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(AmountVisitor)
+    }
+}
+
+/// The lifecycle status of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OrderStatus {
+    Open,
+    Cooking,
+    Delivering,
+    Closed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Open => "OPEN",
+            Self::Cooking => "COOKING",
+            Self::Delivering => "DELIVERING",
+            Self::Closed => "CLOSED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Whether an order whose latest status is this one counts in the datamarts.
+    pub fn counts(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_and_naive_timestamps_denote_the_same_instant() {
+        let naive = Timestamp::parse("2023-08-05 06:28:54").expect("naive");
+        let iso = Timestamp::parse("2023-08-05T06:28:54+00:00").expect("iso");
+        let shifted = Timestamp::parse("2023-08-05T09:28:54+03:00").expect("offset");
+        assert_eq!(naive, iso);
+        assert_eq!(iso, shifted);
+        assert_eq!(iso.to_rfc3339(), "2023-08-05T06:28:54+00:00");
+    }
+
+    #[test]
+    fn timestamps_keep_microseconds_and_drop_nanoseconds() {
+        let micro = Timestamp::parse("2025-02-22T09:43:14.049943+00:00").expect("micros");
+        assert_eq!(micro.to_rfc3339(), "2025-02-22T09:43:14.049943+00:00");
+        let nano = Timestamp::parse("2025-02-22 09:43:14.049943999").expect("nanos");
+        assert_eq!(nano, micro);
+    }
+
+    #[test]
+    fn garbage_is_not_a_timestamp() {
+        assert!(Timestamp::parse("yesterday").is_err());
+        assert!(Timestamp::parse("2023-13-05 06:28:54").is_err());
+    }
+
+    #[test]
+    fn entity_ids_are_24_hex_characters() {
+        assert!(EntityId::parse("626a81ce9a8cd1920641e296").is_ok());
+        assert!(EntityId::parse("626a81ce9a8cd1920641e29").is_err());
+        assert!(EntityId::parse("626a81ce9a8cd1920641e29z").is_err());
+    }
+
+    #[test]
+    fn amounts_are_exact_and_canonical() {
+        let a: Amount = serde_json::from_str("1410").expect("int");
+        let b: Amount = serde_json::from_str("1410.0").expect("float");
+        let c: Amount = serde_json::from_str("\"1410.00\"").expect("string");
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_eq!(a.to_string(), "1410");
+        assert_eq!(serde_json::to_string(&a).expect("ser"), "1410");
+        let d: Amount = serde_json::from_str("0.1").expect("fraction");
+        assert_eq!(d.to_string(), "0.1");
+        assert_eq!(serde_json::to_string(&d).expect("ser"), "0.1");
+    }
+
+    #[test]
+    fn statuses_use_upper_case_names() {
+        let s: OrderStatus = serde_json::from_str("\"CANCELLED\"").expect("status");
+        assert_eq!(s, OrderStatus::Cancelled);
+        assert!(serde_json::from_str::<OrderStatus>("\"closed\"").is_err());
+        assert!(OrderStatus::Closed.counts());
+        assert!(!OrderStatus::Cancelled.counts());
+    }
+}

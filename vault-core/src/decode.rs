@@ -1,0 +1,216 @@
+//! Decoding messages from bytes into contracts, with errors that say what was wrong and where.
+//!
+//! Messages are JSON documents; a JSON *string* that contains the document is accepted too,
+//! because the Python reference emits that.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::contract::{
+    CdmOrderEvent, EnrichedOrder, RawOrder, Restaurant, User, CDM_OBJECT_TYPE, ORDER_OBJECT_TYPE,
+};
+
+/// Why a message could not be decoded. Every variant is a property of the message itself, so
+/// retrying cannot help: the message is rejected and kept with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is empty")]
+    Empty,
+    #[error("message is not valid JSON: {0}")]
+    Syntax(String),
+    #[error("field `{path}`: {message}")]
+    Field { path: String, message: String },
+    #[error("object_type is `{found}`, expected `{expected}`")]
+    WrongObjectType {
+        expected: &'static str,
+        found: String,
+    },
+}
+
+impl DecodeError {
+    /// A short stable name for metrics and the dead-letter table.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Syntax(_) => "invalid_json",
+            Self::Field { .. } => "invalid_field",
+            Self::WrongObjectType { .. } => "wrong_object_type",
+        }
+    }
+}
+
+/// Parses bytes into a JSON document, unwrapping a JSON string that contains the document.
+pub fn document(bytes: &[u8]) -> Result<Value, DecodeError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::Empty);
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Syntax(e.to_string()))?;
+    match value {
+        Value::String(inner) => {
+            serde_json::from_str(&inner).map_err(|e| DecodeError::Syntax(format!("inner {e}")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Deserializes a document into `T`, naming the path of the first offending field.
+pub fn typed<T: DeserializeOwned>(document: Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = e.path().to_string();
+        DecodeError::Field {
+            path: if path == "." { "(root)".to_owned() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// A raw order with the document it came from, kept whole for the staging layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawOrderMessage {
+    pub order: RawOrder,
+    pub document: Value,
+}
+
+/// Decodes a raw order (topic `stg_service`); anything whose `object_type` is not `order` is
+/// rejected.
+pub fn raw_order(bytes: &[u8]) -> Result<RawOrderMessage, DecodeError> {
+    let document = document(bytes)?;
+    check_object_type(&document, ORDER_OBJECT_TYPE)?;
+    let order = typed(document.clone())?;
+    Ok(RawOrderMessage { order, document })
+}
+
+/// Decodes an enriched order (topic `dds_service`).
+pub fn enriched_order(bytes: &[u8]) -> Result<EnrichedOrder, DecodeError> {
+    let document = document(bytes)?;
+    check_object_type(&document, ORDER_OBJECT_TYPE)?;
+    typed(document)
+}
+
+/// Decodes a counter event message (topic `cdm_service`): an array of events.
+pub fn cdm_events(bytes: &[u8]) -> Result<Vec<CdmOrderEvent>, DecodeError> {
+    let document = document(bytes)?;
+    let events: Vec<CdmOrderEvent> = typed(document)?;
+    if let Some(event) = events.iter().find(|e| e.object_type != CDM_OBJECT_TYPE) {
+        return Err(DecodeError::WrongObjectType {
+            expected: CDM_OBJECT_TYPE,
+            found: event.object_type.clone(),
+        });
+    }
+    Ok(events)
+}
+
+/// Decodes a user dictionary entry.
+pub fn user(bytes: &[u8]) -> Result<User, DecodeError> {
+    typed(document(bytes)?)
+}
+
+/// Decodes a restaurant dictionary entry.
+pub fn restaurant(bytes: &[u8]) -> Result<Restaurant, DecodeError> {
+    typed(document(bytes)?)
+}
+
+fn check_object_type(document: &Value, expected: &'static str) -> Result<(), DecodeError> {
+    match document.get("object_type") {
+        Some(Value::String(found)) if found == expected => Ok(()),
+        Some(Value::String(found)) => Err(DecodeError::WrongObjectType {
+            expected,
+            found: found.clone(),
+        }),
+        Some(other) => Err(DecodeError::Field {
+            path: "object_type".to_owned(),
+            message: format!("expected a string, found {other}"),
+        }),
+        None if document.is_object() => Err(DecodeError::Field {
+            path: "object_type".to_owned(),
+            message: "missing field `object_type`".to_owned(),
+        }),
+        None => Err(DecodeError::Field {
+            path: "(root)".to_owned(),
+            message: "expected a JSON object".to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDER: &str = include_str!("../tests/data/order_naive_ts.json");
+
+    #[test]
+    fn a_json_string_containing_the_document_decodes_like_the_document() {
+        let wrapped = serde_json::to_string(ORDER).expect("wrap");
+        let direct = raw_order(ORDER.as_bytes()).expect("direct");
+        let unwrapped = raw_order(wrapped.as_bytes()).expect("wrapped");
+        assert_eq!(direct, unwrapped);
+    }
+
+    #[test]
+    fn invalid_json_is_a_syntax_error() {
+        let err = raw_order(b"{\"object_id\": ").expect_err("must fail");
+        assert_eq!(err.kind(), "invalid_json");
+    }
+
+    #[test]
+    fn empty_messages_are_rejected_as_empty() {
+        assert_eq!(raw_order(b"  ").expect_err("must fail"), DecodeError::Empty);
+    }
+
+    #[test]
+    fn a_missing_field_names_its_path() {
+        let mut doc: Value = serde_json::from_str(ORDER).expect("json");
+        doc["payload"]
+            .as_object_mut()
+            .expect("payload")
+            .remove("update_ts");
+        let err = raw_order(doc.to_string().as_bytes()).expect_err("must fail");
+        match err {
+            DecodeError::Field { path, message } => {
+                assert_eq!(path, "payload");
+                assert!(message.contains("update_ts"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_mistyped_nested_field_names_its_path() {
+        let mut doc: Value = serde_json::from_str(ORDER).expect("json");
+        doc["payload"]["order_items"][1]["quantity"] = Value::String("two".into());
+        let err = raw_order(doc.to_string().as_bytes()).expect_err("must fail");
+        match err {
+            DecodeError::Field { path, .. } => assert_eq!(path, "payload.order_items[1].quantity"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_timestamp_names_its_path() {
+        let mut doc: Value = serde_json::from_str(ORDER).expect("json");
+        doc["payload"]["update_ts"] = Value::String("soon".into());
+        let err = raw_order(doc.to_string().as_bytes()).expect_err("must fail");
+        assert!(err.to_string().contains("payload.update_ts"), "{err}");
+    }
+
+    #[test]
+    fn a_non_order_object_type_is_rejected() {
+        let mut doc: Value = serde_json::from_str(ORDER).expect("json");
+        doc["object_type"] = Value::String("payment".into());
+        let err = raw_order(doc.to_string().as_bytes()).expect_err("must fail");
+        assert_eq!(
+            err,
+            DecodeError::WrongObjectType {
+                expected: "order",
+                found: "payment".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_json_array_is_not_an_order() {
+        let err = raw_order(b"[1,2]").expect_err("must fail");
+        assert_eq!(err.kind(), "invalid_field");
+    }
+}

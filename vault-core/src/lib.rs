@@ -1,0 +1,25 @@
+//! Vaultline's pure domain library.
+//!
+//! Everything Vaultline knows about orders lives here, free of I/O so that any Rust tool can
+//! embed it: the wire contracts of SPEC §2 ([`contract`]), decoding with precise errors
+//! ([`decode`]), the Data Vault hash keys of SPEC §3.1 ([`keys`]), the transformations from a
+//! raw order to an enriched order ([`enrich`]), to Data Vault rows ([`vault`]) and to counter
+//! events ([`events`]), and the exact counter state transition of SPEC §3.3 ([`counter`]).
+//!
+//! The crate deliberately depends on no runtime, broker, database or cache client; CI checks
+//! that its dependency tree stays that way.
+
+pub mod contract;
+pub mod counter;
+pub mod decode;
+pub mod enrich;
+pub mod events;
+pub mod keys;
+pub mod vault;
+
+pub use contract::{
+    Amount, CdmOrderEvent, CdmPayload, EnrichedOrder, EntityId, OrderId, OrderStatus, RawOrder,
+    Restaurant, Timestamp, User,
+};
+pub use decode::DecodeError;
+pub use keys::HashKey;
