@@ -1,0 +1,44 @@
+//! The warehouse schema (SPEC §3) as diesel migrations, embedded in the binary.
+//!
+//! Every service applies them at start. Several replicas may start at once, so the run holds a
+//! Postgres advisory lock: one applies, the others wait and then find nothing pending.
+
+use anyhow::Context;
+use diesel::connection::Connection;
+use diesel::RunQueryDsl;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+/// The embedded migrations (folder `migrations/sql`).
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("sql");
+
+/// An arbitrary, fixed advisory lock key shared by every Vaultline process.
+const LOCK_KEY: i64 = 0x7661_756c_746c_696e;
+
+/// Applies pending migrations; returns the versions it applied (empty when up to date).
+pub async fn run(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || run_blocking(&url))
+        .await
+        .context("migration task panicked")?
+}
+
+fn run_blocking(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(database_url)
+        .context("cannot connect to Postgres to apply migrations")?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({LOCK_KEY})"))
+        .execute(&mut conn)
+        .context("cannot take the migration lock")?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"));
+    // The lock is session-scoped: it goes with the connection even if unlocking fails.
+    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({LOCK_KEY})")).execute(&mut conn);
+    let applied = applied?;
+    if !applied.is_empty() {
+        tracing::info!(versions = ?applied, "Applied warehouse migrations.");
+    }
+    Ok(applied)
+}

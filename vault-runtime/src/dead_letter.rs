@@ -1,0 +1,127 @@
+//! Rejected messages (SPEC §4): kept in `ops.dead_letters` with their reason and source
+//! position, listed and replayed from there.
+//!
+//! Handlers write dead letters in the same transaction as the rest of their batch, so a
+//! rejection is durable exactly when the batch is, and the offset moves past it only then.
+
+use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::kafka::InMessage;
+
+/// A message a service could not process, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// A short stable name (`invalid_json`, `unknown_user`, ...), for grouping and metrics.
+    pub kind: String,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    pub fn new(message: &InMessage, kind: &str, reason: impl Into<String>) -> Self {
+        Self {
+            topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            key: message.key.clone(),
+            payload: message.payload().to_vec(),
+            kind: kind.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Stores dead letters in one round trip; a redelivered message is stored once.
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    service: &str,
+    letters: &[DeadLetter],
+) -> diesel::QueryResult<usize> {
+    if letters.is_empty() {
+        return Ok(0);
+    }
+    let topics: Vec<&str> = letters.iter().map(|l| l.topic.as_str()).collect();
+    let partitions: Vec<i32> = letters.iter().map(|l| l.partition).collect();
+    let offsets: Vec<i64> = letters.iter().map(|l| l.offset).collect();
+    let keys: Vec<Option<&[u8]>> = letters.iter().map(|l| l.key.as_deref()).collect();
+    let payloads: Vec<&[u8]> = letters.iter().map(|l| l.payload.as_slice()).collect();
+    let kinds: Vec<&str> = letters.iter().map(|l| l.kind.as_str()).collect();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    diesel::sql_query(
+        "INSERT INTO ops.dead_letters \
+             (service, topic, partition, \"offset\", message_key, payload, error_kind, reason) \
+         SELECT $1, t, p, o, k, b, e, r \
+         FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bytea[], $6::bytea[], \
+                     $7::text[], $8::text[]) AS u(t, p, o, k, b, e, r) \
+         ON CONFLICT (service, topic, partition, \"offset\") DO NOTHING",
+    )
+    .bind::<Text, _>(service)
+    .bind::<Array<Text>, _>(topics)
+    .bind::<Array<Integer>, _>(partitions)
+    .bind::<Array<BigInt>, _>(offsets)
+    .bind::<Array<Nullable<Bytea>>, _>(keys)
+    .bind::<Array<Bytea>, _>(payloads)
+    .bind::<Array<Text>, _>(kinds)
+    .bind::<Array<Text>, _>(reasons)
+    .execute(conn)
+    .await
+}
+
+/// A stored dead letter, as listed for operators.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct StoredDeadLetter {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub service: String,
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    #[diesel(sql_type = Integer)]
+    pub partition: i32,
+    #[diesel(sql_type = BigInt)]
+    pub offset: i64,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub message_key: Option<Vec<u8>>,
+    #[diesel(sql_type = Bytea)]
+    pub payload: Vec<u8>,
+    #[diesel(sql_type = Text)]
+    pub error_kind: String,
+    #[diesel(sql_type = Text)]
+    pub reason: String,
+}
+
+/// Dead letters not yet replayed, oldest first, optionally of one service only.
+pub async fn pending(
+    conn: &mut AsyncPgConnection,
+    service: Option<&str>,
+    limit: i64,
+) -> diesel::QueryResult<Vec<StoredDeadLetter>> {
+    diesel::sql_query(
+        "SELECT id, service, topic, partition, \"offset\", message_key, payload, error_kind, \
+                reason \
+         FROM ops.dead_letters \
+         WHERE replayed_at IS NULL AND ($1::text IS NULL OR service = $1) \
+         ORDER BY id LIMIT $2",
+    )
+    .bind::<Nullable<Text>, _>(service)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
+/// Marks dead letters as replayed (after their payloads were republished).
+pub async fn mark_replayed(conn: &mut AsyncPgConnection, ids: &[i64]) -> diesel::QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE ops.dead_letters SET replayed_at = now() \
+         WHERE id = ANY($1) AND replayed_at IS NULL",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .execute(conn)
+    .await
+}

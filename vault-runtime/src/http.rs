@@ -1,0 +1,134 @@
+//! The HTTP server every service runs: `GET /health` (SPEC §5) and `GET /metrics`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::FutureProducer;
+use serde_json::{json, Map, Value};
+use warp::http::StatusCode;
+use warp::Filter;
+
+use crate::kafka;
+use crate::status::{Status, WorkerState};
+use crate::stores::{self, PgPool, RedisPool};
+
+/// A dependency `/health` checks live on every request.
+#[derive(Clone)]
+pub enum Dependency {
+    Postgres(PgPool),
+    Redis(RedisPool),
+    Kafka(FutureProducer),
+}
+
+impl std::fmt::Debug for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Dependency {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Redis(_) => "redis",
+            Self::Kafka(_) => "kafka",
+        }
+    }
+
+    pub async fn check(&self) -> Result<(), String> {
+        const LIMIT: Duration = Duration::from_secs(2);
+        let probe = async {
+            match self {
+                Self::Postgres(pool) => stores::pg_ping(pool).await,
+                Self::Redis(pool) => stores::redis_ping(pool).await,
+                Self::Kafka(producer) => kafka::reachable(producer, LIMIT).await,
+            }
+        };
+        tokio::time::timeout(LIMIT + Duration::from_millis(500), probe)
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()))
+    }
+}
+
+/// Everything the health endpoint looks at.
+#[derive(Debug, Clone)]
+pub struct HealthState {
+    pub status: Arc<Status>,
+    pub dependencies: Vec<Dependency>,
+}
+
+impl HealthState {
+    /// The health document and whether the service is healthy.
+    pub async fn report(&self) -> (bool, Value) {
+        let checks =
+            futures::future::join_all(self.dependencies.iter().map(|dep| dep.check())).await;
+        let mut deps = Map::new();
+        let mut healthy = true;
+        for (dep, result) in self.dependencies.iter().zip(checks) {
+            let entry = match result {
+                Ok(()) => json!({"status": "up"}),
+                Err(error) => {
+                    healthy = false;
+                    json!({"status": "down", "error": error})
+                }
+            };
+            deps.insert(dep.name().to_owned(), entry);
+        }
+        let worker = self.status.snapshot();
+        healthy &= matches!(worker.state, WorkerState::Running | WorkerState::Starting);
+        let doc = json!({
+            "service": self.status.service,
+            "status": if healthy { "healthy" } else { "unhealthy" },
+            "worker": worker,
+            "dependencies": deps,
+        });
+        (healthy, doc)
+    }
+}
+
+/// Serves on an already bound listener and returns the server future, which ends when
+/// `shutdown` completes.
+pub fn serve_listener(
+    listener: std::net::TcpListener,
+    state: HealthState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(SocketAddr, impl Future<Output = ()>)> {
+    let health_state = state.clone();
+    let health = warp::path("health")
+        .and(warp::path::end())
+        .and(warp::get())
+        .then(move || {
+            let state = health_state.clone();
+            async move {
+                let (healthy, doc) = state.report().await;
+                let code = if healthy {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                warp::reply::with_status(warp::reply::json(&doc), code)
+            }
+        });
+    let metrics_status = state.status.clone();
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            warp::reply::with_header(
+                metrics_status.prometheus(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+        });
+    let routes = health.or(metrics);
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let server = warp::serve(routes)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run();
+    Ok((bound, server))
+}

@@ -1,0 +1,153 @@
+//! Kafka clients (rdkafka): consumer and producer configuration, batch publishing with
+//! delivery acknowledgement, and topic creation. Broker-agnostic: nothing here depends on
+//! more than the Kafka protocol (no transactions).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::try_join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use crate::config::{KafkaSecurity, KafkaSettings};
+
+/// A message taken off the consumer, owned so it outlives the poll that produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl InMessage {
+    pub fn payload(&self) -> &[u8] {
+        self.payload.as_deref().unwrap_or_default()
+    }
+}
+
+/// A message to publish: always keyed (by order id, so every version of one order shares a
+/// partition and its order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutMessage {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// The settings shared by every client.
+pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.bootstrap_servers);
+    if let KafkaSecurity::Sasl {
+        protocol,
+        mechanism,
+        username,
+        password,
+        ca_cert,
+    } = &settings.security
+    {
+        config
+            .set("security.protocol", protocol)
+            .set("sasl.mechanism", mechanism)
+            .set("sasl.username", username)
+            .set("sasl.password", password.expose());
+        if let Some(path) = ca_cert {
+            config.set("ssl.ca.location", path.to_string_lossy());
+        }
+    }
+    config
+}
+
+/// A consumer that never stores or commits offsets by itself: the consume loop stores an
+/// offset only after everything its message caused is durable.
+pub fn consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
+    base_config(settings)
+        .set("group.id", &settings.consumer_group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // A dependency outage holds a batch in retries; stay in the group meanwhile.
+        .set("max.poll.interval.ms", "900000")
+        .create()
+        .context("cannot create the Kafka consumer")
+}
+
+pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+    base_config(settings)
+        .set("acks", "all")
+        .set("enable.idempotence", settings.idempotence.to_string())
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .context("cannot create the Kafka producer")
+}
+
+/// Publishes a batch and waits until the broker has acknowledged every message. Messages
+/// are enqueued all at once, so the batch costs one round of acknowledgements, not one per
+/// message; per-partition order is kept by the (idempotent) producer.
+pub async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[OutMessage],
+) -> Result<(), KafkaError> {
+    let deliveries = messages.iter().map(|message| {
+        let record = FutureRecord::to(topic)
+            .key(message.key.as_bytes())
+            .payload(&message.payload);
+        async move {
+            producer
+                .send(record, Timeout::After(Duration::from_secs(30)))
+                .await
+                .map(|_| ())
+                .map_err(|(error, _)| error)
+        }
+    });
+    try_join_all(deliveries).await.map(|_| ())
+}
+
+/// Creates topics that do not exist yet (existing ones are left as they are).
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[&str],
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .context("cannot create topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the brokers answer a metadata request within `timeout`.
+pub async fn reachable(producer: &FutureProducer, timeout: Duration) -> Result<(), String> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
