@@ -20,6 +20,9 @@ pub enum DecodeError {
     Syntax(String),
     #[error("field `{path}`: {message}")]
     Field { path: String, message: String },
+    /// Text with a NUL character: no SQL warehouse column can hold it.
+    #[error("field `{path}`: contains a NUL character")]
+    NulCharacter { path: String },
     #[error("object_type is `{found}`, expected `{expected}`")]
     WrongObjectType {
         expected: &'static str,
@@ -34,6 +37,7 @@ impl DecodeError {
             Self::Empty => "empty",
             Self::Syntax(_) => "invalid_json",
             Self::Field { .. } => "invalid_field",
+            Self::NulCharacter { .. } => "nul_character",
             Self::WrongObjectType { .. } => "wrong_object_type",
         }
     }
@@ -46,11 +50,40 @@ pub fn document(bytes: &[u8]) -> Result<Value, DecodeError> {
     }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Syntax(e.to_string()))?;
+    let document = match value {
+        Value::String(inner) => serde_json::from_str(&inner)
+            .map_err(|e| DecodeError::Syntax(format!("inner {e}")))?,
+        other => other,
+    };
+    reject_nul(&document, &mut String::new())?;
+    Ok(document)
+}
+
+/// Finds the first string (or object key) holding a NUL character, naming its path.
+fn reject_nul(value: &Value, path: &mut String) -> Result<(), DecodeError> {
+    let nul = |path: &str| DecodeError::NulCharacter {
+        path: if path.is_empty() { "(root)".to_owned() } else { path.to_owned() },
+    };
     match value {
-        Value::String(inner) => {
-            serde_json::from_str(&inner).map_err(|e| DecodeError::Syntax(format!("inner {e}")))
-        }
-        other => Ok(other),
+        Value::String(text) if text.contains('\0') => Err(nul(path)),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let result = reject_nul(item, path);
+            path.truncate(len);
+            result
+        }),
+        Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            let result = if key.contains('\0') { Err(nul(path)) } else { reject_nul(item, path) };
+            path.truncate(len);
+            result
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -204,6 +237,19 @@ mod tests {
             DecodeError::WrongObjectType {
                 expected: "order",
                 found: "payment".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_rejected_with_its_path() {
+        let mut doc: Value = serde_json::from_str(ORDER).expect("json");
+        doc["payload"]["order_items"][0]["name"] = Value::String("bad\0name".into());
+        let err = raw_order(doc.to_string().as_bytes()).expect_err("must fail");
+        assert_eq!(
+            err,
+            DecodeError::NulCharacter {
+                path: "payload.order_items[0].name".into()
             }
         );
     }

@@ -195,7 +195,6 @@ CREATE TABLE IF NOT EXISTS cdm.order_state (
     order_id     uuid        PRIMARY KEY,
     user_id      uuid,
     update_ts    timestamptz,
-    status       text,
     counted      boolean     NOT NULL DEFAULT false,
     product_ids  uuid[]      NOT NULL DEFAULT '{}',
     category_ids uuid[]      NOT NULL DEFAULT '{}',

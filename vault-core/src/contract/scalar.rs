@@ -168,6 +168,12 @@ impl Amount {
     pub fn as_decimal(&self) -> Decimal {
         self.0
     }
+
+    /// Whether the amount fits an SQL `numeric(precision, scale)` column without overflow.
+    pub fn fits_numeric(&self, precision: u32, scale: u32) -> bool {
+        let integer_digits = precision.saturating_sub(scale).min(18);
+        self.0.abs() < Decimal::from(10_i64.pow(integer_digits))
+    }
 }
 
 impl fmt::Display for Amount {
@@ -310,6 +316,13 @@ mod tests {
         let d: Amount = serde_json::from_str("0.1").expect("fraction");
         assert_eq!(d.to_string(), "0.1");
         assert_eq!(serde_json::to_string(&d).expect("ser"), "0.1");
+    }
+
+    #[test]
+    fn amounts_know_whether_they_fit_a_numeric_column() {
+        assert!(Amount::from_i64(99_999_999_999_999).fits_numeric(19, 5));
+        assert!(!Amount::from_i64(100_000_000_000_000).fits_numeric(19, 5));
+        assert!(!Amount::from_i64(-100_000_000_000_000).fits_numeric(19, 5));
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! The datamart step, one batch at a time, in one transaction: lock the state of every order
+//! in the batch (`cdm.order_state`), run each incoming version through the pure counter
+//! transition ([`vault_core::counter::transition`]), then apply the netted deltas and the new
+//! states. Because the state records what was applied and what it counted, duplicates,
+//! replays and older versions yield no delta, and CLOSED→CANCELLED retracts exactly what was
+//! counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Transition};
+use vault_core::events::order_version;
+use vault_core::{decode, HashKey, Timestamp};
+use vault_runtime::dead_letter::{self, DeadLetter};
+use vault_runtime::kafka::InMessage;
+use vault_runtime::stores::PgPool;
+use vault_runtime::{Context, Failure, Handler, Outcome};
+
+pub struct CdmHandler {
+    service: &'static str,
+    pg: PgPool,
+}
+
+impl std::fmt::Debug for CdmHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CdmHandler").finish_non_exhaustive()
+    }
+}
+
+impl CdmHandler {
+    pub fn new(context: &Context) -> anyhow::Result<Self> {
+        Ok(Self {
+            service: context.settings.service,
+            pg: context.pg.clone(),
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct StateRow {
+    #[diesel(sql_type = SqlUuid)]
+    order_id: Uuid,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    user_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    update_ts: Option<chrono::DateTime<chrono::Utc>>,
+    #[diesel(sql_type = Bool)]
+    counted: bool,
+    #[diesel(sql_type = Array<SqlUuid>)]
+    product_ids: Vec<Uuid>,
+    #[diesel(sql_type = Array<SqlUuid>)]
+    category_ids: Vec<Uuid>,
+}
+
+impl StateRow {
+    fn into_state(self) -> Option<(HashKey, OrderCountState)> {
+        let key = HashKey::from_uuid(self.order_id);
+        Some((
+            key,
+            OrderCountState {
+                version: Timestamp::from_datetime(self.update_ts?),
+                user: HashKey::from_uuid(self.user_id?),
+                counted: self.counted,
+                products: self.product_ids.into_iter().map(HashKey::from_uuid).collect(),
+                categories: self.category_ids.into_iter().map(HashKey::from_uuid).collect(),
+            },
+        ))
+    }
+}
+
+impl Handler for CdmHandler {
+    async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
+        let mut rejects = Vec::new();
+        let mut versions: Vec<OrderVersion> = Vec::with_capacity(batch.len());
+        for message in batch {
+            let decoded = decode::cdm_events(message.payload())
+                .map_err(|e| (e.kind(), e.to_string()))
+                .and_then(|events| {
+                    order_version(&events).map_err(|e| (e.kind(), e.to_string()))
+                });
+            match decoded {
+                Ok(version) => versions.push(version),
+                Err((kind, reason)) => {
+                    tracing::warn!(topic = %message.topic, partition = message.partition,
+                        offset = message.offset, kind, reason = %reason,
+                        "Rejected a message; kept it as a dead letter.");
+                    rejects.push(DeadLetter::new(message, kind, reason));
+                }
+            }
+        }
+        let orders: BTreeSet<Uuid> = versions.iter().map(|v| v.order.as_uuid()).collect();
+        let orders: Vec<Uuid> = orders.into_iter().collect();
+
+        let mut conn = self.pg.get().await?;
+        conn.transaction::<_, Failure, _>(async |conn| {
+            let mut states = lock_states(conn, &orders).await?;
+            let mut deltas = Deltas::default();
+            let mut changed = BTreeSet::new();
+            let mut product_names = BTreeMap::new();
+            let mut category_names = BTreeMap::new();
+            for version in &versions {
+                if let Transition::Applied { state, deltas: d } =
+                    transition(states.get(&version.order), version)
+                {
+                    deltas.merge(&d);
+                    states.insert(version.order, state);
+                    changed.insert(version.order);
+                    product_names.extend(version.products.clone());
+                    category_names.extend(version.categories.clone());
+                }
+            }
+            apply_deltas(conn, Counter::PRODUCTS, &deltas.products, &product_names).await?;
+            apply_deltas(conn, Counter::CATEGORIES, &deltas.categories, &category_names).await?;
+            save_states(conn, &changed, &states).await?;
+            dead_letter::insert(conn, self.service, &rejects).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(Outcome {
+            processed: versions.len() as u64,
+            rejected: rejects.len() as u64,
+            produced: 0,
+        })
+    }
+}
+
+/// Claims a state row for every order (new ones start empty) and locks them all, in key
+/// order so that concurrent batches cannot deadlock.
+async fn lock_states(
+    conn: &mut AsyncPgConnection,
+    orders: &[Uuid],
+) -> diesel::QueryResult<BTreeMap<HashKey, OrderCountState>> {
+    if orders.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    diesel::sql_query(
+        "INSERT INTO cdm.order_state (order_id) SELECT unnest($1::uuid[]) \
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind::<Array<SqlUuid>, _>(orders)
+    .execute(conn)
+    .await?;
+    let rows: Vec<StateRow> = diesel::sql_query(
+        "SELECT order_id, user_id, update_ts, counted, product_ids, category_ids \
+         FROM cdm.order_state WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+    )
+    .bind::<Array<SqlUuid>, _>(orders)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().filter_map(StateRow::into_state).collect())
+}
+
+/// One datamart table and its column names.
+struct Counter {
+    table: &'static str,
+    key: &'static str,
+    name: &'static str,
+}
+
+impl Counter {
+    const PRODUCTS: Counter = Counter {
+        table: "cdm.user_product_counters",
+        key: "product_id",
+        name: "product_name",
+    };
+    const CATEGORIES: Counter = Counter {
+        table: "cdm.user_category_counters",
+        key: "category_id",
+        name: "category_name",
+    };
+}
+
+/// Adds the deltas in one statement; rows are sorted by key so concurrent batches lock them
+/// in the same order. A delta whose name is unknown (an item dropped from a newer version)
+/// only ever decrements an existing row, whose name is kept.
+async fn apply_deltas(
+    conn: &mut AsyncPgConnection,
+    counter: Counter,
+    deltas: &BTreeMap<(HashKey, HashKey), i64>,
+    names: &BTreeMap<HashKey, String>,
+) -> diesel::QueryResult<()> {
+    let (mut users, mut keys, mut labels, mut values) = (vec![], vec![], vec![], vec![]);
+    let (mut bare_users, mut bare_keys, mut bare_values) = (vec![], vec![], vec![]);
+    for ((user, key), delta) in deltas {
+        match names.get(key) {
+            Some(name) => {
+                users.push(user.as_uuid());
+                keys.push(key.as_uuid());
+                labels.push(name.as_str());
+                values.push(*delta);
+            }
+            None => {
+                bare_users.push(user.as_uuid());
+                bare_keys.push(key.as_uuid());
+                bare_values.push(*delta);
+            }
+        }
+    }
+    let Counter { table, key, name } = counter;
+    if !users.is_empty() {
+        diesel::sql_query(format!(
+            "INSERT INTO {table} AS t (user_id, {key}, {name}, order_cnt) \
+             SELECT u, k, n, d FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) \
+                 AS x(u, k, n, d) \
+             ON CONFLICT (user_id, {key}) DO UPDATE SET \
+                 order_cnt = t.order_cnt + EXCLUDED.order_cnt, {name} = EXCLUDED.{name}, \
+                 updated_at = now()"
+        ))
+        .bind::<Array<SqlUuid>, _>(users)
+        .bind::<Array<SqlUuid>, _>(keys)
+        .bind::<Array<Text>, _>(labels)
+        .bind::<Array<BigInt>, _>(values)
+        .execute(conn)
+        .await?;
+    }
+    if !bare_users.is_empty() {
+        diesel::sql_query(format!(
+            "UPDATE {table} AS t SET order_cnt = t.order_cnt + x.d, updated_at = now() \
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS x(u, k, d) \
+             WHERE t.user_id = x.u AND t.{key} = x.k"
+        ))
+        .bind::<Array<SqlUuid>, _>(bare_users)
+        .bind::<Array<SqlUuid>, _>(bare_keys)
+        .bind::<Array<BigInt>, _>(bare_values)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stores the new state of every order a version was applied to.
+async fn save_states(
+    conn: &mut AsyncPgConnection,
+    changed: &BTreeSet<HashKey>,
+    states: &BTreeMap<HashKey, OrderCountState>,
+) -> diesel::QueryResult<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut users = Vec::new();
+    let mut versions = Vec::new();
+    let mut counted = Vec::new();
+    // Arrays of arrays must be rectangular in Postgres, so the id sets travel as text.
+    let mut products = Vec::new();
+    let mut categories = Vec::new();
+    for key in changed {
+        let Some(state) = states.get(key) else { continue };
+        ids.push(key.as_uuid());
+        users.push(state.user.as_uuid());
+        versions.push(state.version.as_datetime());
+        counted.push(state.counted);
+        products.push(uuid_array_literal(&state.products));
+        categories.push(uuid_array_literal(&state.categories));
+    }
+    diesel::sql_query(
+        "UPDATE cdm.order_state AS s SET user_id = x.u, update_ts = x.ts, counted = x.c, \
+             product_ids = x.p::uuid[], category_ids = x.k::uuid[], updated_at = now() \
+         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], $5::text[], \
+                     $6::text[]) AS x(id, u, ts, c, p, k) \
+         WHERE s.order_id = x.id",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<SqlUuid>, _>(users)
+    .bind::<Array<Timestamptz>, _>(versions)
+    .bind::<Array<Bool>, _>(counted)
+    .bind::<Array<Text>, _>(products)
+    .bind::<Array<Text>, _>(categories)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+fn uuid_array_literal(keys: &BTreeSet<HashKey>) -> String {
+    let inner: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    format!("{{{}}}", inner.join(","))
+}

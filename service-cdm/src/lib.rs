@@ -1,0 +1,23 @@
+//! service-cdm: applies counter events (topic `cdm_service`) to the datamarts
+//! `cdm.user_product_counters` and `cdm.user_category_counters`, exactly (SPEC §3.3).
+
+mod handler;
+
+pub use handler::CdmHandler;
+use vault_runtime::{Profile, Settings};
+
+pub const PROFILE: Profile = Profile {
+    service: "service-cdm",
+    source_topic: Some("cdm_service"),
+    destination_topic: None,
+    consumer_group: "service-cdm",
+    http_port: 5014,
+    uses_redis: false,
+};
+
+pub type Application = vault_runtime::Application<CdmHandler>;
+
+/// Builds the service from settings (see [`vault_runtime::Application::build`]).
+pub fn build(settings: Settings) -> anyhow::Result<Application> {
+    Application::build(settings, CdmHandler::new)
+}

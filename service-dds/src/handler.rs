@@ -1,0 +1,170 @@
+//! The Data Vault step, one batch at a time. Versions are gated per order: only a version newer
+//! than the latest applied one (`dds.order_load_state`, locked for the transaction) is loaded,
+//! so duplicates, replays and late older versions change nothing. Applied versions are loaded
+//! and their counter events published inside one transaction, which commits only after the
+//! broker acknowledged the events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use vault_core::decode;
+use vault_core::events::cdm_events;
+use vault_core::{EnrichedOrder, HashKey};
+use vault_runtime::dead_letter::{self, DeadLetter};
+use vault_runtime::kafka::{self, FutureProducer, InMessage, OutMessage};
+use vault_runtime::stores::PgPool;
+use vault_runtime::{Context, Failure, Handler, Outcome};
+
+use crate::load;
+
+pub struct DdsHandler {
+    service: &'static str,
+    load_src: String,
+    pg: PgPool,
+    producer: FutureProducer,
+    destination: String,
+}
+
+impl std::fmt::Debug for DdsHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DdsHandler")
+            .field("destination", &self.destination)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DdsHandler {
+    pub fn new(context: &Context) -> anyhow::Result<Self> {
+        let missing = |what: &str| anyhow::anyhow!("service-dds needs {what}");
+        let kafka = &context.settings.kafka;
+        Ok(Self {
+            service: context.settings.service,
+            load_src: kafka.source_topic.clone().unwrap_or_default(),
+            pg: context.pg.clone(),
+            producer: context.producer.clone().ok_or_else(|| missing("a producer"))?,
+            destination: kafka
+                .destination_topic
+                .clone()
+                .ok_or_else(|| missing("KAFKA_DESTINATION_TOPIC"))?,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct Applied {
+    #[diesel(sql_type = SqlUuid)]
+    h_order_pk: uuid::Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    update_ts: chrono::DateTime<chrono::Utc>,
+}
+
+impl Handler for DdsHandler {
+    async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
+        let mut rejects = Vec::new();
+        // Versions per order, ascending and distinct by update_ts.
+        let mut versions: BTreeMap<HashKey, BTreeMap<vault_core::Timestamp, EnrichedOrder>> =
+            BTreeMap::new();
+        let mut processed = 0;
+        for message in batch {
+            match decode::enriched_order(message.payload()).and_then(check_amounts) {
+                Ok(order) => {
+                    processed += 1;
+                    versions
+                        .entry(HashKey::order(order.payload.id))
+                        .or_default()
+                        .entry(order.payload.update_ts)
+                        .or_insert(order);
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %message.topic, partition = message.partition,
+                        offset = message.offset, kind = error.kind(), reason = %error,
+                        "Rejected a message; kept it as a dead letter.");
+                    rejects.push(DeadLetter::new(message, error.kind(), error.to_string()));
+                }
+            }
+        }
+        let order_keys: Vec<uuid::Uuid> = versions.keys().map(HashKey::as_uuid).collect();
+
+        let mut conn = self.pg.get().await?;
+        let produced = conn
+            .transaction::<_, Failure, _>(async |conn| {
+                let stored = latest_applied(conn, &order_keys).await?;
+                let mut applied: Vec<&EnrichedOrder> = versions
+                    .iter()
+                    .flat_map(|(key, by_version)| {
+                        let floor = stored.get(key).copied();
+                        by_version
+                            .iter()
+                            .filter(move |(ts, _)| floor.is_none_or(|f| ts.as_datetime() > f))
+                            .map(|(_, order)| order)
+                    })
+                    .collect();
+                // Loading in time order makes the newest observation of a shared entity (a
+                // user's name, say) its current satellite row.
+                applied.sort_by_key(|order| (order.payload.update_ts, order.payload.id));
+                load::load(conn, &applied, &self.load_src).await?;
+                dead_letter::insert(conn, self.service, &rejects).await?;
+                let events: Vec<OutMessage> = applied
+                    .iter()
+                    .filter_map(|order| {
+                        let events = cdm_events(order);
+                        (!events.is_empty()).then(|| {
+                            serde_json::to_vec(&events).map(|payload| OutMessage {
+                                key: order.payload.id.to_string(),
+                                payload,
+                            })
+                        })
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Failure::Suspect(e.into()))?;
+                kafka::publish(&self.producer, &self.destination, &events).await?;
+                Ok(events.len() as u64)
+            })
+            .await?;
+        Ok(Outcome {
+            processed,
+            rejected: rejects.len() as u64,
+            produced,
+        })
+    }
+}
+
+/// The latest applied version of each order, with its row locked for the transaction.
+async fn latest_applied(
+    conn: &mut AsyncPgConnection,
+    orders: &[uuid::Uuid],
+) -> diesel::QueryResult<HashMap<HashKey, chrono::DateTime<chrono::Utc>>> {
+    if orders.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<Applied> = diesel::sql_query(
+        "SELECT h_order_pk, update_ts FROM dds.order_load_state \
+         WHERE h_order_pk = ANY($1) ORDER BY h_order_pk FOR UPDATE",
+    )
+    .bind::<Array<SqlUuid>, _>(orders)
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (HashKey::from_uuid(row.h_order_pk), row.update_ts))
+        .collect())
+}
+
+/// Amounts must fit `numeric(19, 5)`; a larger one would fail its batch forever.
+fn check_amounts(order: EnrichedOrder) -> Result<EnrichedOrder, decode::DecodeError> {
+    let p = &order.payload;
+    let amounts = [("payload.cost", p.cost), ("payload.payment", p.payment)]
+        .into_iter()
+        .chain(p.products.iter().map(|product| ("payload.products[].price", product.price)));
+    for (path, amount) in amounts {
+        if !amount.fits_numeric(19, 5) {
+            return Err(decode::DecodeError::Field {
+                path: path.to_owned(),
+                message: format!("{amount} does not fit numeric(19,5)"),
+            });
+        }
+    }
+    Ok(order)
+}

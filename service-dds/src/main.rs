@@ -1,0 +1,6 @@
+//! service-dds: enriched orders in, Data Vault loaded, counter events out.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    vault_runtime::app::main_for(service_dds::PROFILE, service_dds::DdsHandler::new).await
+}

@@ -1,0 +1,24 @@
+//! service-stg: decodes raw orders (topic `stg_service`), enriches them from the Redis
+//! dictionaries, keeps the newest version of each in `stg.order_events` and publishes the
+//! enriched orders (topic `dds_service`).
+
+mod handler;
+
+pub use handler::StgHandler;
+use vault_runtime::{Profile, Settings};
+
+pub const PROFILE: Profile = Profile {
+    service: "service-stg",
+    source_topic: Some("stg_service"),
+    destination_topic: Some("dds_service"),
+    consumer_group: "service-stg",
+    http_port: 5012,
+    uses_redis: true,
+};
+
+pub type Application = vault_runtime::Application<StgHandler>;
+
+/// Builds the service from settings (see [`vault_runtime::Application::build`]).
+pub fn build(settings: Settings) -> anyhow::Result<Application> {
+    Application::build(settings, StgHandler::new)
+}

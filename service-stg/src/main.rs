@@ -1,0 +1,6 @@
+//! service-stg: raw orders in, enriched orders out, raw copies kept in `stg`.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    vault_runtime::app::main_for(service_stg::PROFILE, service_stg::StgHandler::new).await
+}
