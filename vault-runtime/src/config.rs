@@ -143,13 +143,8 @@ impl Settings {
     }
 
     pub fn from(env: &impl Env, profile: Profile) -> Result<Self, ConfigError> {
-        let http_host: IpAddr = parse_or(env, "HTTP_HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
-        let http_port: u16 = parse_or(env, "HTTP_PORT", profile.http_port)?;
         let redis = if profile.uses_redis {
-            Some(RedisSettings {
-                url: redis_url(env)?,
-                pool_size: parse_or(env, "REDIS_POOL_SIZE", 8)?,
-            })
+            Some(RedisSettings::from(env)?)
         } else {
             None
         };
@@ -159,23 +154,8 @@ impl Settings {
         }
         Ok(Self {
             service: profile.service,
-            http_addr: SocketAddr::new(http_host, http_port),
-            kafka: KafkaSettings {
-                bootstrap_servers: bootstrap_servers(env)?,
-                security: kafka_security(env)?,
-                source_topic: env
-                    .get("KAFKA_SOURCE_TOPIC")
-                    .or(profile.source_topic.map(str::to_owned)),
-                destination_topic: env
-                    .get("KAFKA_DESTINATION_TOPIC")
-                    .or(profile.destination_topic.map(str::to_owned)),
-                consumer_group: env
-                    .get("KAFKA_CONSUMER_GROUP")
-                    .unwrap_or_else(|| profile.consumer_group.to_owned()),
-                idempotence: parse_or(env, "KAFKA_ENABLE_IDEMPOTENCE", true)?,
-                create_topics_partitions: Some(parse_or(env, "KAFKA_TOPIC_PARTITIONS", 3)?)
-                    .filter(|partitions: &i32| *partitions > 0),
-            },
+            http_addr: http_addr(env, profile.http_port)?,
+            kafka: KafkaSettings::from(env, profile)?,
             postgres: PostgresSettings {
                 url: database_url(env)?,
                 pool_size: parse_or(env, "PG_POOL_SIZE", 8)?,
@@ -189,7 +169,45 @@ impl Settings {
     }
 }
 
-fn parse_or<T>(env: &impl Env, name: &'static str, default: T) -> Result<T, ConfigError>
+/// The HTTP listen address: `HTTP_HOST` (default all interfaces) and `HTTP_PORT`.
+pub fn http_addr(env: &impl Env, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    let host: IpAddr = parse_or(env, "HTTP_HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
+    let port: u16 = parse_or(env, "HTTP_PORT", default_port)?;
+    Ok(SocketAddr::new(host, port))
+}
+
+impl KafkaSettings {
+    pub fn from(env: &impl Env, profile: Profile) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bootstrap_servers: bootstrap_servers(env)?,
+            security: kafka_security(env)?,
+            source_topic: env
+                .get("KAFKA_SOURCE_TOPIC")
+                .or(profile.source_topic.map(str::to_owned)),
+            destination_topic: env
+                .get("KAFKA_DESTINATION_TOPIC")
+                .or(profile.destination_topic.map(str::to_owned)),
+            consumer_group: env
+                .get("KAFKA_CONSUMER_GROUP")
+                .unwrap_or_else(|| profile.consumer_group.to_owned()),
+            idempotence: parse_or(env, "KAFKA_ENABLE_IDEMPOTENCE", true)?,
+            create_topics_partitions: Some(parse_or(env, "KAFKA_TOPIC_PARTITIONS", 3)?)
+                .filter(|partitions: &i32| *partitions > 0),
+        })
+    }
+}
+
+impl RedisSettings {
+    pub fn from(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: redis_url(env)?,
+            pool_size: parse_or(env, "REDIS_POOL_SIZE", 8)?,
+        })
+    }
+}
+
+/// Parses an optional variable, naming it when malformed.
+pub fn parse_or<T>(env: &impl Env, name: &'static str, default: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr,
 {

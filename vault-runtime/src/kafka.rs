@@ -11,7 +11,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+pub use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::config::{KafkaSecurity, KafkaSettings};

@@ -1,0 +1,209 @@
+//! Synthetic orders: N messages for the raw topic, with a share of CANCELLED orders and some
+//! orders sent again later with a changed status.
+
+use chrono::{TimeDelta, Utc};
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange, ORDER_OBJECT_TYPE};
+use vault_core::{Amount, OrderId, OrderStatus, RawOrder, Timestamp};
+
+use crate::dictionary::Dictionary;
+
+/// Share of orders whose final status is CANCELLED.
+const CANCELLED_SHARE: f64 = 0.2;
+/// Share of messages that are a later version of an order earlier in the same push.
+const RESEND_SHARE: f64 = 0.1;
+
+/// How many distinct orders a push of `messages` messages holds (the rest are re-sends).
+pub fn orders_in(messages: u64) -> u64 {
+    let resends = (messages as f64 * RESEND_SHARE).floor() as u64;
+    messages - resends
+}
+
+/// Generates `messages` order messages for the ids `first_id..first_id + orders_in(messages)`:
+/// every order once, in id order, then the re-sent ones with a newer version.
+pub fn orders(
+    rng: &mut impl Rng,
+    dictionary: &Dictionary,
+    first_id: i64,
+    messages: u64,
+) -> Vec<RawOrder> {
+    let count = orders_in(messages);
+    let resends = messages - count;
+    let restaurants: Vec<_> = dictionary
+        .restaurants
+        .iter()
+        .filter(|r| !r.menu.is_empty())
+        .collect();
+    let now = Utc::now();
+    let mut out = Vec::with_capacity(messages as usize);
+    let mut later = Vec::with_capacity(resends as usize);
+    for n in 0..count {
+        let (Some(user), Some(restaurant)) =
+            (dictionary.users.choose(rng), restaurants.choose(rng))
+        else {
+            break;
+        };
+        let size = rng.random_range(1..=4.min(restaurant.menu.len()));
+        let items: Vec<OrderItem> = restaurant
+            .menu
+            .choose_multiple(rng, size)
+            .map(|item| OrderItem {
+                id: item.id.clone(),
+                price: item.price,
+                quantity: rng.random_range(1..=3),
+                name: Some(item.name.clone()),
+                category: Some(item.category.clone()),
+            })
+            .collect();
+        let cost = items.iter().fold(Amount::default(), |sum, item| {
+            Amount::new(sum.as_decimal() + item.price.as_decimal() * rust_quantity(item.quantity))
+        });
+        let placed = now - TimeDelta::minutes(rng.random_range(60..60 * 24 * 30));
+        let cancelled = rng.random_bool(CANCELLED_SHARE);
+        let final_status = if cancelled {
+            OrderStatus::Cancelled
+        } else {
+            OrderStatus::Closed
+        };
+        let resend = (n as u64) < resends;
+        // A re-sent order first goes out one step earlier: DELIVERING before CLOSED, or
+        // CLOSED before a cancellation (a refund), which must retract what was counted.
+        let first_status = match (resend, final_status) {
+            (false, status) => status,
+            (true, OrderStatus::Cancelled) => OrderStatus::Closed,
+            (true, _) => OrderStatus::Delivering,
+        };
+        let order = |status: OrderStatus, extra_minutes: i64| {
+            let mut statuses = vec![OrderStatus::Open, OrderStatus::Cooking];
+            if status != OrderStatus::Cancelled {
+                statuses.push(OrderStatus::Delivering);
+            }
+            if status == OrderStatus::Closed {
+                statuses.push(OrderStatus::Closed);
+            }
+            if status == OrderStatus::Cancelled {
+                statuses.push(OrderStatus::Cancelled);
+            }
+            let changes: Vec<StatusChange> = statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| StatusChange {
+                    status: *s,
+                    dttm: Timestamp::from_datetime(
+                        placed + TimeDelta::minutes(10 * i as i64 + extra_minutes),
+                    ),
+                })
+                .collect();
+            let update_ts = changes.last().map_or(Timestamp::from_datetime(placed), |c| c.dttm);
+            RawOrder {
+                object_id: OrderId(first_id + n as i64),
+                object_type: ORDER_OBJECT_TYPE.to_owned(),
+                sent_dttm: Timestamp::from_datetime(Utc::now()),
+                payload: RawPayload {
+                    restaurant: EntityRef {
+                        id: restaurant.id.clone(),
+                    },
+                    user: EntityRef {
+                        id: user.id.clone(),
+                    },
+                    date: Timestamp::from_datetime(placed),
+                    order_items: items.clone(),
+                    bonus_payment: Amount::default(),
+                    cost,
+                    payment: cost,
+                    bonus_grant: Amount::default(),
+                    // The source lists statuses newest first.
+                    statuses: changes.into_iter().rev().collect(),
+                    final_status: status,
+                    update_ts,
+                },
+            }
+        };
+        out.push(order(first_status, 0));
+        if resend {
+            later.push(order(final_status, 30));
+        }
+    }
+    out.extend(later);
+    out
+}
+
+fn rust_quantity(quantity: i64) -> rust_decimal::Decimal {
+    rust_decimal::Decimal::from(quantity)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::dictionary::synthetic;
+
+    #[test]
+    fn a_push_holds_exactly_the_asked_number_of_messages() {
+        let d = synthetic(1, 120, 12);
+        for n in [1, 9, 10, 1000] {
+            let orders = orders(&mut StdRng::seed_from_u64(n), &d, 1, n);
+            assert_eq!(orders.len() as u64, n);
+        }
+    }
+
+    #[test]
+    fn ids_are_consecutive_and_resent_orders_come_later_with_a_newer_version() {
+        let d = synthetic(1, 120, 12);
+        let list = orders(&mut StdRng::seed_from_u64(3), &d, 500, 1000);
+        let distinct: BTreeSet<i64> = list.iter().map(|o| o.object_id.0).collect();
+        assert_eq!(distinct.len() as u64, orders_in(1000));
+        assert_eq!(distinct.first(), Some(&500));
+        assert_eq!(distinct.last(), Some(&(500 + orders_in(1000) as i64 - 1)));
+        let mut seen: BTreeMap<i64, &RawOrder> = BTreeMap::new();
+        for order in &list {
+            if let Some(previous) = seen.get(&order.object_id.0) {
+                assert!(order.payload.update_ts > previous.payload.update_ts);
+                assert_ne!(order.payload.final_status, previous.payload.final_status);
+            }
+            seen.insert(order.object_id.0, order);
+        }
+    }
+
+    #[test]
+    fn a_share_of_orders_is_cancelled_and_some_are_closed_then_cancelled() {
+        let d = synthetic(1, 120, 12);
+        let list = orders(&mut StdRng::seed_from_u64(5), &d, 1, 2000);
+        let cancelled = list
+            .iter()
+            .filter(|o| o.payload.final_status == OrderStatus::Cancelled)
+            .count();
+        assert!(cancelled > 100 && cancelled < 800, "{cancelled}");
+        let mut closed_first = BTreeSet::new();
+        let mut refunds = 0;
+        for order in &list {
+            match order.payload.final_status {
+                OrderStatus::Closed => {
+                    closed_first.insert(order.object_id);
+                }
+                OrderStatus::Cancelled if closed_first.contains(&order.object_id) => refunds += 1,
+                _ => {}
+            }
+        }
+        assert!(refunds > 0);
+    }
+
+    #[test]
+    fn cost_is_the_sum_of_item_prices_times_quantities() {
+        let d = synthetic(1, 120, 12);
+        for order in orders(&mut StdRng::seed_from_u64(9), &d, 1, 50) {
+            let sum: rust_decimal::Decimal = order
+                .payload
+                .order_items
+                .iter()
+                .map(|i| i.price.as_decimal() * rust_decimal::Decimal::from(i.quantity))
+                .sum();
+            assert_eq!(order.payload.cost.as_decimal(), sum);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! datagen: feeds Vaultline. At start it makes sure Redis holds dictionaries (seeding a
+//! synthetic set when it holds none); `POST /push {"N": n}` then generates n order messages
+//! from them and produces them, keyed by order id, to the raw topic (SPEC §5).
+
+pub mod dictionary;
+pub mod generate;
+mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::RwLock;
+use vault_runtime::config::{self, ConfigError, Env, KafkaSettings, Profile, RedisSettings};
+use vault_runtime::kafka::{self, FutureProducer};
+use vault_runtime::stores::{self, RedisPool};
+
+pub const PROFILE: Profile = Profile {
+    service: "datagen",
+    source_topic: None,
+    destination_topic: Some("stg_service"),
+    consumer_group: "datagen",
+    http_port: 5011,
+    uses_redis: true,
+};
+
+/// The largest push one request may ask for.
+pub const MAX_PUSH: u64 = 1_000_000;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    /// The seed of the synthetic dictionary set (`DATAGEN_SEED`).
+    pub seed: u64,
+}
+
+impl Settings {
+    pub fn from(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            http_addr: config::http_addr(env, PROFILE.http_port)?,
+            kafka: KafkaSettings::from(env, PROFILE)?,
+            redis: RedisSettings::from(env)?,
+            seed: config::parse_or(env, "DATAGEN_SEED", 42)?,
+        })
+    }
+}
+
+/// Shared by the HTTP handlers.
+pub(crate) struct State {
+    pub(crate) redis: RedisPool,
+    pub(crate) producer: FutureProducer,
+    pub(crate) topic: String,
+    /// Loaded once Redis answers; `None` until then.
+    pub(crate) dictionary: RwLock<Option<dictionary::Dictionary>>,
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) seed: u64,
+}
+
+pub struct Application {
+    state: Arc<State>,
+    listener: std::net::TcpListener,
+    http_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let redis = stores::redis_pool(&settings.redis)?;
+        let producer = kafka::producer(&settings.kafka)?;
+        let topic = settings.kafka.destination_topic.clone().ok_or_else(|| {
+            anyhow::anyhow!("invalid configuration: KAFKA_DESTINATION_TOPIC: is required")
+        })?;
+        let listener = std::net::TcpListener::bind(settings.http_addr).map_err(|e| {
+            anyhow::anyhow!("invalid configuration: HTTP_PORT: cannot listen on {}: {e}", settings.http_addr)
+        })?;
+        let http_addr = listener.local_addr()?;
+        Ok(Self {
+            state: Arc::new(State {
+                redis,
+                producer,
+                topic,
+                dictionary: RwLock::new(None),
+                kafka: settings.kafka,
+                seed: settings.seed,
+            }),
+            listener,
+            http_addr,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until `shutdown` completes; meanwhile loads (or seeds) the dictionaries,
+    /// retrying while Redis is down.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let loader = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match dictionary::load_or_seed(&state.redis, state.seed).await {
+                    Ok(loaded) => {
+                        *state.dictionary.write().await = Some(loaded);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), "Cannot load dictionaries yet; retrying.");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            if let Some(partitions) = state.kafka.create_topics_partitions {
+                while let Err(error) = kafka::ensure_topics(&state.kafka, &[state.topic.as_str()], partitions).await {
+                    tracing::warn!(error = %format!("{error:#}"), "Cannot create the topic yet; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+        tracing::info!(http = %self.http_addr, "datagen serving.");
+        server::serve(self.listener, self.state.clone(), shutdown)?.await;
+        loader.abort();
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! datagen's HTTP API: `GET /health` and `POST /push {"N": n}`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use vault_runtime::http::Dependency;
+use vault_runtime::kafka::{self, OutMessage};
+use warp::http::StatusCode;
+use warp::reply::{self, Json, WithStatus};
+use warp::Filter;
+
+use crate::{generate, State, MAX_PUSH};
+
+pub(crate) fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl Future<Output = ()>> {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let health = warp::path("health")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(health);
+    let push = warp::path("push")
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::bytes())
+        .and(with_state)
+        .then(|body: warp::hyper::body::Bytes, state| push(body.to_vec(), state));
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    Ok(warp::serve(health.or(push))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run())
+}
+
+async fn health(state: Arc<State>) -> WithStatus<Json> {
+    let redis = Dependency::Redis(state.redis.clone()).check().await;
+    let kafka = Dependency::Kafka(state.producer.clone()).check().await;
+    let dictionary = state.dictionary.read().await;
+    let loaded = dictionary.as_ref().map(|d| {
+        json!({"users": d.users.len(), "restaurants": d.restaurants.len()})
+    });
+    let healthy = redis.is_ok() && kafka.is_ok() && loaded.is_some();
+    let dep = |r: &Result<(), String>| match r {
+        Ok(()) => json!({"status": "up"}),
+        Err(e) => json!({"status": "down", "error": e}),
+    };
+    let doc = json!({
+        "service": "datagen",
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "dictionary": loaded,
+        "dependencies": {"redis": dep(&redis), "kafka": dep(&kafka)},
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply::with_status(reply::json(&doc), code)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> WithStatus<Json> {
+    reply::with_status(
+        reply::json(&json!({"status": "error", "error": message.into()})),
+        code,
+    )
+}
+
+/// Parses `{"N": n}` with 0 < n ≤ [`MAX_PUSH`].
+pub(crate) fn parse_push(body: &[u8]) -> Result<u64, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let n = value
+        .get("N")
+        .ok_or_else(|| "body must be an object with an integer field `N`".to_owned())?;
+    let n = n
+        .as_i64()
+        .ok_or_else(|| format!("`N` must be an integer, got {n}"))?;
+    if n <= 0 {
+        return Err(format!("`N` must be positive, got {n}"));
+    }
+    let n = n as u64;
+    if n > MAX_PUSH {
+        return Err(format!("`N` must be at most {MAX_PUSH}, got {n}"));
+    }
+    Ok(n)
+}
+
+async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
+    let n = match parse_push(&body) {
+        Ok(n) => n,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(dictionary) = state.dictionary.read().await.clone() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "dictionaries are not loaded yet (is Redis up?)");
+    };
+    let orders = generate::orders_in(n);
+    let first_id = match allocate_ids(&state, orders).await {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
+    };
+    let messages = generate::orders(&mut rand::rngs::StdRng::from_os_rng(), &dictionary, first_id, n);
+    for chunk in messages.chunks(2000) {
+        let out: Result<Vec<OutMessage>, _> = chunk
+            .iter()
+            .map(|order| {
+                serde_json::to_vec(order).map(|payload| OutMessage {
+                    key: order.object_id.to_string(),
+                    payload,
+                })
+            })
+            .collect();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        if let Err(e) = kafka::publish(&state.producer, &state.topic, &out).await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("Kafka: {e}"));
+        }
+    }
+    tracing::info!(messages = n, orders, first_id, "Pushed orders.");
+    reply::with_status(
+        reply::json(&json!({
+            "status": "success",
+            "messages_pushed": n,
+            "orders": orders,
+            "first_order_id": first_id,
+            "last_order_id": first_id + orders as i64 - 1,
+        })),
+        StatusCode::OK,
+    )
+}
+
+/// Reserves `count` consecutive order ids with one atomic Redis increment, so ids never
+/// collide across pushes, restarts and replicas.
+async fn allocate_ids(state: &State, count: u64) -> anyhow::Result<i64> {
+    use bb8_redis::redis::AsyncCommands;
+    const KEY: &str = "vaultline:datagen:last_order_id";
+    let mut conn = state.redis.get().await?;
+    // Start well above small ids so synthetic orders are easy to tell apart.
+    let _: bool = conn.set_nx(KEY, 10_000_000_i64).await?;
+    let last: i64 = conn.incr(KEY, count as i64).await?;
+    Ok(last - count as i64 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_push;
+
+    #[test]
+    fn push_bodies_are_validated() {
+        assert_eq!(parse_push(br#"{"N": 10000}"#), Ok(10000));
+        assert!(parse_push(br#"{"N": 0}"#).is_err());
+        assert!(parse_push(br#"{"N": -5}"#).is_err());
+        assert!(parse_push(br#"{"N": 10000000000}"#).is_err());
+        assert!(parse_push(br#"{"N": "ten"}"#).is_err());
+        assert!(parse_push(br#"{"n": 10}"#).is_err());
+        assert!(parse_push(b"not json").is_err());
+    }
+}
