@@ -173,9 +173,10 @@ impl Counter {
     };
 }
 
-/// Adds the deltas in one statement; rows are sorted by key so concurrent batches lock them
-/// in the same order. A delta whose name is unknown (an item dropped from a newer version)
-/// only ever decrements an existing row, whose name is kept.
+/// Applies the deltas: increments in one upsert, decrements in one update. Rows are sorted
+/// by key so concurrent batches lock them in the same order. Decrements never insert: a row
+/// is only ever decremented after an increment created it (and Postgres checks `order_cnt >= 0`
+/// on the proposed row of an upsert before it detects the conflict).
 async fn apply_deltas(
     conn: &mut AsyncPgConnection,
     counter: Counter,
@@ -183,19 +184,22 @@ async fn apply_deltas(
     names: &BTreeMap<HashKey, String>,
 ) -> diesel::QueryResult<()> {
     let (mut users, mut keys, mut labels, mut values) = (vec![], vec![], vec![], vec![]);
-    let (mut bare_users, mut bare_keys, mut bare_values) = (vec![], vec![], vec![]);
+    let (mut down_users, mut down_keys, mut down_labels, mut down_values) =
+        (vec![], vec![], vec![], vec![]);
     for ((user, key), delta) in deltas {
-        match names.get(key) {
-            Some(name) => {
+        let name = names.get(key).map(String::as_str);
+        match name {
+            Some(name) if *delta > 0 => {
                 users.push(user.as_uuid());
                 keys.push(key.as_uuid());
-                labels.push(name.as_str());
+                labels.push(name);
                 values.push(*delta);
             }
-            None => {
-                bare_users.push(user.as_uuid());
-                bare_keys.push(key.as_uuid());
-                bare_values.push(*delta);
+            _ => {
+                down_users.push(user.as_uuid());
+                down_keys.push(key.as_uuid());
+                down_labels.push(name);
+                down_values.push(*delta);
             }
         }
     }
@@ -216,15 +220,17 @@ async fn apply_deltas(
         .execute(conn)
         .await?;
     }
-    if !bare_users.is_empty() {
+    if !down_users.is_empty() {
         diesel::sql_query(format!(
-            "UPDATE {table} AS t SET order_cnt = t.order_cnt + x.d, updated_at = now() \
-             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS x(u, k, d) \
+            "UPDATE {table} AS t SET order_cnt = t.order_cnt + x.d, \
+                 {name} = coalesce(x.n, t.{name}), updated_at = now() \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) AS x(u, k, n, d) \
              WHERE t.user_id = x.u AND t.{key} = x.k"
         ))
-        .bind::<Array<SqlUuid>, _>(bare_users)
-        .bind::<Array<SqlUuid>, _>(bare_keys)
-        .bind::<Array<BigInt>, _>(bare_values)
+        .bind::<Array<SqlUuid>, _>(down_users)
+        .bind::<Array<SqlUuid>, _>(down_keys)
+        .bind::<Array<Nullable<Text>>, _>(down_labels)
+        .bind::<Array<BigInt>, _>(down_values)
         .execute(conn)
         .await?;
     }

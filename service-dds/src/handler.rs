@@ -63,9 +63,8 @@ struct Applied {
 impl Handler for DdsHandler {
     async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
         let mut rejects = Vec::new();
-        // Versions per order, ascending and distinct by update_ts.
-        let mut versions: BTreeMap<HashKey, BTreeMap<vault_core::Timestamp, EnrichedOrder>> =
-            BTreeMap::new();
+        // Versions per order, in arrival order.
+        let mut versions: BTreeMap<HashKey, Vec<EnrichedOrder>> = BTreeMap::new();
         let mut processed = 0;
         for message in batch {
             match decode::enriched_order(message.payload()).and_then(check_amounts) {
@@ -74,8 +73,7 @@ impl Handler for DdsHandler {
                     versions
                         .entry(HashKey::order(order.payload.id))
                         .or_default()
-                        .entry(order.payload.update_ts)
-                        .or_insert(order);
+                        .push(order);
                 }
                 Err(error) => {
                     tracing::warn!(topic = %message.topic, partition = message.partition,
@@ -93,13 +91,7 @@ impl Handler for DdsHandler {
                 let stored = latest_applied(conn, &order_keys).await?;
                 let mut applied: Vec<&EnrichedOrder> = versions
                     .iter()
-                    .flat_map(|(key, by_version)| {
-                        let floor = stored.get(key).copied();
-                        by_version
-                            .iter()
-                            .filter(move |(ts, _)| floor.is_none_or(|f| ts.as_datetime() > f))
-                            .map(|(_, order)| order)
-                    })
+                    .flat_map(|(key, arrived)| newer_than(stored.get(key).copied(), arrived))
                     .collect();
                 // Loading in time order makes the newest observation of a shared entity (a
                 // user's name, say) its current satellite row.
@@ -129,6 +121,24 @@ impl Handler for DdsHandler {
             produced,
         })
     }
+}
+
+/// The versions that apply, in arrival order: each must be newer than everything applied or
+/// arrived before it, so a late older version changes nothing whether it comes in the same
+/// batch as the newer one or later.
+fn newer_than(
+    mut floor: Option<chrono::DateTime<chrono::Utc>>,
+    arrived: &[EnrichedOrder],
+) -> Vec<&EnrichedOrder> {
+    let mut applied = Vec::new();
+    for order in arrived {
+        let version = order.payload.update_ts.as_datetime();
+        if floor.is_none_or(|floor| version > floor) {
+            floor = Some(version);
+            applied.push(order);
+        }
+    }
+    applied
 }
 
 /// The latest applied version of each order, with its row locked for the transaction.

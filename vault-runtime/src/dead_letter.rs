@@ -125,3 +125,37 @@ pub async fn mark_replayed(conn: &mut AsyncPgConnection, ids: &[i64]) -> diesel:
     .execute(conn)
     .await
 }
+
+/// Republishes pending dead letters to the topic they came from (with their original key),
+/// then marks them replayed; the owning service processes them afresh, and one that fails
+/// again becomes a new dead letter. `ids` narrows the replay to chosen letters. Returns how
+/// many were replayed.
+pub async fn replay(
+    pool: &crate::stores::PgPool,
+    producer: &rdkafka::producer::FutureProducer,
+    service: Option<&str>,
+    ids: Option<&[i64]>,
+) -> anyhow::Result<usize> {
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::util::Timeout;
+
+    let mut conn = pool.get().await?;
+    let letters: Vec<StoredDeadLetter> = pending(&mut conn, service, i64::MAX)
+        .await?
+        .into_iter()
+        .filter(|l| ids.is_none_or(|ids| ids.contains(&l.id)))
+        .collect();
+    for letter in &letters {
+        let mut record = FutureRecord::to(&letter.topic).payload(&letter.payload);
+        if let Some(key) = &letter.message_key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Timeout::After(std::time::Duration::from_secs(30)))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("republishing dead letter {}: {e}", letter.id))?;
+    }
+    let replayed: Vec<i64> = letters.iter().map(|l| l.id).collect();
+    mark_replayed(&mut conn, &replayed).await?;
+    Ok(replayed.len())
+}

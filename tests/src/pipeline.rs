@@ -1,0 +1,405 @@
+//! The whole pipeline in-process, for end-to-end tests: the three services (and datagen on
+//! demand) started as libraries against the real stack, with a fresh database and unique
+//! topics and consumer groups, plus the probes the tests assert with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bb8_redis::redis::AsyncCommands;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vault_runtime::config::{Profile, Settings};
+
+use crate::{eventually, stack, unique, Stack};
+
+/// The services of the chain, in pipeline order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Service {
+    Stg,
+    Dds,
+    Cdm,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Stg, Service::Dds, Service::Cdm];
+
+    fn profile(self) -> Profile {
+        match self {
+            Service::Stg => service_stg::PROFILE,
+            Service::Dds => service_dds::PROFILE,
+            Service::Cdm => service_cdm::PROFILE,
+        }
+    }
+}
+
+/// A service running on the test's runtime.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+    http: SocketAddr,
+}
+
+/// One test's pipeline: its database, topics, groups and running services.
+pub struct Pipeline {
+    pub stack: &'static Stack,
+    pub database_url: String,
+    /// `stg_service`, `dds_service` and `cdm_service` of this test.
+    pub raw_topic: String,
+    pub enriched_topic: String,
+    pub counter_topic: String,
+    groups: BTreeMap<Service, String>,
+    running: BTreeMap<Service, Running>,
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("raw_topic", &self.raw_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Creates the database and topics (`partitions` each) and starts all three services.
+    pub async fn start(partitions: i32) -> anyhow::Result<Self> {
+        let stack = stack().await;
+        let database_url = stack.fresh_database().await?;
+        let raw_topic = unique("stg_service");
+        let enriched_topic = unique("dds_service");
+        let counter_topic = unique("cdm_service");
+        stack
+            .create_topics(
+                &[raw_topic.clone(), enriched_topic.clone(), counter_topic.clone()],
+                partitions,
+            )
+            .await?;
+        let producer = stack
+            .kafka_config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .context("creating the test producer")?;
+        let mut pipeline = Self {
+            stack,
+            database_url,
+            raw_topic,
+            enriched_topic,
+            counter_topic,
+            groups: Service::ALL
+                .into_iter()
+                .map(|s| (s, unique(s.profile().consumer_group)))
+                .collect(),
+            running: BTreeMap::new(),
+            producer,
+        };
+        for service in Service::ALL {
+            pipeline.start_service(service).await?;
+        }
+        Ok(pipeline)
+    }
+
+    /// The environment a service of this pipeline is configured with.
+    pub fn env(&self, service: Service) -> HashMap<String, String> {
+        let (source, destination) = match service {
+            Service::Stg => (&self.raw_topic, Some(&self.enriched_topic)),
+            Service::Dds => (&self.enriched_topic, Some(&self.counter_topic)),
+            Service::Cdm => (&self.counter_topic, None),
+        };
+        let mut env: HashMap<String, String> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", self.stack.kafka_bootstrap.as_str()),
+            ("DATABASE_URL", self.database_url.as_str()),
+            ("REDIS_URL", self.stack.redis_url.as_str()),
+            ("KAFKA_SOURCE_TOPIC", source.as_str()),
+            ("KAFKA_CONSUMER_GROUP", self.groups[&service].as_str()),
+            ("HTTP_HOST", "127.0.0.1"),
+            ("HTTP_PORT", "0"),
+            ("KAFKA_TOPIC_PARTITIONS", "0"),
+            ("BATCH_LINGER_MS", "10"),
+            ("BATCH_MAX_MESSAGES", "500"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        if let Some(destination) = destination {
+            env.insert("KAFKA_DESTINATION_TOPIC".into(), destination.clone());
+        }
+        env
+    }
+
+    /// Starts (or restarts) one service.
+    pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
+        let settings = Settings::from(&self.env(service), service.profile())?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let (http, task) = match service {
+            Service::Stg => {
+                let app = service_stg::build(settings)?;
+                (app.http_addr(), tokio::spawn(app.run_until_stopped(shutdown)))
+            }
+            Service::Dds => {
+                let app = service_dds::build(settings)?;
+                (app.http_addr(), tokio::spawn(app.run_until_stopped(shutdown)))
+            }
+            Service::Cdm => {
+                let app = service_cdm::build(settings)?;
+                (app.http_addr(), tokio::spawn(app.run_until_stopped(shutdown)))
+            }
+        };
+        self.running.insert(service, Running { stop, task, http });
+        Ok(())
+    }
+
+    /// Stops a service the way SIGTERM does, and checks that it stopped cleanly.
+    pub async fn stop_service(&mut self, service: Service) -> anyhow::Result<()> {
+        if let Some(running) = self.running.remove(&service) {
+            let _ = running.stop.send(());
+            tokio::time::timeout(Duration::from_secs(60), running.task)
+                .await
+                .context("service did not stop within 60 s")???;
+        }
+        Ok(())
+    }
+
+    /// Kills a service mid-flight, as `kill -9` would: its futures are dropped wherever they
+    /// are, open transactions die with their connections and nothing is committed.
+    pub async fn kill_service(&mut self, service: Service) {
+        if let Some(running) = self.running.remove(&service) {
+            running.task.abort();
+            let _ = running.task.await;
+        }
+    }
+
+    /// Gives a service a fresh consumer group, so that its next start reads its topic from the
+    /// beginning.
+    pub fn reset_group(&mut self, service: Service) {
+        self.groups
+            .insert(service, unique(service.profile().consumer_group));
+    }
+
+    pub fn group(&self, service: Service) -> &str {
+        &self.groups[&service]
+    }
+
+    pub fn http_addr(&self, service: Service) -> Option<SocketAddr> {
+        self.running.get(&service).map(|r| r.http)
+    }
+
+    /// Produces raw messages (key, payload) to the raw topic and waits for the acks.
+    pub async fn produce_raw(&self, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+        self.produce(&self.raw_topic, messages).await
+    }
+
+    pub async fn produce(&self, topic: &str, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+        for (key, payload) in messages {
+            self.producer
+                .send(
+                    FutureRecord::to(topic).key(key).payload(payload),
+                    Timeout::After(Duration::from_secs(30)),
+                )
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every service has committed everything on its topic, in pipeline order,
+    /// so that when this returns the whole chain is at rest.
+    pub async fn settle(&self, timeout: Duration) {
+        let hops = [
+            (Service::Stg, &self.raw_topic),
+            (Service::Dds, &self.enriched_topic),
+            (Service::Cdm, &self.counter_topic),
+        ];
+        for (service, topic) in hops {
+            let group = self.groups[&service].clone();
+            let what = format!("{service:?} to commit everything on {topic}");
+            eventually(&what, timeout, || async {
+                let ends = self.end_offsets(topic).await.ok()?;
+                let committed = self.stack.committed_offsets(&group, topic).await.ok()?;
+                let done = ends
+                    .iter()
+                    .all(|(p, end)| committed.get(p).copied().flatten().unwrap_or(0) >= *end);
+                done.then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// The high watermark (next offset to be written) of every partition of `topic`.
+    pub async fn end_offsets(&self, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let config = self.stack.kafka_config();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = config.create()?;
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            let mut ends = BTreeMap::new();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    let (_, high) =
+                        consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+                    ends.insert(p.id(), high);
+                }
+            }
+            anyhow::Ok(ends)
+        })
+        .await?
+    }
+
+    /// A client on this test's database.
+    pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Runs a query returning one bigint.
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        let row = self.db().await?.query_one(sql, &[]).await.with_context(|| sql.to_owned())?;
+        Ok(row.get(0))
+    }
+
+    /// Rows of the datamarts that differ from a recount over the Data Vault (both tables,
+    /// both directions); zero when the counters are exact.
+    pub async fn counter_mismatches(&self) -> anyhow::Result<i64> {
+        self.count(
+            "SELECT (SELECT count(*) FROM ( \
+               (SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters \
+                  WHERE order_cnt > 0 \
+                EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount) \
+               UNION ALL \
+               (SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount \
+                EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters)) d) \
+             + (SELECT count(*) FROM ( \
+               (SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters \
+                  WHERE order_cnt > 0 \
+                EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount) \
+               UNION ALL \
+               (SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount \
+                EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters)) d)",
+        )
+        .await
+    }
+
+    /// A fingerprint of every warehouse table (row counts and counter contents), to show that
+    /// something changed nothing.
+    pub async fn snapshot(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let client = self.db().await?;
+        let mut out = Vec::new();
+        for table in [
+            "stg.order_events", "dds.h_user", "dds.h_product", "dds.h_category",
+            "dds.h_restaurant", "dds.h_order", "dds.l_order_user", "dds.l_order_product",
+            "dds.l_product_category", "dds.l_product_restaurant", "dds.s_user_names",
+            "dds.s_product_names", "dds.s_restaurant_names", "dds.s_order_cost",
+            "dds.s_order_status", "dds.order_load_state", "cdm.order_state", "ops.dead_letters",
+        ] {
+            let row = client
+                .query_one(&format!("SELECT count(*)::text FROM {table}"), &[])
+                .await?;
+            out.push((table.to_owned(), row.get(0)));
+        }
+        for (table, key) in [
+            ("cdm.user_product_counters", "product_id"),
+            ("cdm.user_category_counters", "category_id"),
+        ] {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT coalesce(md5(string_agg(user_id::text || {key}::text || ':' || \
+                         order_cnt::text, ',' ORDER BY user_id, {key})), '') FROM {table}"
+                    ),
+                    &[],
+                )
+                .await?;
+            out.push((table.to_owned(), row.get(0)));
+        }
+        Ok(out)
+    }
+
+    /// Writes dictionary entries to the shared Redis.
+    pub async fn put_dictionary(&self, dictionary: &datagen::dictionary::Dictionary) -> anyhow::Result<()> {
+        let pool = redis_pool(&self.stack.redis_url)?;
+        datagen::dictionary::store(&pool, dictionary).await
+    }
+
+    /// Sets one Redis key (overwriting).
+    pub async fn put_redis(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let pool = redis_pool(&self.stack.redis_url)?;
+        let mut conn = pool.get().await?;
+        let () = conn.set(key, value).await?;
+        Ok(())
+    }
+
+    /// A Postgres pool and a producer as the operator tools use them.
+    pub fn tools(&self) -> anyhow::Result<(vault_runtime::stores::PgPool, FutureProducer)> {
+        let settings = Settings::from(&self.env(Service::Stg), service_stg::PROFILE)?;
+        Ok((
+            vault_runtime::stores::pg_pool(&settings.postgres),
+            vault_runtime::kafka::producer(&settings.kafka)?,
+        ))
+    }
+
+    /// Stops every running service cleanly.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for service in Service::ALL.into_iter().rev() {
+            self.stop_service(service).await?;
+        }
+        Ok(())
+    }
+}
+
+fn redis_pool(url: &str) -> anyhow::Result<vault_runtime::stores::RedisPool> {
+    vault_runtime::stores::redis_pool(&vault_runtime::config::RedisSettings {
+        url: vault_runtime::config::Secret::new(url),
+        pool_size: 2,
+    })
+}
+
+/// A minimal HTTP/1.1 exchange on loopback: returns the status code and the body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no HTTP status line")?;
+    // Chunked bodies (warp streams JSON replies) are reassembled.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}

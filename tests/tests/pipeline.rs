@@ -1,0 +1,436 @@
+//! End to end: orders through the real broker, Redis and Postgres, all services in-process,
+//! each test on its own database, topics and consumer groups.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use datagen::dictionary::{synthetic, Dictionary};
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
+use vault_core::counter::{recount, OrderVersion};
+use vault_core::{events, Amount, EntityId, HashKey, OrderId, OrderStatus, RawOrder, Timestamp};
+use vault_tests::pipeline::{http, Pipeline, Service};
+use vault_tests::{eventually, unique};
+
+const SETTLE: Duration = Duration::from_secs(180);
+
+fn random_dictionary(users: usize, restaurants: usize) -> Dictionary {
+    synthetic(uuid::Uuid::new_v4().as_u64_pair().0, users, restaurants)
+}
+
+/// One version of an order: `minute` orders versions (a later minute is a newer version).
+fn order(
+    d: &Dictionary,
+    id: i64,
+    user: usize,
+    restaurant: usize,
+    items: &[usize],
+    status: OrderStatus,
+    minute: i64,
+) -> RawOrder {
+    let base = chrono::DateTime::parse_from_rfc3339("2025-02-22T08:00:00+00:00")
+        .expect("timestamp")
+        .with_timezone(&chrono::Utc);
+    let at = |m: i64| Timestamp::from_datetime(base + chrono::TimeDelta::minutes(m));
+    let r = &d.restaurants[restaurant];
+    let order_items: Vec<OrderItem> = items
+        .iter()
+        .map(|&i| OrderItem {
+            id: r.menu[i].id.clone(),
+            price: r.menu[i].price,
+            quantity: 1,
+            name: None,
+            category: None,
+        })
+        .collect();
+    RawOrder {
+        object_id: OrderId(id),
+        object_type: "order".into(),
+        sent_dttm: at(minute),
+        payload: RawPayload {
+            restaurant: EntityRef { id: r.id.clone() },
+            user: EntityRef {
+                id: d.users[user].id.clone(),
+            },
+            date: at(0),
+            order_items,
+            bonus_payment: Amount::default(),
+            cost: Amount::from_i64(100),
+            payment: Amount::from_i64(100),
+            bonus_grant: Amount::default(),
+            statuses: vec![StatusChange {
+                status,
+                dttm: at(minute),
+            }],
+            final_status: status,
+            update_ts: at(minute),
+        },
+    }
+}
+
+fn message(order: &RawOrder) -> (String, Vec<u8>) {
+    (
+        order.object_id.to_string(),
+        serde_json::to_vec(order).expect("serialize"),
+    )
+}
+
+/// What the datamarts must hold after `orders`, computed by the pure library alone.
+fn expected_counters(d: &Dictionary, orders: &[RawOrder]) -> (BTreeMap<(String, String), i64>, BTreeMap<(String, String), i64>) {
+    let users: HashMap<&EntityId, _> = d.users.iter().map(|u| (&u.id, u)).collect();
+    let restaurants: HashMap<&EntityId, _> = d.restaurants.iter().map(|r| (&r.id, r)).collect();
+    let versions: Vec<OrderVersion> = orders
+        .iter()
+        .map(|o| {
+            let enriched = vault_core::enrich::enrich(
+                o,
+                users.get(&o.payload.user.id).copied(),
+                restaurants.get(&o.payload.restaurant.id).copied(),
+            )
+            .expect("enrichable");
+            events::order_version(&events::cdm_events(&enriched)).expect("events")
+        })
+        .collect();
+    let counts = recount(&versions);
+    let key = |(a, b): &(HashKey, HashKey)| (a.to_string(), b.to_string());
+    (
+        counts.products.iter().map(|(k, v)| (key(k), *v)).collect(),
+        counts.categories.iter().map(|(k, v)| (key(k), *v)).collect(),
+    )
+}
+
+async fn stored_counters(p: &Pipeline, table: &str, key: &str) -> BTreeMap<(String, String), i64> {
+    let client = p.db().await.expect("db");
+    client
+        .query(
+            &format!(
+                "SELECT user_id::text, {key}::text, order_cnt::bigint FROM {table} \
+                 WHERE order_cnt > 0"
+            ),
+            &[],
+        )
+        .await
+        .expect("counters")
+        .iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect()
+}
+
+async fn assert_counters_match(p: &Pipeline, d: &Dictionary, sent: &[RawOrder]) {
+    let (products, categories) = expected_counters(d, sent);
+    assert_eq!(
+        stored_counters(p, "cdm.user_product_counters", "product_id").await,
+        products
+    );
+    assert_eq!(
+        stored_counters(p, "cdm.user_category_counters", "category_id").await,
+        categories
+    );
+    assert_eq!(p.counter_mismatches().await.expect("recount"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_orders_come_out_exact_and_a_full_replay_changes_nothing() -> anyhow::Result<()> {
+    let mut p = Pipeline::start(3).await?;
+    let env: HashMap<String, String> = [
+        ("KAFKA_BOOTSTRAP_SERVERS", p.stack.kafka_bootstrap.clone()),
+        ("REDIS_URL", p.stack.redis_url.clone()),
+        ("KAFKA_DESTINATION_TOPIC", p.raw_topic.clone()),
+        ("HTTP_HOST", "127.0.0.1".into()),
+        ("HTTP_PORT", "0".into()),
+        ("KAFKA_TOPIC_PARTITIONS", "0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let datagen = datagen::Application::build(datagen::Settings::from(&env)?)?;
+    let datagen_addr = datagen.http_addr();
+    let (stop_datagen, stopped) = tokio::sync::oneshot::channel::<()>();
+    let datagen = tokio::spawn(datagen.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    eventually("datagen to be healthy", Duration::from_secs(60), || async {
+        let (status, _) = http(datagen_addr, "GET", "/health", "").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+
+    for bad in [r#"{"N": 0}"#, r#"{"N": -3}"#, "nonsense", r#"{"N": 1000000000}"#] {
+        let (status, body) = http(datagen_addr, "POST", "/push", bad).await?;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        let body: Value = serde_json::from_str(&body)?;
+        assert_eq!(body["status"], "error");
+    }
+    let (status, body) = http(datagen_addr, "POST", "/push", r#"{"N": 400}"#).await?;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body)?;
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["messages_pushed"], 400);
+    let orders = body["orders"].as_i64().expect("orders");
+    assert_eq!(orders, 360);
+
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM stg.order_events").await?, orders);
+    assert_eq!(p.count("SELECT count(*) FROM dds.h_order").await?, orders);
+    assert_eq!(p.count("SELECT count(*) FROM dds.order_load_state").await?, orders);
+    assert_eq!(p.count("SELECT count(*) FROM dds.l_order_user").await?, orders);
+    // Every message is a distinct version with a status change: one status row each.
+    assert_eq!(p.count("SELECT count(*) FROM dds.s_order_status").await?, 400);
+    assert_eq!(
+        p.count("SELECT count(*) FROM cdm.order_state WHERE update_ts IS NOT NULL").await?,
+        orders
+    );
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_eq!(p.counter_mismatches().await?, 0);
+    assert!(p.count("SELECT sum(order_cnt) FROM cdm.user_category_counters").await? > 0);
+    // Some orders were CLOSED then CANCELLED: their counts went back to zero somewhere or
+    // were retracted; either way nothing is negative.
+    assert_eq!(
+        p.count("SELECT count(*) FROM cdm.user_product_counters WHERE order_cnt < 0").await?,
+        0
+    );
+    for service in Service::ALL {
+        let addr = p.http_addr(service).expect("running");
+        let (status, body) = http(addr, "GET", "/health", "").await?;
+        assert_eq!(status, 200, "{service:?}: {body}");
+        let body: Value = serde_json::from_str(&body)?;
+        assert_eq!(body["worker"]["state"], "running");
+        let (status, metrics) = http(addr, "GET", "/metrics", "").await?;
+        assert_eq!(status, 200);
+        assert!(metrics.contains("vaultline_messages_processed_total"), "{metrics}");
+    }
+
+    let before = p.snapshot().await?;
+    for service in Service::ALL {
+        p.stop_service(service).await?;
+        p.reset_group(service);
+    }
+    for service in Service::ALL {
+        p.start_service(service).await?;
+    }
+    p.settle(SETTLE).await;
+    assert_eq!(p.snapshot().await?, before, "a full replay changed the warehouse");
+
+    let _ = stop_datagen.send(());
+    datagen.await??;
+    p.shutdown().await
+}
+
+/// Menu indexes of two dishes sharing a category, and one of another category.
+fn two_of_a_category_and_another(d: &Dictionary, restaurant: usize) -> Option<(usize, usize, usize)> {
+    let menu = &d.restaurants[restaurant].menu;
+    for i in 0..menu.len() {
+        for j in i + 1..menu.len() {
+            if menu[i].category == menu[j].category && menu[i].id != menu[j].id {
+                let k = (0..menu.len()).find(|&k| menu[k].category != menu[i].category)?;
+                return Some((i, j, k));
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_older_versions_and_cancellations_leave_counters_exact() -> anyhow::Result<()> {
+    let p = Pipeline::start(2).await?;
+    let (d, restaurant, (i, j, k)) = loop {
+        let d = random_dictionary(3, 3);
+        if let Some((r, dishes)) = (0..3).find_map(|r| two_of_a_category_and_another(&d, r).map(|x| (r, x))) {
+            break (d, r, dishes);
+        }
+    };
+    p.put_dictionary(&d).await?;
+    let items = [i, j, k];
+    let v1 = order(&d, 42, 0, restaurant, &items, OrderStatus::Delivering, 10);
+    let v2 = order(&d, 42, 0, restaurant, &items, OrderStatus::Closed, 20);
+    let v3 = order(&d, 42, 0, restaurant, &items, OrderStatus::Cancelled, 30);
+    let other = order(&d, 43, 1, restaurant, &[i], OrderStatus::Closed, 20);
+
+    // Newest first, then a duplicate, then an older version.
+    let mut sent = vec![v2.clone(), v2.clone(), v1.clone(), other.clone()];
+    p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>()).await?;
+    p.settle(SETTLE).await;
+    assert_counters_match(&p, &d, &sent).await;
+    let user = HashKey::user(&d.users[0].id);
+    let category = HashKey::category(&d.restaurants[restaurant].menu[i].category);
+    let client = p.db().await?;
+    let row = client
+        .query_one(
+            "SELECT order_cnt FROM cdm.user_category_counters WHERE user_id = $1::text::uuid \
+             AND category_id = $2::text::uuid",
+            &[&user.to_string(), &category.to_string()],
+        )
+        .await?;
+    assert_eq!(row.get::<_, i32>(0), 1, "two dishes of one category count once");
+    assert_eq!(
+        p.count("SELECT count(*) FROM cdm.user_product_counters WHERE order_cnt = 1").await?,
+        4,
+        "three dishes of order 42 and one of order 43, once each"
+    );
+
+    // CLOSED then CANCELLED: order 42 stops counting; a late CLOSED changes nothing.
+    p.produce_raw(&[message(&v3), message(&v2)]).await?;
+    sent.extend([v3, v2]);
+    p.settle(SETTLE).await;
+    assert_counters_match(&p, &d, &sent).await;
+    assert_eq!(
+        p.count(
+            "SELECT coalesce(sum(order_cnt), 0) FROM cdm.user_product_counters \
+             WHERE user_id = (SELECT h_user_pk FROM dds.l_order_user l JOIN dds.h_order o \
+                              USING (h_order_pk) WHERE o.order_id = 42)"
+        )
+        .await?,
+        0
+    );
+    // Status history: CLOSED (v2) then CANCELLED (v3); the older DELIVERING never applied.
+    let statuses: Vec<String> = client
+        .query(
+            "SELECT s.status FROM dds.s_order_status s JOIN dds.h_order o USING (h_order_pk) \
+             WHERE o.order_id = 42 ORDER BY s.update_ts",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, ["CLOSED", "CANCELLED"]);
+    // The staging layer holds the newest version.
+    assert_eq!(
+        p.count("SELECT count(*) FROM stg.order_events WHERE object_id = 42 AND payload->>'final_status' = 'CANCELLED'").await?,
+        1
+    );
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_kept_with_reasons_and_replayed_once_fixed() -> anyhow::Result<()> {
+    let p = Pipeline::start(3).await?;
+    let d = random_dictionary(5, 2);
+    p.put_dictionary(&d).await?;
+    let good: Vec<RawOrder> = (0..30)
+        .map(|n| order(&d, 1000 + n, (n % 5) as usize, (n % 2) as usize, &[0, 1], OrderStatus::Closed, 5))
+        .collect();
+    let wrapped = order(&d, 2000, 1, 0, &[2], OrderStatus::Closed, 5);
+
+    let ghost_user = unique("x").replace('-', "");
+    let ghost_user = format!("{:0>24}", &ghost_user[ghost_user.len().saturating_sub(24)..])
+        .chars()
+        .map(|c| if c.is_ascii_hexdigit() { c } else { 'a' })
+        .collect::<String>();
+    let mut unknown_user = order(&d, 3000, 0, 0, &[0], OrderStatus::Closed, 5);
+    unknown_user.payload.user.id = EntityId::parse(&ghost_user)?;
+    let mut unknown_restaurant = order(&d, 3001, 0, 0, &[0], OrderStatus::Closed, 5);
+    unknown_restaurant.payload.restaurant.id = EntityId::parse("ffffffffffffffffffffffff")?;
+    let mut unknown_item = order(&d, 3002, 0, 0, &[0], OrderStatus::Closed, 5);
+    unknown_item.payload.order_items[0].id = EntityId::parse("eeeeeeeeeeeeeeeeeeeeeeee")?;
+    let mut missing_field = serde_json::to_value(order(&d, 3003, 0, 0, &[0], OrderStatus::Closed, 5))?;
+    missing_field["payload"].as_object_mut().expect("payload").remove("update_ts");
+    let mut wrong_type = serde_json::to_value(order(&d, 3004, 0, 0, &[0], OrderStatus::Closed, 5))?;
+    wrong_type["payload"]["order_items"][0]["quantity"] = json!("two");
+    let mut not_an_order = serde_json::to_value(order(&d, 3005, 0, 0, &[0], OrderStatus::Closed, 5))?;
+    not_an_order["object_type"] = json!("payment");
+    let mut nul = serde_json::to_value(order(&d, 3006, 0, 0, &[0], OrderStatus::Closed, 5))?;
+    nul["payload"]["order_items"][0]["name"] = json!("bad\u{0}name");
+
+    let poison: Vec<(String, Vec<u8>, &str)> = vec![
+        ("p1".into(), b"{not json".to_vec(), "invalid_json"),
+        ("p2".into(), b"{}".to_vec(), "invalid_field"),
+        ("3003".into(), missing_field.to_string().into_bytes(), "invalid_field"),
+        ("3004".into(), wrong_type.to_string().into_bytes(), "invalid_field"),
+        ("3005".into(), not_an_order.to_string().into_bytes(), "wrong_object_type"),
+        ("3006".into(), nul.to_string().into_bytes(), "nul_character"),
+        ("3000".into(), serde_json::to_vec(&unknown_user)?, "unknown_user"),
+        ("3001".into(), serde_json::to_vec(&unknown_restaurant)?, "unknown_restaurant"),
+        ("3002".into(), serde_json::to_vec(&unknown_item)?, "unknown_menu_item"),
+    ];
+    let mut stream: Vec<(String, Vec<u8>)> = good.iter().map(message).collect();
+    // The Python reference sends a JSON string holding the document: accepted.
+    stream.push((
+        "2000".into(),
+        serde_json::to_vec(&serde_json::to_string(&wrapped)?)?,
+    ));
+    for (n, (key, payload, _)) in poison.iter().enumerate() {
+        stream.insert(n * 3 + 1, (key.clone(), payload.clone()));
+    }
+    p.produce_raw(&stream).await?;
+    p.settle(SETTLE).await;
+
+    let mut sent = good.clone();
+    sent.push(wrapped);
+    assert_counters_match(&p, &d, &sent).await;
+    assert_eq!(p.count("SELECT count(*) FROM stg.order_events").await?, 31);
+    let client = p.db().await?;
+    let letters: Vec<(String, String, String)> = client
+        .query(
+            "SELECT error_kind, topic, reason FROM ops.dead_letters ORDER BY error_kind",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let mut kinds: Vec<&str> = letters.iter().map(|(k, _, _)| k.as_str()).collect();
+    let mut expected: Vec<&str> = poison.iter().map(|(_, _, k)| *k).collect();
+    kinds.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(kinds, expected);
+    assert!(letters.iter().all(|(_, topic, reason)| topic == &p.raw_topic && !reason.is_empty()));
+    assert!(letters.iter().any(|(_, _, reason)| reason.contains(&ghost_user)), "{letters:?}");
+
+    // The missing user arrives; replaying its dead letter counts the order.
+    let mut user = d.users[0].clone();
+    user.id = EntityId::parse(&ghost_user)?;
+    p.put_redis(&ghost_user, &serde_json::to_string(&user)?).await?;
+    let id: i64 = client
+        .query_one("SELECT id FROM ops.dead_letters WHERE error_kind = 'unknown_user'", &[])
+        .await?
+        .get(0);
+    let (pool, producer) = p.tools()?;
+    let replayed =
+        vault_runtime::dead_letter::replay(&pool, &producer, Some("service-stg"), Some(&[id])).await?;
+    assert_eq!(replayed, 1);
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM stg.order_events").await?, 32);
+    assert_eq!(
+        p.count("SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NOT NULL").await?,
+        1
+    );
+    let mut fixed = Dictionary { users: vec![user], restaurants: d.restaurants.clone() };
+    fixed.users.extend(d.users.clone());
+    sent.push(unknown_user);
+    assert_counters_match(&p, &fixed, &sent).await;
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_killed_or_stopped_mid_stream_lose_nothing_and_count_nothing_twice(
+) -> anyhow::Result<()> {
+    let mut p = Pipeline::start(3).await?;
+    let d = random_dictionary(20, 4);
+    p.put_dictionary(&d).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let sent = datagen::generate::orders(&mut rng, &d, 5_000, 1200);
+    let (first, second) = sent.split_at(600);
+    p.produce_raw(&first.iter().map(message).collect::<Vec<_>>()).await?;
+    // Mid-stream: once counting has begun, kill stg and dds outright and stop cdm cleanly.
+    eventually("the datamart to start filling", SETTLE, || async {
+        (p.count("SELECT count(*) FROM cdm.order_state").await.ok()? > 0).then_some(())
+    })
+    .await;
+    p.kill_service(Service::Stg).await;
+    p.kill_service(Service::Dds).await;
+    p.stop_service(Service::Cdm).await?;
+    p.produce_raw(&second.iter().map(message).collect::<Vec<_>>()).await?;
+    for service in Service::ALL {
+        p.start_service(service).await?;
+    }
+    p.settle(SETTLE).await;
+    assert_counters_match(&p, &d, &sent).await;
+    let distinct: BTreeSet<i64> = sent.iter().map(|o| o.object_id.0).collect();
+    assert_eq!(
+        p.count("SELECT count(*) FROM cdm.order_state WHERE update_ts IS NOT NULL").await?,
+        distinct.len() as i64
+    );
+    p.shutdown().await
+}

@@ -1,0 +1,79 @@
+//! vaultctl: operator commands.
+//!
+//! ```text
+//! vaultctl dead-letters list [SERVICE]             pending dead letters, oldest first
+//! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
+//! ```
+//! Connection settings come from the environment, as for the services (`DATABASE_URL` or
+//! `PG_WAREHOUSE_*`, `KAFKA_BOOTSTRAP_SERVERS` or `KAFKA_HOST`/`KAFKA_PORT`, ...).
+
+use std::process::ExitCode;
+
+use vault_runtime::config::{KafkaSettings, Profile, ProcessEnv, Settings};
+use vault_runtime::{dead_letter, kafka, stores};
+
+const PROFILE: Profile = Profile {
+    service: "vaultctl",
+    source_topic: None,
+    destination_topic: None,
+    consumer_group: "vaultctl",
+    http_port: 0,
+    uses_redis: false,
+};
+
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = match Settings::from(&ProcessEnv, PROFILE) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("vaultctl: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["dead-letters", "list", rest @ ..] => list(&settings, rest.first().copied()).await,
+        ["dead-letters", "replay", rest @ ..] => replay(&settings, &settings.kafka, rest).await,
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vaultctl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn list(settings: &Settings, service: Option<&str>) -> anyhow::Result<()> {
+    let pool = stores::pg_pool(&settings.postgres);
+    let mut conn = pool.get().await?;
+    let letters = dead_letter::pending(&mut conn, service, 1000).await?;
+    println!("{:>8}  {:<12} {:<24} {:<22} REASON", "ID", "SERVICE", "SOURCE", "KIND");
+    for l in &letters {
+        let source = format!("{}/{}@{}", l.topic, l.partition, l.offset);
+        println!("{:>8}  {:<12} {:<24} {:<22} {}", l.id, l.service, source, l.error_kind, l.reason);
+    }
+    println!("{} pending", letters.len());
+    Ok(())
+}
+
+async fn replay(settings: &Settings, kafka_settings: &KafkaSettings, rest: &[&str]) -> anyhow::Result<()> {
+    let (service, ids): (Option<&str>, Vec<i64>) = match rest.split_first() {
+        Some((first, tail)) if first.parse::<i64>().is_err() => {
+            (Some(*first), tail.iter().map(|id| id.parse()).collect::<Result<_, _>>()?)
+        }
+        _ => (None, rest.iter().map(|id| id.parse()).collect::<Result<_, _>>()?),
+    };
+    let pool = stores::pg_pool(&settings.postgres);
+    let producer = kafka::producer(kafka_settings)?;
+    let only = (!ids.is_empty()).then_some(ids.as_slice());
+    let replayed = dead_letter::replay(&pool, &producer, service, only).await?;
+    println!("replayed {replayed} dead letter(s)");
+    Ok(())
+}
