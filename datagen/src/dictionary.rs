@@ -26,22 +26,81 @@ impl Dictionary {
 }
 
 const FIRST_NAMES: &[&str] = &[
-    "Ирина", "Анна", "Мария", "Елена", "Ольга", "Дмитрий", "Алексей", "Сергей", "Андрей",
-    "Павел", "Наталья", "Татьяна", "Михаил", "Николай", "Екатерина",
+    "Ирина",
+    "Анна",
+    "Мария",
+    "Елена",
+    "Ольга",
+    "Дмитрий",
+    "Алексей",
+    "Сергей",
+    "Андрей",
+    "Павел",
+    "Наталья",
+    "Татьяна",
+    "Михаил",
+    "Николай",
+    "Екатерина",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Соколова", "Иванова", "Петрова", "Смирнова", "Кузнецова", "Попов", "Васильев", "Новиков",
-    "Фёдоров", "Морозов", "Волков", "Лебедев",
+    "Соколова",
+    "Иванова",
+    "Петрова",
+    "Смирнова",
+    "Кузнецова",
+    "Попов",
+    "Васильев",
+    "Новиков",
+    "Фёдоров",
+    "Морозов",
+    "Волков",
+    "Лебедев",
 ];
 const RESTAURANTS: &[&str] = &[
-    "Пекарня у дома", "Пицца Роса", "Суши Мастер", "Бургер Хаус", "Вкус Кавказа", "Кофейня №1",
-    "Сытый папа", "Обед Буфет", "Pasta La Vista", "Вок и Рис", "Домашняя кухня", "Шаурма 24",
+    "Пекарня у дома",
+    "Пицца Роса",
+    "Суши Мастер",
+    "Бургер Хаус",
+    "Вкус Кавказа",
+    "Кофейня №1",
+    "Сытый папа",
+    "Обед Буфет",
+    "Pasta La Vista",
+    "Вок и Рис",
+    "Домашняя кухня",
+    "Шаурма 24",
 ];
 /// Dishes per category; the empty category is real (menus carry items without one).
 const DISHES: &[(&str, &[&str])] = &[
-    ("Пицца", &["Маргарита", "Пепперони", "Четыре сыра", "Гавайская", "Диабло"]),
-    ("Выпечка", &["Хачапури по-аджарски", "Пирог с капустой", "Круассан", "Сырники"]),
-    ("Напитки", &["Морс клюквенный", "Лимонад", "Капучино", "Чай чёрный", "Квас"]),
+    (
+        "Пицца",
+        &[
+            "Маргарита",
+            "Пепперони",
+            "Четыре сыра",
+            "Гавайская",
+            "Диабло",
+        ],
+    ),
+    (
+        "Выпечка",
+        &[
+            "Хачапури по-аджарски",
+            "Пирог с капустой",
+            "Круассан",
+            "Сырники",
+        ],
+    ),
+    (
+        "Напитки",
+        &[
+            "Морс клюквенный",
+            "Лимонад",
+            "Капучино",
+            "Чай чёрный",
+            "Квас",
+        ],
+    ),
     ("Супы", &["Борщ", "Том ям", "Солянка", "Куриный суп"]),
     ("Салаты", &["Цезарь", "Греческий", "Оливье"]),
     ("Бургеры", &["Чизбургер", "Дабл бургер", "Чикен бургер"]),
@@ -143,7 +202,10 @@ pub async fn store(pool: &RedisPool, dictionary: &Dictionary) -> anyhow::Result<
         entries.insert(user.id.to_string(), serde_json::to_string(user)?);
     }
     for restaurant in &dictionary.restaurants {
-        entries.insert(restaurant.id.to_string(), serde_json::to_string(restaurant)?);
+        entries.insert(
+            restaurant.id.to_string(),
+            serde_json::to_string(restaurant)?,
+        );
     }
     let mut conn = pool.get().await?;
     let mut pipe = redis::pipe();
@@ -159,14 +221,20 @@ pub async fn store(pool: &RedisPool, dictionary: &Dictionary) -> anyhow::Result<
 pub async fn load_or_seed(pool: &RedisPool, seed: u64) -> anyhow::Result<Dictionary> {
     let existing = load(pool).await?;
     if existing.is_usable() {
-        tracing::info!(users = existing.users.len(), restaurants = existing.restaurants.len(),
-            "Using the dictionaries found in Redis.");
+        tracing::info!(
+            users = existing.users.len(),
+            restaurants = existing.restaurants.len(),
+            "Using the dictionaries found in Redis."
+        );
         return Ok(existing);
     }
     let synthetic = synthetic(seed, 120, 12);
     store(pool, &synthetic).await?;
-    tracing::info!(users = synthetic.users.len(), restaurants = synthetic.restaurants.len(),
-        "Redis held no dictionaries; loaded a synthetic set.");
+    tracing::info!(
+        users = synthetic.users.len(),
+        restaurants = synthetic.restaurants.len(),
+        "Redis held no dictionaries; loaded a synthetic set."
+    );
     Ok(synthetic)
 }
 
@@ -180,7 +248,11 @@ mod tests {
         assert!(d.users.len() >= 100);
         assert!(d.restaurants.len() >= 10);
         for restaurant in &d.restaurants {
-            assert!((5..=15).contains(&restaurant.menu.len()), "{}", restaurant.menu.len());
+            assert!(
+                (5..=15).contains(&restaurant.menu.len()),
+                "{}",
+                restaurant.menu.len()
+            );
         }
         let categories: std::collections::BTreeSet<&str> = d
             .restaurants
@@ -193,8 +265,14 @@ mod tests {
 
     #[test]
     fn the_synthetic_set_is_reproducible_from_its_seed() {
-        assert_eq!(synthetic(7, 10, 3).users[3].id, synthetic(7, 10, 3).users[3].id);
-        assert_ne!(synthetic(7, 10, 3).users[3].id, synthetic(8, 10, 3).users[3].id);
+        assert_eq!(
+            synthetic(7, 10, 3).users[3].id,
+            synthetic(7, 10, 3).users[3].id
+        );
+        assert_ne!(
+            synthetic(7, 10, 3).users[3].id,
+            synthetic(8, 10, 3).users[3].id
+        );
     }
 
     #[test]
@@ -203,6 +281,9 @@ mod tests {
         let user = serde_json::to_vec(&d.users[0]).expect("json");
         assert_eq!(decode::user(&user).expect("user"), d.users[0]);
         let restaurant = serde_json::to_vec(&d.restaurants[0]).expect("json");
-        assert_eq!(decode::restaurant(&restaurant).expect("restaurant"), d.restaurants[0]);
+        assert_eq!(
+            decode::restaurant(&restaurant).expect("restaurant"),
+            d.restaurants[0]
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Synthetic orders: N messages for the raw topic, with a share of CANCELLED orders and some
-//! orders sent again later with a changed status.
+//! Synthetic orders for the raw topic: N orders, a share of them CANCELLED, and some sent
+//! again later (as extra messages) with a changed status.
 
 use chrono::{TimeDelta, Utc};
 use rand::seq::IndexedRandom;
@@ -11,25 +11,24 @@ use crate::dictionary::Dictionary;
 
 /// Share of orders whose final status is CANCELLED.
 const CANCELLED_SHARE: f64 = 0.2;
-/// Share of messages that are a later version of an order earlier in the same push.
+/// Share of orders that are sent again later with a newer version.
 const RESEND_SHARE: f64 = 0.1;
 
-/// How many distinct orders a push of `messages` messages holds (the rest are re-sends).
-pub fn orders_in(messages: u64) -> u64 {
-    let resends = (messages as f64 * RESEND_SHARE).floor() as u64;
-    messages - resends
+/// How many of `orders` orders are sent a second time, with a newer version.
+pub fn resent(orders: u64) -> u64 {
+    (orders as f64 * RESEND_SHARE).floor() as u64
 }
 
-/// Generates `messages` order messages for the ids `first_id..first_id + orders_in(messages)`:
-/// every order once, in id order, then the re-sent ones with a newer version.
+/// Generates the messages for `count` orders with ids `first_id..first_id + count`: every
+/// order once, in id order, then [`resent`]`(count)` of them again with a newer version.
 pub fn orders(
     rng: &mut impl Rng,
     dictionary: &Dictionary,
     first_id: i64,
-    messages: u64,
+    count: u64,
 ) -> Vec<RawOrder> {
-    let count = orders_in(messages);
-    let resends = messages - count;
+    let resends = resent(count);
+    let messages = count + resends;
     let restaurants: Vec<_> = dictionary
         .restaurants
         .iter()
@@ -66,7 +65,7 @@ pub fn orders(
         } else {
             OrderStatus::Closed
         };
-        let resend = (n as u64) < resends;
+        let resend = n < resends;
         // A re-sent order first goes out one step earlier: DELIVERING before CLOSED, or
         // CLOSED before a cancellation (a refund), which must retract what was counted.
         let first_status = match (resend, final_status) {
@@ -95,7 +94,9 @@ pub fn orders(
                     ),
                 })
                 .collect();
-            let update_ts = changes.last().map_or(Timestamp::from_datetime(placed), |c| c.dttm);
+            let update_ts = changes
+                .last()
+                .map_or(Timestamp::from_datetime(placed), |c| c.dttm);
             RawOrder {
                 object_id: OrderId(first_id + n as i64),
                 object_type: ORDER_OBJECT_TYPE.to_owned(),
@@ -144,11 +145,13 @@ mod tests {
     use crate::dictionary::synthetic;
 
     #[test]
-    fn a_push_holds_exactly_the_asked_number_of_messages() {
+    fn a_push_holds_the_asked_orders_plus_their_later_versions() {
         let d = synthetic(1, 120, 12);
         for n in [1, 9, 10, 1000] {
             let orders = orders(&mut StdRng::seed_from_u64(n), &d, 1, n);
-            assert_eq!(orders.len() as u64, n);
+            assert_eq!(orders.len() as u64, n + resent(n));
+            let distinct: BTreeSet<i64> = orders.iter().map(|o| o.object_id.0).collect();
+            assert_eq!(distinct.len() as u64, n);
         }
     }
 
@@ -157,9 +160,9 @@ mod tests {
         let d = synthetic(1, 120, 12);
         let list = orders(&mut StdRng::seed_from_u64(3), &d, 500, 1000);
         let distinct: BTreeSet<i64> = list.iter().map(|o| o.object_id.0).collect();
-        assert_eq!(distinct.len() as u64, orders_in(1000));
+        assert_eq!(distinct.len(), 1000);
         assert_eq!(distinct.first(), Some(&500));
-        assert_eq!(distinct.last(), Some(&(500 + orders_in(1000) as i64 - 1)));
+        assert_eq!(distinct.last(), Some(&1499));
         let mut seen: BTreeMap<i64, &RawOrder> = BTreeMap::new();
         for order in &list {
             if let Some(previous) = seen.get(&order.object_id.0) {

@@ -81,7 +81,10 @@ impl Application {
             anyhow::anyhow!("invalid configuration: KAFKA_DESTINATION_TOPIC: is required")
         })?;
         let listener = std::net::TcpListener::bind(settings.http_addr).map_err(|e| {
-            anyhow::anyhow!("invalid configuration: HTTP_PORT: cannot listen on {}: {e}", settings.http_addr)
+            anyhow::anyhow!(
+                "invalid configuration: HTTP_PORT: cannot listen on {}: {e}",
+                settings.http_addr
+            )
         })?;
         let http_addr = listener.local_addr()?;
         Ok(Self {
@@ -104,7 +107,10 @@ impl Application {
 
     /// Serves until `shutdown` completes; meanwhile loads (or seeds) the dictionaries,
     /// retrying while Redis is down.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let loader = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
@@ -122,7 +128,9 @@ impl Application {
                 }
             }
             if let Some(partitions) = state.kafka.create_topics_partitions {
-                while let Err(error) = kafka::ensure_topics(&state.kafka, &[state.topic.as_str()], partitions).await {
+                while let Err(error) =
+                    kafka::ensure_topics(&state.kafka, &[state.topic.as_str()], partitions).await
+                {
                     tracing::warn!(error = %format!("{error:#}"), "Cannot create the topic yet; retrying.");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

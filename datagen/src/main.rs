@@ -19,7 +19,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match app.run_until_stopped(vault_runtime::shutdown::signal()).await {
+    match app
+        .run_until_stopped(vault_runtime::shutdown::signal())
+        .await
+    {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "datagen failed.");

@@ -1,4 +1,6 @@
-//! datagen's HTTP API: `GET /health` and `POST /push {"N": n}`.
+//! datagen's HTTP API: `GET /health` and `POST /push {"N": n}`, which pushes n orders and
+//! answers `{"status": "success", "messages_pushed": n, ...}`; the later versions of some
+//! orders go out as extra messages, counted in `later_versions`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,9 +48,9 @@ async fn health(state: Arc<State>) -> WithStatus<Json> {
     let redis = Dependency::Redis(state.redis.clone()).check().await;
     let kafka = Dependency::Kafka(state.producer.clone()).check().await;
     let dictionary = state.dictionary.read().await;
-    let loaded = dictionary.as_ref().map(|d| {
-        json!({"users": d.users.len(), "restaurants": d.restaurants.len()})
-    });
+    let loaded = dictionary
+        .as_ref()
+        .map(|d| json!({"users": d.users.len(), "restaurants": d.restaurants.len()}));
     let healthy = redis.is_ok() && kafka.is_ok() && loaded.is_some();
     let dep = |r: &Result<(), String>| match r {
         Ok(()) => json!({"status": "up"}),
@@ -101,14 +103,21 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let Some(dictionary) = state.dictionary.read().await.clone() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "dictionaries are not loaded yet (is Redis up?)");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dictionaries are not loaded yet (is Redis up?)",
+        );
     };
-    let orders = generate::orders_in(n);
-    let first_id = match allocate_ids(&state, orders).await {
+    let first_id = match allocate_ids(&state, n).await {
         Ok(id) => id,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
     };
-    let messages = generate::orders(&mut rand::rngs::StdRng::from_os_rng(), &dictionary, first_id, n);
+    let messages = generate::orders(
+        &mut rand::rngs::StdRng::from_os_rng(),
+        &dictionary,
+        first_id,
+        n,
+    );
     for chunk in messages.chunks(2000) {
         let out: Result<Vec<OutMessage>, _> = chunk
             .iter()
@@ -127,14 +136,15 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
             return error(StatusCode::SERVICE_UNAVAILABLE, format!("Kafka: {e}"));
         }
     }
-    tracing::info!(messages = n, orders, first_id, "Pushed orders.");
+    let later_versions = messages.len() as u64 - n;
+    tracing::info!(orders = n, later_versions, first_id, "Pushed orders.");
     reply::with_status(
         reply::json(&json!({
             "status": "success",
             "messages_pushed": n,
-            "orders": orders,
+            "later_versions": later_versions,
             "first_order_id": first_id,
-            "last_order_id": first_id + orders as i64 - 1,
+            "last_order_id": first_id + n as i64 - 1,
         })),
         StatusCode::OK,
     )

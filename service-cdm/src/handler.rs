@@ -64,8 +64,16 @@ impl StateRow {
                 version: Timestamp::from_datetime(self.update_ts?),
                 user: HashKey::from_uuid(self.user_id?),
                 counted: self.counted,
-                products: self.product_ids.into_iter().map(HashKey::from_uuid).collect(),
-                categories: self.category_ids.into_iter().map(HashKey::from_uuid).collect(),
+                products: self
+                    .product_ids
+                    .into_iter()
+                    .map(HashKey::from_uuid)
+                    .collect(),
+                categories: self
+                    .category_ids
+                    .into_iter()
+                    .map(HashKey::from_uuid)
+                    .collect(),
             },
         ))
     }
@@ -78,9 +86,7 @@ impl Handler for CdmHandler {
         for message in batch {
             let decoded = decode::cdm_events(message.payload())
                 .map_err(|e| (e.kind(), e.to_string()))
-                .and_then(|events| {
-                    order_version(&events).map_err(|e| (e.kind(), e.to_string()))
-                });
+                .and_then(|events| order_version(&events).map_err(|e| (e.kind(), e.to_string())));
             match decoded {
                 Ok(version) => versions.push(version),
                 Err((kind, reason)) => {
@@ -113,7 +119,13 @@ impl Handler for CdmHandler {
                 }
             }
             apply_deltas(conn, Counter::PRODUCTS, &deltas.products, &product_names).await?;
-            apply_deltas(conn, Counter::CATEGORIES, &deltas.categories, &category_names).await?;
+            apply_deltas(
+                conn,
+                Counter::CATEGORIES,
+                &deltas.categories,
+                &category_names,
+            )
+            .await?;
             save_states(conn, &changed, &states).await?;
             dead_letter::insert(conn, self.service, &rejects).await?;
             Ok(())
@@ -254,7 +266,9 @@ async fn save_states(
     let mut products = Vec::new();
     let mut categories = Vec::new();
     for key in changed {
-        let Some(state) = states.get(key) else { continue };
+        let Some(state) = states.get(key) else {
+            continue;
+        };
         ids.push(key.as_uuid());
         users.push(state.user.as_uuid());
         versions.push(state.version.as_datetime());

@@ -43,7 +43,10 @@ impl DdsHandler {
             service: context.settings.service,
             load_src: kafka.source_topic.clone().unwrap_or_default(),
             pg: context.pg.clone(),
-            producer: context.producer.clone().ok_or_else(|| missing("a producer"))?,
+            producer: context
+                .producer
+                .clone()
+                .ok_or_else(|| missing("a producer"))?,
             destination: kafka
                 .destination_topic
                 .clone()
@@ -167,7 +170,11 @@ fn check_amounts(order: EnrichedOrder) -> Result<EnrichedOrder, decode::DecodeEr
     let p = &order.payload;
     let amounts = [("payload.cost", p.cost), ("payload.payment", p.payment)]
         .into_iter()
-        .chain(p.products.iter().map(|product| ("payload.products[].price", product.price)));
+        .chain(
+            p.products
+                .iter()
+                .map(|product| ("payload.products[].price", product.price)),
+        );
     for (path, amount) in amounts {
         if !amount.fits_numeric(19, 5) {
             return Err(decode::DecodeError::Field {

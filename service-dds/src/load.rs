@@ -35,7 +35,10 @@ pub async fn load(
     let mut hubs: [BTreeMap<HashKey, String>; 4] = Default::default();
     let mut links: [BTreeMap<HashKey, Link>; 4] = Default::default();
     for (_, r) in &rows {
-        orders.insert(r.h_order.pk, (r.h_order.order_id.0, r.h_order.order_dt.as_datetime()));
+        orders.insert(
+            r.h_order.pk,
+            (r.h_order.order_id.0, r.h_order.order_dt.as_datetime()),
+        );
         hubs[0].insert(r.h_user.pk, r.h_user.business_key.clone());
         hubs[1].insert(r.h_restaurant.pk, r.h_restaurant.business_key.clone());
         for hub in &r.h_products {
@@ -45,9 +48,13 @@ pub async fn load(
             hubs[3].insert(hub.pk, hub.business_key.clone());
         }
         links[0].insert(r.l_order_user.pk, r.l_order_user);
-        for (index, list) in [&r.l_order_products, &r.l_product_categories, &r.l_product_restaurants]
-            .into_iter()
-            .enumerate()
+        for (index, list) in [
+            &r.l_order_products,
+            &r.l_product_categories,
+            &r.l_product_restaurants,
+        ]
+        .into_iter()
+        .enumerate()
         {
             for link in list {
                 links[index + 1].insert(link.pk, *link);
@@ -66,10 +73,30 @@ pub async fn load(
         insert_hubs(conn, table, pk, key, rows, load_dt, load_src).await?;
     }
     let link_tables = [
-        ("dds.l_order_user", "hk_order_user_pk", "h_order_pk", "h_user_pk"),
-        ("dds.l_order_product", "hk_order_product_pk", "h_order_pk", "h_product_pk"),
-        ("dds.l_product_category", "hk_product_category_pk", "h_product_pk", "h_category_pk"),
-        ("dds.l_product_restaurant", "hk_product_restaurant_pk", "h_product_pk", "h_restaurant_pk"),
+        (
+            "dds.l_order_user",
+            "hk_order_user_pk",
+            "h_order_pk",
+            "h_user_pk",
+        ),
+        (
+            "dds.l_order_product",
+            "hk_order_product_pk",
+            "h_order_pk",
+            "h_product_pk",
+        ),
+        (
+            "dds.l_product_category",
+            "hk_product_category_pk",
+            "h_product_pk",
+            "h_category_pk",
+        ),
+        (
+            "dds.l_product_restaurant",
+            "hk_product_restaurant_pk",
+            "h_product_pk",
+            "h_restaurant_pk",
+        ),
     ];
     for ((table, pk, first, second), rows) in link_tables.into_iter().zip(&links) {
         insert_links(conn, table, [pk, first, second], rows, load_dt, load_src).await?;
@@ -82,7 +109,12 @@ pub async fn load(
     let mut statuses = Satellite::default();
     for (version, r) in &rows {
         let s = &r.s_user_names;
-        users.push(s.h_user_pk, s.hashdiff, *version, json!([s.username, s.userlogin]));
+        users.push(
+            s.h_user_pk,
+            s.hashdiff,
+            *version,
+            json!([s.username, s.userlogin]),
+        );
         let s = &r.s_restaurant_names;
         restaurants.push(s.hub_pk, s.hashdiff, *version, json!([s.name]));
         for s in &r.s_product_names {
@@ -96,27 +128,72 @@ pub async fn load(
             json!([s.cost.to_string(), s.payment.to_string()]),
         );
         let s = &r.s_order_status;
-        statuses.push(s.h_order_pk, s.hashdiff, *version, json!([s.status.as_str()]));
+        statuses.push(
+            s.h_order_pk,
+            s.hashdiff,
+            *version,
+            json!([s.status.as_str()]),
+        );
     }
     users
-        .insert(conn, "dds.s_user_names", "h_user_pk", "hk_user_names_hashdiff",
-            &["username", "userlogin"], &["a->>0", "a->>1"], load_dt, load_src)
+        .insert(
+            conn,
+            "dds.s_user_names",
+            "h_user_pk",
+            "hk_user_names_hashdiff",
+            &["username", "userlogin"],
+            &["a->>0", "a->>1"],
+            load_dt,
+            load_src,
+        )
         .await?;
     restaurants
-        .insert(conn, "dds.s_restaurant_names", "h_restaurant_pk", "hk_restaurant_names_hashdiff",
-            &["name"], &["a->>0"], load_dt, load_src)
+        .insert(
+            conn,
+            "dds.s_restaurant_names",
+            "h_restaurant_pk",
+            "hk_restaurant_names_hashdiff",
+            &["name"],
+            &["a->>0"],
+            load_dt,
+            load_src,
+        )
         .await?;
     products
-        .insert(conn, "dds.s_product_names", "h_product_pk", "hk_product_names_hashdiff",
-            &["name"], &["a->>0"], load_dt, load_src)
+        .insert(
+            conn,
+            "dds.s_product_names",
+            "h_product_pk",
+            "hk_product_names_hashdiff",
+            &["name"],
+            &["a->>0"],
+            load_dt,
+            load_src,
+        )
         .await?;
     costs
-        .insert(conn, "dds.s_order_cost", "h_order_pk", "hk_order_cost_hashdiff",
-            &["cost", "payment"], &["(a->>0)::numeric", "(a->>1)::numeric"], load_dt, load_src)
+        .insert(
+            conn,
+            "dds.s_order_cost",
+            "h_order_pk",
+            "hk_order_cost_hashdiff",
+            &["cost", "payment"],
+            &["(a->>0)::numeric", "(a->>1)::numeric"],
+            load_dt,
+            load_src,
+        )
         .await?;
     statuses
-        .insert(conn, "dds.s_order_status", "h_order_pk", "hk_order_status_hashdiff",
-            &["status"], &["a->>0"], load_dt, load_src)
+        .insert(
+            conn,
+            "dds.s_order_status",
+            "h_order_pk",
+            "hk_order_status_hashdiff",
+            &["status"],
+            &["a->>0"],
+            load_dt,
+            load_src,
+        )
         .await?;
 
     advance_applied_versions(conn, &rows, load_dt).await
@@ -180,7 +257,11 @@ async fn insert_links(
     ))
     .bind::<Array<SqlUuid>, _>(rows.keys().map(HashKey::as_uuid).collect::<Vec<_>>())
     .bind::<Array<SqlUuid>, _>(rows.values().map(|l| l.first.as_uuid()).collect::<Vec<_>>())
-    .bind::<Array<SqlUuid>, _>(rows.values().map(|l| l.second.as_uuid()).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(
+        rows.values()
+            .map(|l| l.second.as_uuid())
+            .collect::<Vec<_>>(),
+    )
     .bind::<Timestamptz, _>(load_dt)
     .bind::<Text, _>(load_src)
     .execute(conn)
@@ -214,8 +295,14 @@ impl Satellite {
         load_dt: DateTime<Utc>,
         load_src: &str,
     ) -> diesel::QueryResult<usize> {
-        let (mut hubs, mut hashdiffs, mut versions, mut load_dts, mut firsts, mut attributes) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut hubs, mut hashdiffs, mut versions, mut load_dts, mut firsts, mut attributes) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for (hub, rows) in &self.rows {
             for (rank, (hashdiff, version, values)) in rows.iter().enumerate() {
                 hubs.push(hub.as_uuid());
@@ -262,7 +349,9 @@ async fn advance_applied_versions(
 ) -> diesel::QueryResult<()> {
     let mut latest: BTreeMap<HashKey, (i64, Timestamp)> = BTreeMap::new();
     for (version, r) in rows {
-        let entry = latest.entry(r.h_order.pk).or_insert((r.h_order.order_id.0, *version));
+        let entry = latest
+            .entry(r.h_order.pk)
+            .or_insert((r.h_order.order_id.0, *version));
         entry.1 = entry.1.max(*version);
     }
     let keys: Vec<Uuid> = latest.keys().map(HashKey::as_uuid).collect();

@@ -39,7 +39,10 @@ impl StgHandler {
             service: context.settings.service,
             pg: context.pg.clone(),
             redis: context.redis.clone().ok_or_else(|| missing("Redis"))?,
-            producer: context.producer.clone().ok_or_else(|| missing("a producer"))?,
+            producer: context
+                .producer
+                .clone()
+                .ok_or_else(|| missing("a producer"))?,
             destination: context
                 .settings
                 .kafka
@@ -88,7 +91,9 @@ impl Handler for StgHandler {
         for (index, message) in batch.iter().enumerate() {
             match decode::raw_order(message.payload()) {
                 Ok(order) => decoded.push((index, order)),
-                Err(error) => rejects.push(DeadLetter::new(message, error.kind(), error.to_string())),
+                Err(error) => {
+                    rejects.push(DeadLetter::new(message, error.kind(), error.to_string()))
+                }
             }
         }
 
@@ -99,24 +104,34 @@ impl Handler for StgHandler {
             let order = &message.order;
             let p = &order.payload;
             let user = lookup::<User>(&dictionaries, &p.user.id, decode::user);
-            let restaurant = lookup::<Restaurant>(&dictionaries, &p.restaurant.id, decode::restaurant);
+            let restaurant =
+                lookup::<Restaurant>(&dictionaries, &p.restaurant.id, decode::restaurant);
             let (user, restaurant) = match (user, restaurant) {
                 (Ok(user), Ok(restaurant)) => (user, restaurant),
                 (Err(reason), _) | (_, Err(reason)) => {
-                    rejects.push(DeadLetter::new(&batch[*index], "invalid_dictionary_entry", reason));
+                    rejects.push(DeadLetter::new(
+                        &batch[*index],
+                        "invalid_dictionary_entry",
+                        reason,
+                    ));
                     continue;
                 }
             };
             match enrich(order, user.as_ref(), restaurant.as_ref()) {
                 Ok(enriched) => {
-                    let payload = serde_json::to_vec(&enriched).map_err(|e| Failure::Suspect(e.into()))?;
+                    let payload =
+                        serde_json::to_vec(&enriched).map_err(|e| Failure::Suspect(e.into()))?;
                     published.push(OutMessage {
                         key: order.object_id.to_string(),
                         payload,
                     });
                 }
                 Err(error) => {
-                    rejects.push(DeadLetter::new(&batch[*index], error.kind(), error.to_string()));
+                    rejects.push(DeadLetter::new(
+                        &batch[*index],
+                        error.kind(),
+                        error.to_string(),
+                    ));
                     continue;
                 }
             }
@@ -126,7 +141,11 @@ impl Handler for StgHandler {
                 object_type: order.object_type.clone(),
                 sent_dttm: order.sent_dttm.as_datetime(),
                 update_ts: p.update_ts.as_datetime(),
-                payload: message.document.get("payload").cloned().unwrap_or(Value::Null),
+                payload: message
+                    .document
+                    .get("payload")
+                    .cloned()
+                    .unwrap_or(Value::Null),
             };
             match rows.get(&row.object_id) {
                 Some(existing) if existing.update_ts >= row.update_ts => {}
@@ -192,7 +211,11 @@ async fn upsert_orders(
          WHERE stg.order_events.update_ts < EXCLUDED.update_ts",
     )
     .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.object_id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.object_type.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        rows.iter()
+            .map(|r| r.object_type.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.sent_dttm).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.update_ts).collect::<Vec<_>>())
     .bind::<Array<Jsonb>, _>(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())

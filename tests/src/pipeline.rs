@@ -75,7 +75,11 @@ impl Pipeline {
         let counter_topic = unique("cdm_service");
         stack
             .create_topics(
-                &[raw_topic.clone(), enriched_topic.clone(), counter_topic.clone()],
+                &[
+                    raw_topic.clone(),
+                    enriched_topic.clone(),
+                    counter_topic.clone(),
+                ],
                 partitions,
             )
             .await?;
@@ -112,7 +116,10 @@ impl Pipeline {
             Service::Cdm => (&self.counter_topic, None),
         };
         let mut env: HashMap<String, String> = [
-            ("KAFKA_BOOTSTRAP_SERVERS", self.stack.kafka_bootstrap.as_str()),
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                self.stack.kafka_bootstrap.as_str(),
+            ),
             ("DATABASE_URL", self.database_url.as_str()),
             ("REDIS_URL", self.stack.redis_url.as_str()),
             ("KAFKA_SOURCE_TOPIC", source.as_str()),
@@ -142,15 +149,24 @@ impl Pipeline {
         let (http, task) = match service {
             Service::Stg => {
                 let app = service_stg::build(settings)?;
-                (app.http_addr(), tokio::spawn(app.run_until_stopped(shutdown)))
+                (
+                    app.http_addr(),
+                    tokio::spawn(app.run_until_stopped(shutdown)),
+                )
             }
             Service::Dds => {
                 let app = service_dds::build(settings)?;
-                (app.http_addr(), tokio::spawn(app.run_until_stopped(shutdown)))
+                (
+                    app.http_addr(),
+                    tokio::spawn(app.run_until_stopped(shutdown)),
+                )
             }
             Service::Cdm => {
                 let app = service_cdm::build(settings)?;
-                (app.http_addr(), tokio::spawn(app.run_until_stopped(shutdown)))
+                (
+                    app.http_addr(),
+                    tokio::spawn(app.run_until_stopped(shutdown)),
+                )
             }
         };
         self.running.insert(service, Running { stop, task, http });
@@ -263,7 +279,12 @@ impl Pipeline {
 
     /// Runs a query returning one bigint.
     pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
-        let row = self.db().await?.query_one(sql, &[]).await.with_context(|| sql.to_owned())?;
+        let row = self
+            .db()
+            .await?
+            .query_one(sql, &[])
+            .await
+            .with_context(|| sql.to_owned())?;
         Ok(row.get(0))
     }
 
@@ -295,11 +316,24 @@ impl Pipeline {
         let client = self.db().await?;
         let mut out = Vec::new();
         for table in [
-            "stg.order_events", "dds.h_user", "dds.h_product", "dds.h_category",
-            "dds.h_restaurant", "dds.h_order", "dds.l_order_user", "dds.l_order_product",
-            "dds.l_product_category", "dds.l_product_restaurant", "dds.s_user_names",
-            "dds.s_product_names", "dds.s_restaurant_names", "dds.s_order_cost",
-            "dds.s_order_status", "dds.order_load_state", "cdm.order_state", "ops.dead_letters",
+            "stg.order_events",
+            "dds.h_user",
+            "dds.h_product",
+            "dds.h_category",
+            "dds.h_restaurant",
+            "dds.h_order",
+            "dds.l_order_user",
+            "dds.l_order_product",
+            "dds.l_product_category",
+            "dds.l_product_restaurant",
+            "dds.s_user_names",
+            "dds.s_product_names",
+            "dds.s_restaurant_names",
+            "dds.s_order_cost",
+            "dds.s_order_status",
+            "dds.order_load_state",
+            "cdm.order_state",
+            "ops.dead_letters",
         ] {
             let row = client
                 .query_one(&format!("SELECT count(*)::text FROM {table}"), &[])
@@ -325,7 +359,10 @@ impl Pipeline {
     }
 
     /// Writes dictionary entries to the shared Redis.
-    pub async fn put_dictionary(&self, dictionary: &datagen::dictionary::Dictionary) -> anyhow::Result<()> {
+    pub async fn put_dictionary(
+        &self,
+        dictionary: &datagen::dictionary::Dictionary,
+    ) -> anyhow::Result<()> {
         let pool = redis_pool(&self.stack.redis_url)?;
         datagen::dictionary::store(&pool, dictionary).await
     }
@@ -364,7 +401,12 @@ fn redis_pool(url: &str) -> anyhow::Result<vault_runtime::stores::RedisPool> {
 }
 
 /// A minimal HTTP/1.1 exchange on loopback: returns the status code and the body.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!(
@@ -383,7 +425,10 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> any
         .and_then(|code| code.parse().ok())
         .context("no HTTP status line")?;
     // Chunked bodies (warp streams JSON replies) are reassembled.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -394,7 +439,9 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> any
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }

@@ -161,3 +161,51 @@ fn merge_into(
         bump(into, *key, *delta);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> HashKey {
+        HashKey::of(name)
+    }
+
+    #[test]
+    fn merging_opposite_deltas_leaves_no_zero_entries() {
+        let mut total = Deltas::default();
+        total.products.insert((key("u"), key("p")), 1);
+        total.categories.insert((key("u"), key("c")), 2);
+        let mut opposite = Deltas::default();
+        opposite.products.insert((key("u"), key("p")), -1);
+        opposite.categories.insert((key("u"), key("c")), -1);
+        total.merge(&opposite);
+        assert!(total.products.is_empty(), "{total:?}");
+        assert_eq!(total.categories.get(&(key("u"), key("c"))), Some(&1));
+        assert!(!total.is_empty());
+    }
+
+    #[test]
+    fn only_a_closed_version_leaves_a_counted_state() {
+        let at = Timestamp::parse("2023-08-05 06:28:54").expect("timestamp");
+        for status in [
+            OrderStatus::Open,
+            OrderStatus::Cooking,
+            OrderStatus::Delivering,
+            OrderStatus::Closed,
+            OrderStatus::Cancelled,
+        ] {
+            let version = OrderVersion {
+                order: key("o"),
+                user: key("u"),
+                version: at,
+                status,
+                products: BTreeMap::from([(key("p"), "p".to_owned())]),
+                categories: BTreeMap::from([(key("c"), "c".to_owned())]),
+            };
+            let state = version.state();
+            assert_eq!(state.counted, status == OrderStatus::Closed, "{status}");
+            assert_eq!(state.products, BTreeSet::from([key("p")]));
+            assert_eq!(state.categories, BTreeSet::from([key("c")]));
+        }
+    }
+}

@@ -51,8 +51,9 @@ pub fn document(bytes: &[u8]) -> Result<Value, DecodeError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Syntax(e.to_string()))?;
     let document = match value {
-        Value::String(inner) => serde_json::from_str(&inner)
-            .map_err(|e| DecodeError::Syntax(format!("inner {e}")))?,
+        Value::String(inner) => {
+            serde_json::from_str(&inner).map_err(|e| DecodeError::Syntax(format!("inner {e}")))?
+        }
         other => other,
     };
     reject_nul(&document, &mut String::new())?;
@@ -62,7 +63,11 @@ pub fn document(bytes: &[u8]) -> Result<Value, DecodeError> {
 /// Finds the first string (or object key) holding a NUL character, naming its path.
 fn reject_nul(value: &Value, path: &mut String) -> Result<(), DecodeError> {
     let nul = |path: &str| DecodeError::NulCharacter {
-        path: if path.is_empty() { "(root)".to_owned() } else { path.to_owned() },
+        path: if path.is_empty() {
+            "(root)".to_owned()
+        } else {
+            path.to_owned()
+        },
     };
     match value {
         Value::String(text) if text.contains('\0') => Err(nul(path)),
@@ -79,7 +84,11 @@ fn reject_nul(value: &Value, path: &mut String) -> Result<(), DecodeError> {
                 path.push('.');
             }
             path.push_str(key);
-            let result = if key.contains('\0') { Err(nul(path)) } else { reject_nul(item, path) };
+            let result = if key.contains('\0') {
+                Err(nul(path))
+            } else {
+                reject_nul(item, path)
+            };
             path.truncate(len);
             result
         }),
@@ -92,7 +101,11 @@ pub fn typed<T: DeserializeOwned>(document: Value) -> Result<T, DecodeError> {
     serde_path_to_error::deserialize(document).map_err(|e| {
         let path = e.path().to_string();
         DecodeError::Field {
-            path: if path == "." { "(root)".to_owned() } else { path },
+            path: if path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            },
             message: e.into_inner().to_string(),
         }
     })

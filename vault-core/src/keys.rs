@@ -91,7 +91,10 @@ mod tests {
     #[test]
     fn hub_keys_reproduce_the_spec_test_vectors() {
         let cases = [
-            (HashKey::order(OrderId(2301365)), "55993f56-f356-3556-b280-96f5bbcaee7f"),
+            (
+                HashKey::order(OrderId(2301365)),
+                "55993f56-f356-3556-b280-96f5bbcaee7f",
+            ),
             (
                 HashKey::user(&entity("626a81ce9a8cd1920641e296")),
                 "a9e6edc4-db91-3f11-a278-f773f3273ae0",
@@ -100,8 +103,14 @@ mod tests {
                 HashKey::product(&entity("c5b64c8ba71adb08ce4bf7bc")),
                 "82667bef-ab83-3961-bb99-60ee9b3cdbb9",
             ),
-            (HashKey::category("Выпечка"), "11a15ec4-37ae-3363-878f-c9a2cd7249b5"),
-            (HashKey::category(""), "7aaf118c-f174-3eba-9ec5-680cd791a020"),
+            (
+                HashKey::category("Выпечка"),
+                "11a15ec4-37ae-3363-878f-c9a2cd7249b5",
+            ),
+            (
+                HashKey::category(""),
+                "7aaf118c-f174-3eba-9ec5-680cd791a020",
+            ),
             (
                 HashKey::restaurant(&entity("a51e4e31ae4602047ec52534")),
                 "5b0c89a1-11ff-3c8f-aea3-4556b92218af",
@@ -124,8 +133,14 @@ mod tests {
 
     #[test]
     fn hashdiffs_tell_column_boundaries_apart() {
-        assert_ne!(HashKey::hashdiff(&["a_b", "c"]), HashKey::hashdiff(&["a", "b_c"]));
-        assert_eq!(HashKey::hashdiff(&["x", "y"]), HashKey::hashdiff(&["x", "y"]));
+        assert_ne!(
+            HashKey::hashdiff(&["a_b", "c"]),
+            HashKey::hashdiff(&["a", "b_c"])
+        );
+        assert_eq!(
+            HashKey::hashdiff(&["x", "y"]),
+            HashKey::hashdiff(&["x", "y"])
+        );
     }
 
     #[test]

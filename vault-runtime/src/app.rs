@@ -93,7 +93,10 @@ impl<H: Handler> Application<H> {
         };
         let handler = make_handler(&context)?;
         let listener = std::net::TcpListener::bind(settings.http_addr).map_err(|e| {
-            anyhow::anyhow!("invalid configuration: HTTP_PORT: cannot listen on {}: {e}", settings.http_addr)
+            anyhow::anyhow!(
+                "invalid configuration: HTTP_PORT: cannot listen on {}: {e}",
+                settings.http_addr
+            )
         })?;
         let http_addr = listener.local_addr()?;
         let worker = Worker {
@@ -184,18 +187,23 @@ async fn prepare(context: &Context) -> anyhow::Result<()> {
             Ok(_) => break,
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "Cannot apply migrations yet; retrying.");
-                context.status.record_error(format!("migrations: {error:#}"));
+                context
+                    .status
+                    .record_error(format!("migrations: {error:#}"));
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
     if let Some(partitions) = settings.kafka.create_topics_partitions {
-        let topics: Vec<&str> = [&settings.kafka.source_topic, &settings.kafka.destination_topic]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let topics: Vec<&str> = [
+            &settings.kafka.source_topic,
+            &settings.kafka.destination_topic,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
         let mut backoff = Duration::from_millis(200);
         while let Err(error) = kafka::ensure_topics(&settings.kafka, &topics, partitions).await {
             tracing::warn!(error = %format!("{error:#}"), "Cannot create topics yet; retrying.");

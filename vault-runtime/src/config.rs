@@ -133,7 +133,9 @@ impl Env for ProcessEnv {
 
 impl Env for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).cloned().filter(|v| !v.trim().is_empty())
+        HashMap::get(self, name)
+            .cloned()
+            .filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -229,7 +231,9 @@ fn bootstrap_servers(env: &impl Env) -> Result<String, ConfigError> {
     if let Some(servers) = env.get("KAFKA_BOOTSTRAP_SERVERS") {
         return Ok(servers);
     }
-    let host = env.get("KAFKA_HOST").unwrap_or_else(|| "localhost".to_owned());
+    let host = env
+        .get("KAFKA_HOST")
+        .unwrap_or_else(|| "localhost".to_owned());
     let port: u16 = parse_or(env, "KAFKA_PORT", 9092)?;
     Ok(format!("{host}:{port}"))
 }
@@ -312,7 +316,9 @@ fn redis_url(env: &impl Env) -> Result<Secret, ConfigError> {
         }
         return Ok(Secret::new(url));
     }
-    let host = env.get("REDIS_HOST").unwrap_or_else(|| "localhost".to_owned());
+    let host = env
+        .get("REDIS_HOST")
+        .unwrap_or_else(|| "localhost".to_owned());
     let port: u16 = parse_or(env, "REDIS_PORT", 6379)?;
     Ok(Secret::new(match env.get("REDIS_PASSWORD") {
         Some(password) => format!("redis://:{}@{host}:{port}", encode(&password)),
@@ -411,7 +417,10 @@ mod tests {
     #[test]
     fn a_malformed_port_names_the_variable() {
         let err = Settings::from(
-            &env(&[("DATABASE_URL", "postgres://u@h/d"), ("KAFKA_PORT", "ninety")]),
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("KAFKA_PORT", "ninety"),
+            ]),
             PROFILE,
         )
         .expect_err("must fail");
@@ -448,7 +457,10 @@ mod tests {
     #[test]
     fn a_password_without_a_user_is_refused() {
         let err = Settings::from(
-            &env(&[("DATABASE_URL", "postgres://u@h/d"), ("KAFKA_PASSWORD", "x")]),
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("KAFKA_PASSWORD", "x"),
+            ]),
             PROFILE,
         )
         .expect_err("must fail");

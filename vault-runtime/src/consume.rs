@@ -61,7 +61,9 @@ pub struct Worker<H> {
 
 impl<H> std::fmt::Debug for Worker<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("topic", &self.topic).finish()
+        f.debug_struct("Worker")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -88,8 +90,11 @@ impl<H: Handler> Worker<H> {
         }
         self.status.set_state(WorkerState::Stopping);
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(%error, "Final offset commit failed; the uncommitted tail will be redelivered."),
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                tracing::warn!(%error, "Final offset commit failed; the uncommitted tail will be redelivered.")
+            }
         }
         self.status.set_state(WorkerState::Stopped);
         tracing::info!(service = self.status.service, "Worker stopped.");
@@ -158,7 +163,9 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(failure) => failure,
             };
-            self.status.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.status
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.status.record_error(failure.to_string());
             match failure {
                 Failure::Transient(error) => {
@@ -213,9 +220,13 @@ impl<H: Handler> Worker<H> {
         let letter = DeadLetter::new(message, "processing_failed", format!("{error:#}"));
         let stored = async {
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            dead_letter::insert(&mut conn, self.status.service, std::slice::from_ref(&letter))
-                .await
-                .map_err(|e| e.to_string())
+            dead_letter::insert(
+                &mut conn,
+                self.status.service,
+                std::slice::from_ref(&letter),
+            )
+            .await
+            .map_err(|e| e.to_string())
         }
         .await;
         match stored {

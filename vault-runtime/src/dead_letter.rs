@@ -116,7 +116,10 @@ pub async fn pending(
 }
 
 /// Marks dead letters as replayed (after their payloads were republished).
-pub async fn mark_replayed(conn: &mut AsyncPgConnection, ids: &[i64]) -> diesel::QueryResult<usize> {
+pub async fn mark_replayed(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+) -> diesel::QueryResult<usize> {
     diesel::sql_query(
         "UPDATE ops.dead_letters SET replayed_at = now() \
          WHERE id = ANY($1) AND replayed_at IS NULL",

@@ -3,13 +3,21 @@
 //! ```text
 //! vaultctl dead-letters list [SERVICE]             pending dead letters, oldest first
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
+//! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
 //! ```
+//! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
+//! `--wait` it polls until each hop, in pipeline order, has committed everything on its
+//! topic, and fails when the time runs out.
 //! Connection settings come from the environment, as for the services (`DATABASE_URL` or
 //! `PG_WAREHOUSE_*`, `KAFKA_BOOTSTRAP_SERVERS` or `KAFKA_HOST`/`KAFKA_PORT`, ...).
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use vault_runtime::config::{KafkaSettings, Profile, ProcessEnv, Settings};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
 use vault_runtime::{dead_letter, kafka, stores};
 
 const PROFILE: Profile = Profile {
@@ -21,7 +29,14 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]";
+
+/// The pipeline's hops: consumer group and the topic it reads.
+const HOPS: [(&str, &str); 3] = [
+    ("service-stg", "stg_service"),
+    ("service-dds", "dds_service"),
+    ("service-cdm", "cdm_service"),
+];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,9 +48,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["dead-letters", "list", rest @ ..] => list(&settings, rest.first().copied()).await,
         ["dead-letters", "replay", rest @ ..] => replay(&settings, &settings.kafka, rest).await,
+        ["lag"] => lag(&settings.kafka, None).await,
+        ["lag", "--wait", seconds] => match seconds.parse::<u64>() {
+            Ok(seconds) => lag(&settings.kafka, Some(Duration::from_secs(seconds))).await,
+            Err(_) => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -54,26 +82,94 @@ async fn list(settings: &Settings, service: Option<&str>) -> anyhow::Result<()> 
     let pool = stores::pg_pool(&settings.postgres);
     let mut conn = pool.get().await?;
     let letters = dead_letter::pending(&mut conn, service, 1000).await?;
-    println!("{:>8}  {:<12} {:<24} {:<22} REASON", "ID", "SERVICE", "SOURCE", "KIND");
+    println!(
+        "{:>8}  {:<12} {:<24} {:<22} REASON",
+        "ID", "SERVICE", "SOURCE", "KIND"
+    );
     for l in &letters {
         let source = format!("{}/{}@{}", l.topic, l.partition, l.offset);
-        println!("{:>8}  {:<12} {:<24} {:<22} {}", l.id, l.service, source, l.error_kind, l.reason);
+        println!(
+            "{:>8}  {:<12} {:<24} {:<22} {}",
+            l.id, l.service, source, l.error_kind, l.reason
+        );
     }
     println!("{} pending", letters.len());
     Ok(())
 }
 
-async fn replay(settings: &Settings, kafka_settings: &KafkaSettings, rest: &[&str]) -> anyhow::Result<()> {
+async fn replay(
+    settings: &Settings,
+    kafka_settings: &KafkaSettings,
+    rest: &[&str],
+) -> anyhow::Result<()> {
     let (service, ids): (Option<&str>, Vec<i64>) = match rest.split_first() {
-        Some((first, tail)) if first.parse::<i64>().is_err() => {
-            (Some(*first), tail.iter().map(|id| id.parse()).collect::<Result<_, _>>()?)
-        }
-        _ => (None, rest.iter().map(|id| id.parse()).collect::<Result<_, _>>()?),
+        Some((first, tail)) if first.parse::<i64>().is_err() => (
+            Some(*first),
+            tail.iter().map(|id| id.parse()).collect::<Result<_, _>>()?,
+        ),
+        _ => (
+            None,
+            rest.iter().map(|id| id.parse()).collect::<Result<_, _>>()?,
+        ),
     };
     let pool = stores::pg_pool(&settings.postgres);
     let producer = kafka::producer(kafka_settings)?;
     let only = (!ids.is_empty()).then_some(ids.as_slice());
     let replayed = dead_letter::replay(&pool, &producer, service, only).await?;
     println!("replayed {replayed} dead letter(s)");
+    Ok(())
+}
+
+/// Messages of `topic` that `group` has not committed yet, per partition.
+fn hop_lag(kafka: &KafkaSettings, group: &str, topic: &str) -> anyhow::Result<i64> {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let consumer: BaseConsumer = kafka::base_config(kafka)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let mut partitions = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            partitions.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(partitions, TIMEOUT)?;
+    let mut lag = 0;
+    for element in committed.elements() {
+        let (_, high) = consumer.fetch_watermarks(topic, element.partition(), TIMEOUT)?;
+        let done = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        };
+        lag += (high - done).max(0);
+    }
+    Ok(lag)
+}
+
+async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for (group, topic) in HOPS {
+        loop {
+            let (k, g, t) = (kafka.clone(), group.to_owned(), topic.to_owned());
+            let lag = tokio::task::spawn_blocking(move || hop_lag(&k, &g, &t)).await??;
+            match wait {
+                None => {
+                    println!("{group:<12} {topic:<12} lag {lag}");
+                    break;
+                }
+                Some(_) if lag == 0 => {
+                    println!("{group:<12} {topic:<12} caught up");
+                    break;
+                }
+                Some(limit) if started.elapsed() > limit => {
+                    anyhow::bail!(
+                        "{group} still has {lag} messages to process on {topic} after {limit:?}"
+                    )
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
     Ok(())
 }

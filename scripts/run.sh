@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The main job: the whole pipeline on a local stack, with data pushed through it.
+#
+#   scripts/run.sh          stack up, build, start datagen + the three services (HTTP 5011-5014),
+#                           push VAULTLINE_PUSH orders (default 10000), wait until the datamarts
+#                           reflect them, print a summary; the services keep running
+#   scripts/run.sh stop     stop the services this script started
+#
+# Logs: .stack/logs/<service>.log. Health: curl 127.0.0.1:501{1,2,3,4}/health.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO_ROOT
+cd "$REPO_ROOT"
+
+readonly SERVICES=(datagen service-stg service-dds service-cdm)
+readonly RUN_DIR=.stack/run
+readonly LOG_DIR=.stack/logs
+readonly PUSH=${VAULTLINE_PUSH:-10000}
+readonly WAIT_SECONDS=${VAULTLINE_WAIT_SECONDS:-900}
+
+say() { printf '[run] %s\n' "$*" >&2; }
+
+port_of() {
+  case $1 in
+    datagen) echo 5011 ;;
+    service-stg) echo 5012 ;;
+    service-dds) echo 5013 ;;
+    service-cdm) echo 5014 ;;
+  esac
+}
+
+stop_services() {
+  local service pid
+  for service in "${SERVICES[@]}"; do
+    [[ -f $RUN_DIR/$service.pid ]] || continue
+    pid=$(<"$RUN_DIR/$service.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      say "stopping $service (pid $pid)"
+      kill -TERM "$pid"
+      for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    fi
+    rm -f "$RUN_DIR/$service.pid"
+  done
+}
+
+if [[ ${1:-} == stop ]]; then
+  stop_services
+  exit 0
+fi
+
+stack_env=$(scripts/stack.sh up)
+eval "$stack_env"
+export KAFKA_BOOTSTRAP_SERVERS DATABASE_URL REDIS_URL
+
+say "building the release binaries"
+cargo build --release --quiet -p datagen -p service-stg -p service-dds -p service-cdm -p vault-runtime --bins
+readonly BIN=target/release
+
+stop_services
+mkdir -p "$RUN_DIR" "$LOG_DIR"
+for service in "${SERVICES[@]}"; do
+  HTTP_HOST=127.0.0.1 HTTP_PORT=$(port_of "$service") KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-3} \
+    nohup "$BIN/$service" >"$LOG_DIR/$service.log" 2>&1 &
+  echo $! >"$RUN_DIR/$service.pid"
+  say "started $service (pid $!, http 127.0.0.1:$(port_of "$service"))"
+done
+
+for service in "${SERVICES[@]}"; do
+  port=$(port_of "$service")
+  for attempt in $(seq 1 600); do
+    if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+      break
+    fi
+    if ! kill -0 "$(<"$RUN_DIR/$service.pid")" 2>/dev/null; then
+      say "$service exited; its log:"
+      tail -n 20 "$LOG_DIR/$service.log" >&2
+      exit 1
+    fi
+    ((attempt == 600)) && { say "$service not healthy after 60 s; see $LOG_DIR/$service.log"; exit 1; }
+    sleep 0.1
+  done
+  say "$service healthy"
+done
+
+say "pushing $PUSH orders"
+started=$(date +%s.%N)
+response=$(curl -fsS -X POST -H 'Content-Type: application/json' \
+  -d "{\"N\": $PUSH}" http://127.0.0.1:5011/push)
+say "datagen: $response"
+first=$(sed -E 's/.*"first_order_id":([0-9]+).*/\1/' <<<"$response")
+last=$(sed -E 's/.*"last_order_id":([0-9]+).*/\1/' <<<"$response")
+later=$(sed -E 's/.*"later_versions":([0-9]+).*/\1/' <<<"$response")
+
+say "waiting for the pipeline to catch up"
+"$BIN/vaultctl" lag --wait "$WAIT_SECONDS" >&2
+finished=$(date +%s.%N)
+
+psql_dwh() { psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -X -q "$@"; }
+elapsed=$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')
+orders=$(psql_dwh -At -c "SELECT count(*) FROM stg.order_events WHERE object_id BETWEEN $first AND $last")
+counted=$(psql_dwh -At -c "SELECT count(*) FROM dds.order_load_state d JOIN cdm.order_state c \
+  ON c.order_id = d.h_order_pk AND c.update_ts = d.update_ts WHERE d.order_id BETWEEN $first AND $last")
+mismatches=$(psql_dwh -At -c "SELECT count(*) FROM ( \
+  (SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters WHERE order_cnt > 0 \
+   EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount) UNION ALL \
+  (SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount \
+   EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters)) d")
+rejected=$(psql_dwh -At -c "SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NULL")
+
+cat <<SUMMARY
+
+Vaultline run summary
+  orders pushed          $PUSH (ids $first..$last, plus $later later versions)
+  orders in stg          $orders
+  orders through to cdm  $counted
+  time to catch up       ${elapsed}s ($(awk -v n="$PUSH" -v s="$elapsed" 'BEGIN { printf "%.0f", n / (s > 0 ? s : 1) }') orders/s end to end)
+  counters vs recount    $mismatches mismatching rows
+  dead letters pending   $rejected
+
+Top categories (CLOSED orders, all users):
+SUMMARY
+psql_dwh -c "SELECT CASE WHEN category_name = '' THEN '(no category)' ELSE category_name END \
+  AS category, sum(order_cnt) AS orders FROM cdm.user_category_counters \
+  GROUP BY category_name ORDER BY 2 DESC LIMIT 5"
+cat <<TAIL
+The services keep running (health: curl 127.0.0.1:5011/health ... 5014/health;
+push more: curl -X POST -d '{"N": 1000}' 127.0.0.1:5011/push). Stop them: scripts/run.sh stop
+TAIL

@@ -1,0 +1,358 @@
+#!/usr/bin/env bash
+# Brings up, stops and reports Vaultline's local stack: Postgres (database dwh), Redis and a
+# Kafka-protocol broker (Nisshi), all on 127.0.0.1.
+#
+#   scripts/stack.sh up       start what is not running, wait until ready, print the settings
+#   scripts/stack.sh down     stop what this script started (never services it found running)
+#   scripts/stack.sh status   print each component up or down
+#   scripts/stack.sh env      print the settings as export lines
+#
+# `up` and `env` print only the export lines on stdout (progress goes to stderr), so
+# `eval "$(scripts/stack.sh up)"` configures the current shell.
+#
+# Whatever already listens on a port is reused. As root on Debian, missing Postgres/Redis are
+# installed with apt-get; elsewhere the script says what to install. What the script started
+# is recorded under .stack/ in the repository root, where the broker's pid and log live too.
+set -euo pipefail
+
+readonly NISSHI_VERSION=0.8.1
+readonly HOST=127.0.0.1
+readonly KAFKA_PORT=9092
+readonly PG_PORT=5432
+readonly REDIS_PORT=6379
+readonly DB_NAME=dwh
+# Kafka waits 3 s by default before the first rebalance of an empty group, for more members to
+# join; every test and every service start would pay it. Dev compose files set it to 0 too.
+readonly GROUP_REBALANCE_DELAY=${VAULTLINE_GROUP_REBALANCE_DELAY:-0s}
+# How long each component may take to become ready.
+readonly READY_TIMEOUT_S=${VAULTLINE_READY_TIMEOUT:-60}
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO_ROOT
+readonly STATE_DIR="$REPO_ROOT/.stack"
+readonly CACHE_DIR="${VAULTLINE_CACHE:-$HOME/.cache/vaultline}"
+readonly NISSHI_ROOT="$CACHE_DIR/nisshi-$NISSHI_VERSION"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() {
+  printf '[stack] error: %s\n' "$*" >&2
+  exit 1
+}
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+# Polls "$@" every 0.2 s until it succeeds; fails after READY_TIMEOUT_S seconds.
+wait_for() {
+  local what=$1
+  shift
+  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      die "$what was not ready after ${READY_TIMEOUT_S}s"
+    fi
+    sleep 0.2
+  done
+}
+
+# True when the process in pid file $1 is alive and its command line contains $2 (a recycled
+# pid must not be mistaken for ours).
+pid_alive() {
+  local pid_file=$1 name=$2 pid
+  [[ -f $pid_file ]] || return 1
+  pid=$(<"$pid_file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name"
+}
+
+# --- packages ---------------------------------------------------------------------------------
+
+APT_UPDATED=0
+# Installs the Debian packages given, as root only; otherwise says what to install and fails.
+apt_install() {
+  if ! is_root || ! command -v apt-get >/dev/null; then
+    die "missing $*: install it (Debian/Ubuntu: sudo apt-get install -y $*; macOS: brew install $*) or run it on 127.0.0.1, then rerun"
+  fi
+  if ((APT_UPDATED == 0)); then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# --- Postgres ---------------------------------------------------------------------------------
+
+pg_ready() {
+  pg_isready -q -h "$HOST" -p "$PG_PORT" -t 1
+}
+
+pg_cluster_version() {
+  find /etc/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n 1
+}
+
+# psql as the postgres role over TCP, which is what the services and tests use.
+pg_sql() {
+  psql "postgres://postgres@$HOST:$PG_PORT/postgres" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# Debian's default pg_hba.conf asks for a password over TCP. Only on a machine where this
+# script installed Postgres (or in CI) does it trust loopback connections instead; anywhere
+# else it says what to change.
+pg_trust_loopback() {
+  local version=$1 hba
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if [[ ! -f $STATE_DIR/postgres.installed && ${CI:-} != true ]] || ! is_root || [[ ! -f $hba ]]; then
+    die "Postgres at $HOST:$PG_PORT refuses user postgres without a password; allow it (pg_hba.conf: host all postgres 127.0.0.1/32 trust) or export DATABASE_URL with a password"
+  fi
+  log "trusting loopback connections in $hba"
+  {
+    printf '# Added by vaultline scripts/stack.sh: loopback only.\n'
+    printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n'
+    cat "$hba"
+  } >"$hba.vaultline"
+  cat "$hba.vaultline" >"$hba"
+  rm -f "$hba.vaultline"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main reload >&2
+}
+
+postgres_up() {
+  if pg_ready 2>/dev/null || port_open "$PG_PORT"; then
+    log "Postgres: already running on $HOST:$PG_PORT"
+  else
+    if ! command -v pg_ctlcluster >/dev/null; then
+      apt_install postgresql postgresql-client
+      touch "$STATE_DIR/postgres.installed"
+    fi
+    local version
+    version=$(pg_cluster_version)
+    [[ -n $version ]] || die "Postgres is installed but has no cluster under /etc/postgresql"
+    if pg_ready 2>/dev/null; then
+      # The package's install script may have started the new cluster itself.
+      log "Postgres: cluster $version/main is running"
+    elif ! is_root; then
+      die "Postgres is not running: start it (sudo pg_ctlcluster $version main start) and rerun"
+    else
+      log "Postgres: starting cluster $version/main"
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 8>&-
+      printf '%s\n' "$version" >"$STATE_DIR/postgres.started"
+    fi
+  fi
+  command -v psql >/dev/null || apt_install postgresql-client
+  wait_for "Postgres" pg_ready
+
+  if ! pg_sql 'SELECT 1' >/dev/null 2>&1; then
+    pg_trust_loopback "$(pg_cluster_version)"
+    pg_sql 'SELECT 1' >/dev/null || die "cannot connect to Postgres as postgres@$HOST:$PG_PORT"
+  fi
+  if [[ $(pg_sql "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'") != 1 ]]; then
+    log "Postgres: creating database $DB_NAME"
+    pg_sql "CREATE DATABASE $DB_NAME" >/dev/null
+  fi
+}
+
+postgres_down() {
+  if [[ -f $STATE_DIR/postgres.started ]]; then
+    local version
+    version=$(<"$STATE_DIR/postgres.started")
+    log "Postgres: stopping cluster $version/main (started by this script)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main stop >&2 || true
+    rm -f "$STATE_DIR/postgres.started"
+  elif pg_ready 2>/dev/null; then
+    log "Postgres: left running (not started by this script)"
+  fi
+}
+
+# --- Redis ------------------------------------------------------------------------------------
+
+redis_ready() {
+  local answer
+  answer=$(timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$REDIS_PORT && printf 'PING\r\n' >&3 && head -c 5 <&3" 2>/dev/null) || return 1
+  [[ $answer == "+PONG" ]]
+}
+
+redis_up() {
+  if port_open "$REDIS_PORT"; then
+    log "Redis: already running on $HOST:$REDIS_PORT"
+  else
+    command -v redis-server >/dev/null || apt_install redis-server
+    local dir=/var/lib/redis logfile=/var/log/redis/ci.log
+    if ! is_root; then
+      dir="$STATE_DIR/redis"
+      logfile="$STATE_DIR/redis.log"
+    fi
+    mkdir -p "$dir" "$(dirname "$logfile")"
+    log "Redis: starting on $HOST:$REDIS_PORT"
+    redis-server --daemonize yes --bind "$HOST" --port "$REDIS_PORT" --save "" --appendonly no \
+      --dir "$dir" --logfile "$logfile" --pidfile "$STATE_DIR/redis.pid" >&2 8>&-
+    touch "$STATE_DIR/redis.started"
+  fi
+  wait_for "Redis" redis_ready
+}
+
+redis_down() {
+  if [[ -f $STATE_DIR/redis.started ]]; then
+    log "Redis: stopping (started by this script)"
+    if pid_alive "$STATE_DIR/redis.pid" redis-server; then
+      kill "$(<"$STATE_DIR/redis.pid")"
+      wait_for "Redis to stop" redis_stopped
+    fi
+    rm -f "$STATE_DIR/redis.started" "$STATE_DIR/redis.pid"
+  elif port_open "$REDIS_PORT"; then
+    log "Redis: left running (not started by this script)"
+  fi
+}
+
+redis_stopped() { ! port_open "$REDIS_PORT"; }
+
+# --- Kafka (Nisshi) ---------------------------------------------------------------------------
+
+# True when something on the Kafka port answers an ApiVersions request: a Kafka-protocol
+# broker, not merely an open port. Request: size 15, api key 18 (ApiVersions), version 0,
+# correlation id 1, client id "probe"; a broker answers with a size and correlation id 1.
+kafka_ready() {
+  local answer
+  answer=$(timeout 3 bash -c "exec 3<>/dev/tcp/$HOST/$KAFKA_PORT \
+    && printf '\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x01\x00\x05probe' >&3 \
+    && head -c 8 <&3 | od -An -tx1" 2>/dev/null) || return 1
+  answer=${answer//[[:space:]]/}
+  [[ ${#answer} -eq 16 && ${answer:8:8} == 00000001 ]]
+}
+
+# Prints the nisshi binary to use: one on PATH, else the pinned build in the cache, built
+# there (once, under a lock, so concurrent `up`s wait for one build) when missing.
+nisshi_binary() {
+  if command -v nisshi >/dev/null; then
+    command -v nisshi
+    return
+  fi
+  local bin="$NISSHI_ROOT/bin/nisshi"
+  if [[ ! -x $bin ]]; then
+    command -v cargo >/dev/null || die "nisshi is not installed and there is no cargo to build it (https://rustup.rs)"
+    mkdir -p "$CACHE_DIR"
+    (
+      flock 9
+      # Another `up` may have finished the build while this one waited for the lock.
+      if [[ ! -x $bin ]]; then
+        log "Kafka: building nisshi $NISSHI_VERSION into $NISSHI_ROOT (once; 20+ minutes on 2 cores; log: $CACHE_DIR/nisshi-install.log)"
+        cargo install --locked --ignore-rust-version "nisshi@$NISSHI_VERSION" --root "$NISSHI_ROOT" \
+          >"$CACHE_DIR/nisshi-install.log" 2>&1 ||
+          die "building nisshi failed; see $CACHE_DIR/nisshi-install.log"
+      fi
+    ) 9>"$CACHE_DIR/nisshi-$NISSHI_VERSION.lock"
+  fi
+  printf '%s\n' "$bin"
+}
+
+kafka_up() {
+  if port_open "$KAFKA_PORT"; then
+    wait_for "the service on $HOST:$KAFKA_PORT to answer the Kafka protocol" kafka_ready
+    if pid_alive "$STATE_DIR/nisshi.pid" nisshi; then
+      log "Kafka: nisshi already running (pid $(<"$STATE_DIR/nisshi.pid"))"
+    else
+      log "Kafka: a broker already runs on $HOST:$KAFKA_PORT"
+    fi
+    return
+  fi
+  local bin
+  bin=$(nisshi_binary)
+  log "Kafka: starting $bin on $HOST:$KAFKA_PORT (log: $STATE_DIR/nisshi.log)"
+  # setsid: the broker outlives this script and is not hit by signals meant for its caller's
+  # process group (a CI step ending, ^C in the terminal that ran `up`).
+  setsid "$bin" broker \
+    --listener-url "tcp://$HOST:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://$HOST:$KAFKA_PORT" \
+    --storage-engine memory://nisshi/ \
+    --group-initial-rebalance-delay "$GROUP_REBALANCE_DELAY" \
+    </dev/null >"$STATE_DIR/nisshi.log" 2>&1 8>&- &
+  printf '%s\n' "$!" >"$STATE_DIR/nisshi.pid"
+  wait_for "nisshi (see $STATE_DIR/nisshi.log)" nisshi_started
+}
+
+# Ready, or fail at once if the broker has already exited. `kill -0`, not pid_alive: until
+# setsid has exec'd, the child's command line is still this script's.
+nisshi_started() {
+  kill -0 "$(<"$STATE_DIR/nisshi.pid")" 2>/dev/null ||
+    die "nisshi exited at start; last lines of $STATE_DIR/nisshi.log: $(tail -n 5 "$STATE_DIR/nisshi.log")"
+  kafka_ready
+}
+
+kafka_down() {
+  if pid_alive "$STATE_DIR/nisshi.pid" nisshi; then
+    local pid
+    pid=$(<"$STATE_DIR/nisshi.pid")
+    log "Kafka: stopping nisshi (pid $pid)"
+    kill "$pid"
+    wait_for "nisshi to stop" kafka_stopped
+  elif port_open "$KAFKA_PORT"; then
+    log "Kafka: left running (not started by this script)"
+  fi
+  rm -f "$STATE_DIR/nisshi.pid"
+}
+
+kafka_stopped() { ! pid_alive "$STATE_DIR/nisshi.pid" nisshi && ! port_open "$KAFKA_PORT"; }
+
+# --- commands ---------------------------------------------------------------------------------
+
+print_env() {
+  printf 'export KAFKA_BOOTSTRAP_SERVERS=%s:%s\n' "$HOST" "$KAFKA_PORT"
+  printf 'export DATABASE_URL=postgres://postgres@%s:%s/%s\n' "$HOST" "$PG_PORT" "$DB_NAME"
+  printf 'export REDIS_URL=redis://%s:%s\n' "$HOST" "$REDIS_PORT"
+}
+
+status_line() {
+  local name=$1 address=$2
+  shift 2
+  if "$@" 2>/dev/null; then
+    printf '%-9s up    %s\n' "$name" "$address"
+  else
+    printf '%-9s down  %s\n' "$name" "$address"
+    return 1
+  fi
+}
+
+cmd_status() {
+  local rc=0
+  status_line postgres "$HOST:$PG_PORT" pg_ready || rc=1
+  status_line redis "$HOST:$REDIS_PORT" redis_ready || rc=1
+  status_line kafka "$HOST:$KAFKA_PORT" kafka_ready || rc=1
+  return "$rc"
+}
+
+main() {
+  mkdir -p "$STATE_DIR"
+  if [[ ${1:-} == up || ${1:-} == down ]]; then
+    # One `up` or `down` at a time: two concurrent `up`s would both start a broker. Every
+    # daemon started below gets `8>&-`, or it would hold the lock for its whole life.
+    exec 8>"$STATE_DIR/stack.lock"
+    flock 8
+  fi
+  case "${1:-}" in
+    up)
+      postgres_up
+      redis_up
+      kafka_up
+      log "stack is up"
+      print_env
+      ;;
+    down)
+      kafka_down
+      redis_down
+      postgres_down
+      ;;
+    status) cmd_status ;;
+    env) print_env ;;
+    *)
+      printf 'usage: %s up|down|status|env\n' "$0" >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"

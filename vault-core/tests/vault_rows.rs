@@ -1,0 +1,362 @@
+//! The Data Vault rows of an enriched order (SPEC §3.1, §3.2): hub keys reproduce the SPEC test
+//! vectors, link keys combine their hubs in the order of the link table's name, repeated
+//! products and shared categories yield one row each, and hashdiffs follow the content.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use serde_json::Value;
+use vault_core::contract::{EnrichedOrder, EnrichedProduct, OrderStatus};
+use vault_core::vault::{rows, Hub, Link};
+use vault_core::{decode, EntityId, HashKey, OrderId, Timestamp};
+
+const DDS_MESSAGE: &str = include_str!("data/dds_message.json");
+
+// SPEC §3.1 test vectors.
+const H_ORDER: &str = "55993f56-f356-3556-b280-96f5bbcaee7f";
+const H_USER: &str = "a9e6edc4-db91-3f11-a278-f773f3273ae0";
+const H_PRODUCT_KHACHAPURI: &str = "82667bef-ab83-3961-bb99-60ee9b3cdbb9";
+const H_CATEGORY_PASTRY: &str = "11a15ec4-37ae-3363-878f-c9a2cd7249b5";
+const H_RESTAURANT: &str = "5b0c89a1-11ff-3c8f-aea3-4556b92218af";
+const L_ORDER_USER: &str = "2f850c51-7844-30e6-9702-d7a16f68b27a";
+// The other keys of the example, as the CDM example lists them.
+const H_PRODUCT_PIE: &str = "6f10a3e2-465a-3cdc-bb14-b46453c73a20";
+const H_PRODUCT_MORS: &str = "5d8bac97-7b3c-3307-a55f-2f4fb28e82df";
+const H_CATEGORY_DRINKS: &str = "e03eebb9-77ed-3ae6-aa69-5ecf6b0a085a";
+
+fn key(text: &str) -> HashKey {
+    text.parse().expect("valid uuid")
+}
+
+fn example() -> EnrichedOrder {
+    decode::enriched_order(DDS_MESSAGE.as_bytes()).expect("dds example decodes")
+}
+
+fn keys(hubs: &[Hub]) -> BTreeSet<HashKey> {
+    hubs.iter().map(|h| h.pk).collect()
+}
+
+fn with_amounts(cost: &str, payment: &str) -> EnrichedOrder {
+    let mut document: Value = serde_json::from_str(DDS_MESSAGE).expect("JSON");
+    document["payload"]["cost"] = serde_json::from_str(cost).expect("number");
+    document["payload"]["payment"] = serde_json::from_str(payment).expect("number");
+    decode::enriched_order(document.to_string().as_bytes()).expect("decodes")
+}
+
+fn with_status(status: OrderStatus, update_ts: &str) -> EnrichedOrder {
+    let mut order = example();
+    order.payload.status = status;
+    order.payload.update_ts = Timestamp::parse(update_ts).expect("timestamp");
+    order
+}
+
+#[test]
+fn hub_keys_of_the_example_are_the_spec_test_vectors() {
+    let rows = rows(&example());
+    assert_eq!(rows.h_order.pk, key(H_ORDER));
+    assert_eq!(rows.h_order.order_id, OrderId(2301365));
+    assert_eq!(
+        rows.h_order.order_dt,
+        Timestamp::parse("2023-08-05T06:28:54+00:00").expect("timestamp")
+    );
+    assert_eq!(rows.h_user.pk, key(H_USER));
+    assert_eq!(rows.h_user.business_key, "626a81ce9a8cd1920641e296");
+    assert_eq!(rows.h_restaurant.pk, key(H_RESTAURANT));
+    assert_eq!(rows.h_restaurant.business_key, "a51e4e31ae4602047ec52534");
+
+    let khachapuri = rows
+        .h_products
+        .iter()
+        .find(|h| h.pk == key(H_PRODUCT_KHACHAPURI))
+        .expect("the khachapuri hub");
+    assert_eq!(khachapuri.business_key, "c5b64c8ba71adb08ce4bf7bc");
+    assert_eq!(
+        keys(&rows.h_products),
+        [H_PRODUCT_KHACHAPURI, H_PRODUCT_PIE, H_PRODUCT_MORS]
+            .map(key)
+            .into()
+    );
+
+    let pastry = rows
+        .h_categories
+        .iter()
+        .find(|h| h.pk == key(H_CATEGORY_PASTRY))
+        .expect("the pastry hub");
+    assert_eq!(pastry.business_key, "Выпечка");
+}
+
+#[test]
+fn the_order_user_link_of_the_example_is_the_spec_test_vector() {
+    let rows = rows(&example());
+    assert_eq!(rows.l_order_user.pk, key(L_ORDER_USER));
+    assert_eq!(rows.l_order_user.first, key(H_ORDER));
+    assert_eq!(rows.l_order_user.second, key(H_USER));
+}
+
+#[test]
+fn link_keys_are_the_link_of_their_hubs_in_the_order_of_the_table_name() {
+    let rows = rows(&example());
+    let h_order = key(H_ORDER);
+    let h_restaurant = key(H_RESTAURANT);
+    let products = keys(&rows.h_products);
+    let categories = keys(&rows.h_categories);
+
+    let check = |link: &Link| {
+        assert_eq!(link.pk, HashKey::link(link.first, link.second), "{link:?}");
+        assert_ne!(
+            link.pk,
+            HashKey::link(link.second, link.first),
+            "the order of the hubs matters: {link:?}"
+        );
+    };
+
+    check(&rows.l_order_user);
+    assert_eq!(rows.l_order_products.len(), 3);
+    for link in &rows.l_order_products {
+        check(link);
+        assert_eq!(link.first, h_order);
+        assert!(products.contains(&link.second));
+    }
+    assert_eq!(rows.l_product_restaurants.len(), 3);
+    for link in &rows.l_product_restaurants {
+        check(link);
+        assert!(products.contains(&link.first));
+        assert_eq!(link.second, h_restaurant);
+    }
+    let pairs: BTreeSet<(HashKey, HashKey)> = rows
+        .l_product_categories
+        .iter()
+        .inspect(|link| check(link))
+        .map(|link| (link.first, link.second))
+        .collect();
+    let expected: BTreeSet<(HashKey, HashKey)> = [
+        (H_PRODUCT_KHACHAPURI, H_CATEGORY_PASTRY),
+        (H_PRODUCT_PIE, H_CATEGORY_PASTRY),
+        (H_PRODUCT_MORS, H_CATEGORY_DRINKS),
+    ]
+    .map(|(p, c)| (key(p), key(c)))
+    .into();
+    assert_eq!(pairs, expected);
+    assert_eq!(rows.l_product_categories.len(), 3);
+    assert!(pairs.iter().all(|(_, c)| categories.contains(c)));
+}
+
+#[test]
+fn a_product_listed_twice_in_one_order_yields_one_hub_link_and_satellite() {
+    let mut order = example();
+    let again = order.payload.products[0].clone();
+    order.payload.products.push(again);
+    order
+        .payload
+        .products
+        .push(order.payload.products[2].clone());
+    let rows = rows(&order);
+    assert_eq!(rows.h_products.len(), 3);
+    assert_eq!(keys(&rows.h_products).len(), 3);
+    assert_eq!(rows.l_order_products.len(), 3);
+    assert_eq!(rows.l_product_categories.len(), 3);
+    assert_eq!(rows.l_product_restaurants.len(), 3);
+    assert_eq!(rows.s_product_names.len(), 3);
+    assert_eq!(rows.h_categories.len(), 2);
+}
+
+#[test]
+fn two_products_of_one_category_yield_one_category_hub() {
+    let rows = rows(&example());
+    assert_eq!(
+        keys(&rows.h_categories),
+        [H_CATEGORY_PASTRY, H_CATEGORY_DRINKS].map(key).into()
+    );
+    assert_eq!(rows.h_categories.len(), 2);
+}
+
+#[test]
+fn product_names_satellites_carry_the_menu_names() {
+    let rows = rows(&example());
+    let names: BTreeSet<(HashKey, &str)> = rows
+        .s_product_names
+        .iter()
+        .map(|s| (s.hub_pk, s.name.as_str()))
+        .collect();
+    let expected: BTreeSet<(HashKey, &str)> = [
+        (key(H_PRODUCT_KHACHAPURI), "Хачапури по-аджарски"),
+        (key(H_PRODUCT_PIE), "Пирог с капустой"),
+        (key(H_PRODUCT_MORS), "Морс клюквенный"),
+    ]
+    .into();
+    assert_eq!(names, expected);
+    assert_eq!(rows.s_user_names.h_user_pk, key(H_USER));
+    assert_eq!(rows.s_user_names.username, "Ирина Павловна Соколова");
+    assert_eq!(rows.s_user_names.userlogin, "isokolova");
+    assert_eq!(rows.s_restaurant_names.hub_pk, key(H_RESTAURANT));
+    assert_eq!(rows.s_restaurant_names.name, "Пекарня у дома");
+}
+
+#[test]
+fn the_status_hashdiff_differs_between_closed_and_cancelled() {
+    let closed = rows(&with_status(OrderStatus::Closed, "2023-08-05 06:28:54"));
+    let cancelled = rows(&with_status(OrderStatus::Cancelled, "2023-08-05 07:00:00"));
+    assert_eq!(closed.s_order_status.status, OrderStatus::Closed);
+    assert_eq!(cancelled.s_order_status.status, OrderStatus::Cancelled);
+    assert_ne!(
+        closed.s_order_status.hashdiff,
+        cancelled.s_order_status.hashdiff
+    );
+    assert_eq!(closed.s_order_status.h_order_pk, key(H_ORDER));
+}
+
+#[test]
+fn the_status_hashdiff_is_equal_for_equal_statuses() {
+    let first = rows(&with_status(OrderStatus::Closed, "2023-08-05 06:28:54"));
+    let later = rows(&with_status(OrderStatus::Closed, "2023-08-06 10:00:00"));
+    assert_eq!(first.s_order_status.hashdiff, later.s_order_status.hashdiff);
+    let all = [
+        OrderStatus::Open,
+        OrderStatus::Cooking,
+        OrderStatus::Delivering,
+        OrderStatus::Closed,
+        OrderStatus::Cancelled,
+    ];
+    let diffs: BTreeSet<HashKey> = all
+        .iter()
+        .map(|s| {
+            rows(&with_status(*s, "2023-08-05 06:28:54"))
+                .s_order_status
+                .hashdiff
+        })
+        .collect();
+    assert_eq!(diffs.len(), all.len(), "every status has its own hashdiff");
+}
+
+#[test]
+fn the_cost_hashdiff_is_the_same_for_1410_and_1410_point_0() {
+    let integer = rows(&with_amounts("1410", "1410"));
+    let fraction = rows(&with_amounts("1410.0", "1410.00"));
+    assert_eq!(
+        integer.s_order_cost.hashdiff,
+        fraction.s_order_cost.hashdiff
+    );
+    assert_eq!(integer.s_order_cost.cost, fraction.s_order_cost.cost);
+}
+
+#[test]
+fn the_cost_hashdiff_follows_cost_and_payment() {
+    let base = rows(&with_amounts("1410", "1410")).s_order_cost.hashdiff;
+    let cost = rows(&with_amounts("1411", "1410")).s_order_cost.hashdiff;
+    let payment = rows(&with_amounts("1410", "1410.5")).s_order_cost.hashdiff;
+    let swapped_a = rows(&with_amounts("1", "2")).s_order_cost.hashdiff;
+    let swapped_b = rows(&with_amounts("2", "1")).s_order_cost.hashdiff;
+    assert_ne!(base, cost);
+    assert_ne!(base, payment);
+    assert_ne!(cost, payment);
+    assert_ne!(swapped_a, swapped_b);
+}
+
+#[test]
+fn the_names_hashdiffs_follow_the_names() {
+    let base = rows(&example());
+    let mut renamed = example();
+    renamed.payload.user.login = "irina".to_owned();
+    renamed.payload.restaurant.name = "Пекарня у дома 2".to_owned();
+    renamed.payload.products[0].name = "Хачапури".to_owned();
+    let renamed = rows(&renamed);
+    assert_ne!(base.s_user_names.hashdiff, renamed.s_user_names.hashdiff);
+    assert_ne!(
+        base.s_restaurant_names.hashdiff,
+        renamed.s_restaurant_names.hashdiff
+    );
+    let diff_of = |rows: &vault_core::vault::VaultRows, pk: HashKey| {
+        rows.s_product_names
+            .iter()
+            .find(|s| s.hub_pk == pk)
+            .map(|s| s.hashdiff)
+            .expect("satellite present")
+    };
+    assert_ne!(
+        diff_of(&base, key(H_PRODUCT_KHACHAPURI)),
+        diff_of(&renamed, key(H_PRODUCT_KHACHAPURI))
+    );
+    assert_eq!(
+        diff_of(&base, key(H_PRODUCT_PIE)),
+        diff_of(&renamed, key(H_PRODUCT_PIE))
+    );
+}
+
+#[test]
+fn mapping_the_same_order_twice_yields_identical_rows() {
+    // A replay must yield the same rows, in the same order (no hash-map iteration order).
+    assert_eq!(rows(&example()), rows(&example()));
+}
+
+// A small pool of products so that random orders repeat products and share categories.
+const PRODUCT_POOL: [(&str, &str); 5] = [
+    ("c5b64c8ba71adb08ce4bf7bc", "Выпечка"),
+    ("1b3e42939c414bc1ea69e2fe", "Выпечка"),
+    ("165b4812b4334fdbeaeca3a3", "Напитки"),
+    ("2f0e7a1c9b8d4e6f5a4b3c2d", ""),
+    ("aaaaaaaaaaaaaaaaaaaaaaaa", "Напитки"),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn rows_hold_one_row_per_distinct_product_and_category_in_key_order(
+        picks in proptest::collection::vec(0..PRODUCT_POOL.len(), 0..10)
+    ) {
+        let mut order = example();
+        order.payload.products = picks
+            .iter()
+            .map(|&i| {
+                let (id, category) = PRODUCT_POOL[i];
+                EnrichedProduct {
+                    id: EntityId::parse(id).expect("valid id"),
+                    price: vault_core::Amount::from_i64(100),
+                    quantity: 1,
+                    name: format!("dish {i}"),
+                    category: category.to_owned(),
+                }
+            })
+            .collect();
+        let rows = rows(&order);
+
+        let distinct_products: BTreeSet<&str> =
+            picks.iter().map(|&i| PRODUCT_POOL[i].0).collect();
+        let distinct_categories: BTreeSet<&str> =
+            picks.iter().map(|&i| PRODUCT_POOL[i].1).collect();
+        prop_assert_eq!(rows.h_products.len(), distinct_products.len());
+        prop_assert_eq!(rows.l_order_products.len(), distinct_products.len());
+        prop_assert_eq!(rows.l_product_categories.len(), distinct_products.len());
+        prop_assert_eq!(rows.l_product_restaurants.len(), distinct_products.len());
+        prop_assert_eq!(rows.s_product_names.len(), distinct_products.len());
+        prop_assert_eq!(rows.h_categories.len(), distinct_categories.len());
+
+        let hub_business_keys: BTreeSet<&str> =
+            rows.h_products.iter().map(|h| h.business_key.as_str()).collect();
+        prop_assert_eq!(hub_business_keys, distinct_products);
+        let category_names: BTreeSet<&str> =
+            rows.h_categories.iter().map(|h| h.business_key.as_str()).collect();
+        prop_assert_eq!(category_names, distinct_categories);
+
+        // In a stable order whatever the order of the items, so loaders take row locks in a
+        // stable order. Hubs and `l_product_categories` are sorted by their own key; the
+        // order-product and product-restaurant links follow their product hub key.
+        prop_assert!(rows.h_products.windows(2).all(|w| w[0].pk < w[1].pk));
+        prop_assert!(rows.h_categories.windows(2).all(|w| w[0].pk < w[1].pk));
+        prop_assert!(rows.l_product_categories.windows(2).all(|w| w[0].pk < w[1].pk));
+        prop_assert!(rows.l_order_products.windows(2).all(|w| w[0].second < w[1].second));
+        prop_assert!(rows.l_product_restaurants.windows(2).all(|w| w[0].first < w[1].first));
+        let mut reversed = order.clone();
+        reversed.payload.products.reverse();
+        prop_assert_eq!(vault_core::vault::rows(&reversed), rows.clone());
+
+        for link in rows
+            .l_order_products
+            .iter()
+            .chain(&rows.l_product_categories)
+            .chain(&rows.l_product_restaurants)
+        {
+            prop_assert_eq!(link.pk, HashKey::link(link.first, link.second));
+        }
+    }
+}
