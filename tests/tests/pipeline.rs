@@ -544,3 +544,38 @@ async fn services_killed_or_stopped_mid_stream_lose_nothing_and_count_nothing_tw
     );
     p.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_database_is_unreachable_reports_unhealthy_and_names_it(
+) -> anyhow::Result<()> {
+    let stack = vault_tests::stack().await;
+    let env: HashMap<String, String> = [
+        ("KAFKA_BOOTSTRAP_SERVERS", stack.kafka_bootstrap.as_str()),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/dwh"),
+        ("KAFKA_SOURCE_TOPIC", &unique("cdm_service")),
+        ("KAFKA_CONSUMER_GROUP", &unique("cdm")),
+        ("HTTP_HOST", "127.0.0.1"),
+        ("HTTP_PORT", "0"),
+        ("KAFKA_TOPIC_PARTITIONS", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let app = service_cdm::build(vault_runtime::Settings::from(&env, service_cdm::PROFILE)?)?;
+    let addr = app.http_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let (status, body) = http(addr, "GET", "/health", "").await?;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body)?;
+    assert_eq!(body["service"], "service-cdm");
+    assert_eq!(body["dependencies"]["postgres"]["status"], "down");
+    assert_eq!(body["dependencies"]["kafka"]["status"], "up");
+    // It keeps waiting for the database instead of exiting, and still stops on request.
+    assert!(!task.is_finished());
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task).await???;
+    Ok(())
+}

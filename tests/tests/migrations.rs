@@ -1,0 +1,147 @@
+//! The warehouse schema against a real Postgres: what it creates, that applying it again is a
+//! no-op, that replicas starting together apply it once, and that Data Vault rows are
+//! insert-only.
+
+use vault_tests::stack;
+
+async fn client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::test]
+async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> anyhow::Result<()> {
+    let url = stack().await.fresh_database().await?;
+    let applied = vault_migrations::run(&url).await?;
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert!(vault_migrations::run(&url).await?.is_empty());
+
+    let db = client(&url).await?;
+    let tables: Vec<String> = db
+        .query(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+             WHERE table_schema IN ('stg', 'dds', 'cdm', 'ops') AND table_type = 'BASE TABLE' \
+             ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for expected in [
+        "stg.order_events",
+        "dds.h_user",
+        "dds.h_product",
+        "dds.h_category",
+        "dds.h_restaurant",
+        "dds.h_order",
+        "dds.l_order_user",
+        "dds.l_order_product",
+        "dds.l_product_category",
+        "dds.l_product_restaurant",
+        "dds.s_user_names",
+        "dds.s_product_names",
+        "dds.s_restaurant_names",
+        "dds.s_order_cost",
+        "dds.s_order_status",
+        "cdm.user_product_counters",
+        "cdm.user_category_counters",
+        "cdm.order_state",
+        "ops.dead_letters",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == expected),
+            "{expected} missing from {tables:?}"
+        );
+    }
+    // Column types the contract names.
+    let types: Vec<(String, String, String)> = db
+        .query(
+            "SELECT table_schema || '.' || table_name, column_name, data_type \
+             FROM information_schema.columns WHERE table_schema IN ('stg', 'dds', 'cdm')",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let type_of = |table: &str, column: &str| {
+        types
+            .iter()
+            .find(|(t, c, _)| t == table && c == column)
+            .map(|(_, _, ty)| ty.clone())
+            .unwrap_or_else(|| panic!("{table}.{column} missing"))
+    };
+    assert_eq!(type_of("stg.order_events", "payload"), "jsonb");
+    assert_eq!(
+        type_of("stg.order_events", "update_ts"),
+        "timestamp with time zone"
+    );
+    assert_eq!(type_of("dds.h_order", "h_order_pk"), "uuid");
+    assert_eq!(type_of("dds.s_order_cost", "cost"), "numeric");
+    assert_eq!(
+        type_of("dds.s_order_status", "update_ts"),
+        "timestamp with time zone"
+    );
+    assert_eq!(type_of("cdm.user_product_counters", "order_cnt"), "integer");
+    for table in ["dds.h_user", "dds.l_order_user", "dds.s_user_names"] {
+        assert_eq!(type_of(table, "load_dt"), "timestamp with time zone");
+        assert_eq!(type_of(table, "load_src"), "text");
+    }
+    // Satellites are keyed by hub key and load time.
+    let key: Vec<String> = db
+        .query(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a \
+               ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = 'dds.s_order_status'::regclass AND i.indisprimary ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(key, ["h_order_pk", "load_dt"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_apply_the_schema_once() -> anyhow::Result<()> {
+    let url = stack().await.fresh_database().await?;
+    let runs = futures::future::join_all((0..4).map(|_| vault_migrations::run(&url))).await;
+    let applied: usize = runs
+        .into_iter()
+        .map(|run| run.map(|versions| versions.len()))
+        .sum::<anyhow::Result<usize>>()?;
+    assert_eq!(applied, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn data_vault_rows_and_the_counter_floor_are_enforced_by_the_database() -> anyhow::Result<()>
+{
+    let url = stack().await.fresh_database().await?;
+    vault_migrations::run(&url).await?;
+    let db = client(&url).await?;
+    db.batch_execute(
+        "INSERT INTO dds.h_user VALUES ('a9e6edc4-db91-3f11-a278-f773f3273ae0', \
+         '626a81ce9a8cd1920641e296', now(), 'test')",
+    )
+    .await?;
+    let update = db
+        .batch_execute("UPDATE dds.h_user SET user_id = 'changed'")
+        .await
+        .expect_err("hubs are insert-only");
+    assert!(
+        update.to_string().contains("insert-only") || format!("{update:?}").contains("insert-only"),
+        "{update:?}"
+    );
+    let negative = db
+        .batch_execute(
+            "INSERT INTO cdm.user_product_counters (user_id, product_id, product_name, order_cnt) \
+             VALUES (gen_random_uuid(), gen_random_uuid(), 'x', -1)",
+        )
+        .await;
+    assert!(negative.is_err(), "order_cnt must not go below zero");
+    Ok(())
+}
