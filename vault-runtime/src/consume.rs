@@ -69,7 +69,8 @@ impl<H> std::fmt::Debug for Worker<H> {
 
 /// The loop was told to stop while it still had work in hand; that work is not committed and
 /// will be redelivered.
-struct Abandoned;
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Abandoned;
 
 impl<H: Handler> Worker<H> {
     /// Runs until `stop` turns true, then commits what is durable and returns.
@@ -140,108 +141,15 @@ impl<H: Handler> Worker<H> {
         batch: &[InMessage],
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), Abandoned> {
-        let mut queue: VecDeque<&[InMessage]> = VecDeque::from([batch]);
-        let mut backoff = FIRST_BACKOFF;
-        let mut suspect_attempts = 0;
-        while let Some(slice) = queue.pop_front() {
-            if *stop.borrow() {
-                return Err(Abandoned);
-            }
-            let started = Instant::now();
-            let failure = match self.handler.handle(slice).await {
-                Ok(outcome) => {
-                    self.status.record_batch(
-                        outcome.processed,
-                        outcome.rejected,
-                        outcome.produced,
-                        started.elapsed(),
-                    );
-                    self.status.set_state(WorkerState::Running);
-                    backoff = FIRST_BACKOFF;
-                    suspect_attempts = 0;
-                    continue;
-                }
-                Err(failure) => failure,
-            };
-            self.status
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.status.record_error(failure.to_string());
-            match failure {
-                Failure::Transient(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), retry_in = ?backoff,
-                        "A dependency is unavailable; retrying the same batch.");
-                    self.status.set_state(WorkerState::Retrying);
-                    queue.push_front(slice);
-                }
-                Failure::Suspect(error) if slice.len() > 1 => {
-                    tracing::warn!(error = %format!("{error:#}"), size = slice.len(),
-                        "A batch was refused; splitting it to isolate the message at fault.");
-                    let (first, second) = slice.split_at(slice.len() / 2);
-                    queue.push_front(second);
-                    queue.push_front(first);
-                    continue;
-                }
-                Failure::Suspect(error) => {
-                    suspect_attempts += 1;
-                    if suspect_attempts >= SUSPECT_ATTEMPTS && self.dependencies_healthy().await {
-                        if self.reject(&slice[0], &error).await {
-                            suspect_attempts = 0;
-                            continue;
-                        }
-                    } else {
-                        tracing::warn!(error = %format!("{error:#}"), attempt = suspect_attempts,
-                            "A message was refused; retrying it before rejecting it.");
-                    }
-                    queue.push_front(slice);
-                }
-            }
-            tokio::select! {
-                biased;
-                () = stopped(stop) => return Err(Abandoned),
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-        Ok(())
-    }
-
-    async fn dependencies_healthy(&self) -> bool {
-        for dependency in &self.dependencies {
-            if dependency.check().await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Keeps a message that keeps failing as a dead letter; true when that is durable.
-    async fn reject(&self, message: &InMessage, error: &anyhow::Error) -> bool {
-        let letter = DeadLetter::new(message, "processing_failed", format!("{error:#}"));
-        let stored = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            dead_letter::insert(
-                &mut conn,
-                self.status.service,
-                std::slice::from_ref(&letter),
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }
-        .await;
-        match stored {
-            Ok(_) => {
-                tracing::error!(topic = %message.topic, partition = message.partition,
-                    offset = message.offset, error = %format!("{error:#}"),
-                    "A message kept failing while its dependencies were healthy; kept it as a dead letter.");
-                self.status.record_batch(0, 1, 0, Duration::ZERO);
-                true
-            }
-            Err(store_error) => {
-                tracing::warn!(error = %store_error, "Cannot store a dead letter; retrying.");
-                false
-            }
-        }
+        process_batch(
+            &self.handler,
+            self,
+            &self.status,
+            batch,
+            stop,
+            Backoff::DEFAULT,
+        )
+        .await
     }
 
     /// Stores the next offset of every partition in the batch and commits them.
@@ -270,6 +178,149 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+impl<H: Handler> Escalation for Worker<H> {
+    async fn healthy(&self) -> bool {
+        for dependency in &self.dependencies {
+            if dependency.check().await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Keeps a message that keeps failing as a dead letter; true when that is durable.
+    async fn reject(&self, message: &InMessage, error: &anyhow::Error) -> bool {
+        let letter = DeadLetter::new(message, "processing_failed", format!("{error:#}"));
+        let stored = async {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            dead_letter::insert(
+                &mut conn,
+                self.status.service,
+                std::slice::from_ref(&letter),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+        .await;
+        match stored {
+            Ok(_) => true,
+            Err(store_error) => {
+                tracing::warn!(error = %store_error, "Cannot store a dead letter; retrying.");
+                false
+            }
+        }
+    }
+}
+
+/// What batch processing escalates to when a handler fails.
+pub(crate) trait Escalation: Sync {
+    /// Whether every dependency answers now.
+    fn healthy(&self) -> impl Future<Output = bool> + Send;
+    /// Keeps `message` as a dead letter; true once that is durable.
+    fn reject(
+        &self,
+        message: &InMessage,
+        error: &anyhow::Error,
+    ) -> impl Future<Output = bool> + Send;
+}
+
+/// Retry pacing: the first pause, doubled after each failure up to the maximum.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const DEFAULT: Backoff = Backoff {
+        first: FIRST_BACKOFF,
+        max: MAX_BACKOFF,
+    };
+}
+
+/// Drives one batch through `handler` until all of it is processed or rejected, or until
+/// told to stop. Transient failures retry the same slice; a suspect failure splits the slice
+/// in halves (first half first, so order is kept); a lone message that stays suspect for
+/// [`SUSPECT_ATTEMPTS`] attempts while the dependencies are healthy is rejected.
+pub(crate) async fn process_batch<H: Handler, E: Escalation>(
+    handler: &H,
+    escalation: &E,
+    status: &Status,
+    batch: &[InMessage],
+    stop: &mut watch::Receiver<bool>,
+    pacing: Backoff,
+) -> Result<(), Abandoned> {
+    let mut queue: VecDeque<&[InMessage]> = VecDeque::from([batch]);
+    let mut backoff = pacing.first;
+    let mut suspect_attempts = 0;
+    while let Some(slice) = queue.pop_front() {
+        if *stop.borrow() {
+            return Err(Abandoned);
+        }
+        let started = Instant::now();
+        let failure = match handler.handle(slice).await {
+            Ok(outcome) => {
+                status.record_batch(
+                    outcome.processed,
+                    outcome.rejected,
+                    outcome.produced,
+                    started.elapsed(),
+                );
+                status.set_state(WorkerState::Running);
+                backoff = pacing.first;
+                suspect_attempts = 0;
+                continue;
+            }
+            Err(failure) => failure,
+        };
+        status
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        status.record_error(failure.to_string());
+        match failure {
+            Failure::Transient(error) => {
+                tracing::warn!(error = %format!("{error:#}"), retry_in = ?backoff,
+                    "A dependency is unavailable; retrying the same batch.");
+                status.set_state(WorkerState::Retrying);
+                queue.push_front(slice);
+            }
+            Failure::Suspect(error) if slice.len() > 1 => {
+                tracing::warn!(error = %format!("{error:#}"), size = slice.len(),
+                    "A batch was refused; splitting it to isolate the message at fault.");
+                let (first, second) = slice.split_at(slice.len() / 2);
+                queue.push_front(second);
+                queue.push_front(first);
+                continue;
+            }
+            Failure::Suspect(error) => {
+                suspect_attempts += 1;
+                let message = &slice[0];
+                if suspect_attempts >= SUSPECT_ATTEMPTS
+                    && escalation.healthy().await
+                    && escalation.reject(message, &error).await
+                {
+                    tracing::error!(topic = %message.topic, partition = message.partition,
+                        offset = message.offset, error = %format!("{error:#}"),
+                        "A message kept failing while its dependencies were healthy; kept it as a dead letter.");
+                    status.record_batch(0, 1, 0, Duration::ZERO);
+                    suspect_attempts = 0;
+                    continue;
+                }
+                tracing::warn!(error = %format!("{error:#}"), attempt = suspect_attempts,
+                    "A message was refused; retrying it before rejecting it.");
+                queue.push_front(slice);
+            }
+        }
+        tokio::select! {
+            biased;
+            () = stopped(stop) => return Err(Abandoned),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(pacing.max);
+    }
+    Ok(())
+}
+
 /// Completes once `stop` is (or becomes) true.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
@@ -283,5 +334,161 @@ fn owned(message: &BorrowedMessage<'_>) -> InMessage {
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    const FAST: Backoff = Backoff {
+        first: Duration::from_millis(1),
+        max: Duration::from_millis(4),
+    };
+
+    fn batch(offsets: std::ops::Range<i64>) -> Vec<InMessage> {
+        offsets
+            .map(|offset| InMessage {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                key: None,
+                payload: Some(offset.to_string().into_bytes()),
+            })
+            .collect()
+    }
+
+    /// Refuses any slice holding a poison offset; fails transiently `outages` times first.
+    struct FakeHandler {
+        poison: Vec<i64>,
+        outages: Mutex<u32>,
+        processed: Mutex<Vec<i64>>,
+    }
+
+    impl FakeHandler {
+        fn new(poison: &[i64], outages: u32) -> Self {
+            Self {
+                poison: poison.to_vec(),
+                outages: Mutex::new(outages),
+                processed: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn processed(&self) -> Vec<i64> {
+            self.processed.lock().expect("lock").clone()
+        }
+    }
+
+    impl Handler for FakeHandler {
+        async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
+            {
+                let mut outages = self.outages.lock().expect("lock");
+                if *outages > 0 {
+                    *outages -= 1;
+                    return Err(Failure::Transient(anyhow::anyhow!("database down")));
+                }
+            }
+            if batch.iter().any(|m| self.poison.contains(&m.offset)) {
+                return Err(Failure::Suspect(anyhow::anyhow!("value out of range")));
+            }
+            self.processed
+                .lock()
+                .expect("lock")
+                .extend(batch.iter().map(|m| m.offset));
+            Ok(Outcome {
+                processed: batch.len() as u64,
+                ..Outcome::default()
+            })
+        }
+    }
+
+    struct FakeEscalation {
+        healthy: bool,
+        rejected: Mutex<Vec<i64>>,
+    }
+
+    impl FakeEscalation {
+        fn new(healthy: bool) -> Self {
+            Self {
+                healthy,
+                rejected: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Escalation for FakeEscalation {
+        async fn healthy(&self) -> bool {
+            self.healthy
+        }
+
+        async fn reject(&self, message: &InMessage, _: &anyhow::Error) -> bool {
+            self.rejected.lock().expect("lock").push(message.offset);
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_bisected_and_only_the_message_at_fault_is_rejected() {
+        let handler = FakeHandler::new(&[7, 12], 0);
+        let escalation = FakeEscalation::new(true);
+        let status = Status::new("test");
+        let (_tx, mut stop) = watch::channel(false);
+        let messages = batch(0..20);
+        let result =
+            process_batch(&handler, &escalation, &status, &messages, &mut stop, FAST).await;
+        assert_eq!(result, Ok(()));
+        let expected: Vec<i64> = (0..20).filter(|o| *o != 7 && *o != 12).collect();
+        assert_eq!(
+            handler.processed(),
+            expected,
+            "everything else, once, in order"
+        );
+        assert_eq!(*escalation.rejected.lock().expect("lock"), vec![7, 12]);
+        assert_eq!(status.snapshot().rejected, 2);
+    }
+
+    #[tokio::test]
+    async fn a_dependency_outage_retries_the_same_batch_and_skips_nothing() {
+        let handler = FakeHandler::new(&[], 3);
+        let escalation = FakeEscalation::new(true);
+        let status = Status::new("test");
+        let (_tx, mut stop) = watch::channel(false);
+        let messages = batch(0..10);
+        let result =
+            process_batch(&handler, &escalation, &status, &messages, &mut stop, FAST).await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(handler.processed(), (0..10).collect::<Vec<_>>());
+        assert!(escalation.rejected.lock().expect("lock").is_empty());
+        assert_eq!(status.snapshot().retries, 3);
+        assert_eq!(status.state(), WorkerState::Running);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_rejected_while_a_dependency_is_unhealthy() {
+        let handler = FakeHandler::new(&[3], 0);
+        let escalation = FakeEscalation::new(false);
+        let status = Status::new("test");
+        let (tx, mut stop) = watch::channel(false);
+        let messages = batch(0..6);
+        let stopper = async {
+            // Stop once the lone poison message has been retried well past the limit.
+            while status.snapshot().retries < u64::from(SUSPECT_ATTEMPTS) * 3 {
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.send(true);
+        };
+        let (result, ()) = tokio::join!(
+            process_batch(&handler, &escalation, &status, &messages, &mut stop, FAST),
+            stopper
+        );
+        assert_eq!(result, Err(Abandoned));
+        assert!(escalation.rejected.lock().expect("lock").is_empty());
+        assert_eq!(
+            handler.processed(),
+            vec![0, 1, 2],
+            "the part before the fault went through"
+        );
     }
 }
