@@ -80,13 +80,7 @@ impl Application {
         let topic = settings.kafka.destination_topic.clone().ok_or_else(|| {
             anyhow::anyhow!("invalid configuration: KAFKA_DESTINATION_TOPIC: is required")
         })?;
-        let listener = std::net::TcpListener::bind(settings.http_addr).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid configuration: HTTP_PORT: cannot listen on {}: {e}",
-                settings.http_addr
-            )
-        })?;
-        let http_addr = listener.local_addr()?;
+        let (listener, http_addr) = vault_runtime::http::bind(settings.http_addr)?;
         Ok(Self {
             state: Arc::new(State {
                 redis,

@@ -92,13 +92,7 @@ impl<H: Handler> Application<H> {
             status: status.clone(),
         };
         let handler = make_handler(&context)?;
-        let listener = std::net::TcpListener::bind(settings.http_addr).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid configuration: HTTP_PORT: cannot listen on {}: {e}",
-                settings.http_addr
-            )
-        })?;
-        let http_addr = listener.local_addr()?;
+        let (listener, http_addr) = http::bind(settings.http_addr)?;
         let worker = Worker {
             consumer,
             topic: source,

@@ -88,6 +88,16 @@ impl HealthState {
     }
 }
 
+/// Binds the HTTP port (port 0 picks a free one) and returns the listener and its address; a
+/// port that cannot be bound is a configuration error naming `HTTP_PORT`.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, SocketAddr)> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!("invalid configuration: HTTP_PORT: cannot listen on {addr}: {e}")
+    })?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
 /// Serves on an already bound listener and returns the server future, which ends when
 /// `shutdown` completes.
 pub fn serve_listener(
