@@ -11,7 +11,7 @@ async fn sigterm_stops_the_service_cleanly_with_exit_code_zero() -> anyhow::Resu
     let stack = stack().await;
     let database = stack.fresh_database().await?;
     let topic = unique("cdm_service");
-    stack.create_topics(&[topic.clone()], 1).await?;
+    stack.create_topics(std::slice::from_ref(&topic), 1).await?;
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?.port()
