@@ -55,6 +55,8 @@ pub struct Pipeline {
     groups: BTreeMap<Service, String>,
     running: BTreeMap<Service, Running>,
     producer: FutureProducer,
+    /// Redis for the services; the stack's unless a test brings its own.
+    redis_url: String,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -68,6 +70,14 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Creates the database and topics (`partitions` each) and starts all three services.
     pub async fn start(partitions: i32) -> anyhow::Result<Self> {
+        Self::start_with_redis(partitions, None).await
+    }
+
+    /// As [`Pipeline::start`], with the services on the given Redis instead of the stack's.
+    pub async fn start_with_redis(
+        partitions: i32,
+        redis_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let stack = stack().await;
         let database_url = stack.fresh_database().await?;
         let raw_topic = unique("stg_service");
@@ -101,6 +111,7 @@ impl Pipeline {
                 .collect(),
             running: BTreeMap::new(),
             producer,
+            redis_url: redis_url.unwrap_or_else(|| stack.redis_url.clone()),
         };
         for service in Service::ALL {
             pipeline.start_service(service).await?;
@@ -121,7 +132,7 @@ impl Pipeline {
                 self.stack.kafka_bootstrap.as_str(),
             ),
             ("DATABASE_URL", self.database_url.as_str()),
-            ("REDIS_URL", self.stack.redis_url.as_str()),
+            ("REDIS_URL", self.redis_url.as_str()),
             ("KAFKA_SOURCE_TOPIC", source.as_str()),
             ("KAFKA_CONSUMER_GROUP", self.groups[&service].as_str()),
             ("HTTP_HOST", "127.0.0.1"),
@@ -363,13 +374,13 @@ impl Pipeline {
         &self,
         dictionary: &datagen::dictionary::Dictionary,
     ) -> anyhow::Result<()> {
-        let pool = redis_pool(&self.stack.redis_url)?;
+        let pool = redis_pool(&self.redis_url)?;
         datagen::dictionary::store(&pool, dictionary).await
     }
 
     /// Sets one Redis key (overwriting).
     pub async fn put_redis(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        let pool = redis_pool(&self.stack.redis_url)?;
+        let pool = redis_pool(&self.redis_url)?;
         let mut conn = pool.get().await?;
         let () = conn.set(key, value).await?;
         Ok(())
@@ -390,6 +401,96 @@ impl Pipeline {
             self.stop_service(service).await?;
         }
         Ok(())
+    }
+}
+
+/// A private `redis-server` on a free loopback port, for tests that crash and restart it. It
+/// keeps its snapshot in a directory of its own, so a restart reloads what [`snapshot`]
+/// saved. It is killed when dropped.
+///
+/// [`snapshot`]: PrivateRedis::snapshot
+#[derive(Debug)]
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` (it must be on `PATH`) and waits until it answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(unique("vaultline-redis"));
+        std::fs::create_dir_all(&dir)?;
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
+        redis.restart().await?;
+        Ok(redis)
+    }
+
+    /// Starts the server again on the same port and directory, and waits until it answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting redis-server (is it installed?)")?;
+        self.child = Some(child);
+        let url = self.url();
+        eventually(
+            "the private Redis to answer",
+            Duration::from_secs(20),
+            || async {
+                let pool = redis_pool(&url).ok()?;
+                vault_runtime::stores::redis_ping(&pool).await.ok()
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Saves the data set to disk, for the next start to load.
+    pub async fn snapshot(&self) -> anyhow::Result<()> {
+        let pool = redis_pool(&self.url())?;
+        let mut conn = pool.get().await?;
+        let () = bb8_redis::redis::cmd("SAVE")
+            .query_async(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Kills it outright (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -579,3 +579,39 @@ async fn a_service_whose_database_is_unreachable_reports_unhealthy_and_names_it(
     tokio::time::timeout(Duration::from_secs(30), task).await???;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<()> {
+    let mut redis = vault_tests::pipeline::PrivateRedis::start().await?;
+    let p = Pipeline::start_with_redis(2, Some(redis.url())).await?;
+    let d = random_dictionary(10, 3);
+    p.put_dictionary(&d).await?;
+    redis.snapshot().await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let sent = datagen::generate::orders(&mut rng, &d, 7_000, 200);
+    let (first, second) = sent.split_at(100);
+    p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
+        .await?;
+    p.settle(SETTLE).await;
+
+    // Redis crashes: orders wait instead of failing, and go on once it is back.
+    redis.kill();
+    p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
+        .await?;
+    let stg = p.http_addr(Service::Stg).expect("running");
+    eventually("service-stg to report the outage", SETTLE, || async {
+        let (status, body) = http(stg, "GET", "/health", "").await.ok()?;
+        let body: Value = serde_json::from_str(&body).ok()?;
+        (status == 503 && body["dependencies"]["redis"]["status"] == "down").then_some(())
+    })
+    .await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+
+    redis.restart().await?;
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_counters_match(&p, &d, &sent).await;
+    let (status, _) = http(stg, "GET", "/health", "").await?;
+    assert_eq!(status, 200);
+    p.shutdown().await
+}
