@@ -171,7 +171,7 @@ impl Handler for StgHandler {
         })
         .await?;
         Ok(Outcome {
-            processed: decoded.len() as u64,
+            processed: published.len() as u64,
             rejected: rejects.len() as u64,
             produced: published.len() as u64,
         })

@@ -78,8 +78,21 @@ impl Pipeline {
         partitions: i32,
         redis_url: Option<String>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(partitions, redis_url, None).await
+    }
+
+    /// As [`Pipeline::start`], with the services on the given Redis and database instead of
+    /// the stack's.
+    pub async fn start_with(
+        partitions: i32,
+        redis_url: Option<String>,
+        database_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let stack = stack().await;
-        let database_url = stack.fresh_database().await?;
+        let database_url = match database_url {
+            Some(url) => url,
+            None => stack.fresh_database().await?,
+        };
         let raw_topic = unique("stg_service");
         let enriched_topic = unique("dds_service");
         let counter_topic = unique("cdm_service");
@@ -492,6 +505,139 @@ impl Drop for PrivateRedis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A private Postgres cluster on a free loopback port, for tests that crash and restart it.
+/// Run as the `postgres` user when the tests run as root. Stopped and removed when dropped.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    /// Creates a cluster with `initdb` (trust authentication on loopback) and starts it.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(unique("vaultline-pg"));
+        std::fs::create_dir_all(&dir)?;
+        if as_root() {
+            let status = std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()?;
+            anyhow::ensure!(status.success(), "chown of {} failed", dir.display());
+        }
+        let data = dir.join("data");
+        pg_tool(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+            ],
+        )?;
+        let pg = Self { port, dir };
+        pg.restart().await?;
+        Ok(pg)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts (or starts again) the server and waits until it accepts connections.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-o",
+                &options,
+                "-l",
+                &self.dir.join("log").to_string_lossy(),
+                "-w",
+                "start",
+            ],
+        )
+    }
+
+    /// Stops it the way a crash would (`pg_ctl stop -m immediate`: no checkpoint, every
+    /// connection cut).
+    pub fn crash(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.crash();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs a Postgres server tool (from Debian's versioned directory when it is not on `PATH`).
+fn pg_tool(tool: &str, args: &[&str]) -> anyhow::Result<()> {
+    let path = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|versions| {
+            let mut dirs: Vec<_> = versions
+                .flatten()
+                .map(|e| e.path().join("bin").join(tool))
+                .collect();
+            dirs.sort();
+            dirs.into_iter().rev().find(|p| p.exists())
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from(tool));
+    let mut command = if as_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&path);
+        c
+    } else {
+        std::process::Command::new(&path)
+    };
+    let output = command
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .with_context(|| format!("running {}", path.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 fn redis_pool(url: &str) -> anyhow::Result<vault_runtime::stores::RedisPool> {

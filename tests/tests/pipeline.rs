@@ -615,3 +615,41 @@ async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<
     assert_eq!(status, 200);
     p.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Result<()> {
+    let pg = vault_tests::pipeline::PrivatePostgres::start().await?;
+    let p = Pipeline::start_with(2, None, Some(pg.url())).await?;
+    let d = random_dictionary(10, 3);
+    p.put_dictionary(&d).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let sent = datagen::generate::orders(&mut rng, &d, 9_000, 300);
+    let (first, second) = sent.split_at(150);
+    p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
+        .await?;
+    p.settle(SETTLE).await;
+
+    pg.crash()?;
+    p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
+        .await?;
+    for service in Service::ALL {
+        let addr = p.http_addr(service).expect("running");
+        eventually(
+            &format!("{service:?} to report Postgres down"),
+            SETTLE,
+            || async {
+                let (status, body) = http(addr, "GET", "/health", "").await.ok()?;
+                let body: Value = serde_json::from_str(&body).ok()?;
+                (status == 503 && body["dependencies"]["postgres"]["status"] == "down")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    pg.restart().await?;
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_counters_match(&p, &d, &sent).await;
+    p.shutdown().await
+}

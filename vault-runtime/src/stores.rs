@@ -23,7 +23,8 @@ pub fn pg_pool(settings: &PostgresSettings) -> PgPool {
     bb8::Pool::builder()
         .max_size(settings.pool_size)
         .connection_timeout(CHECKOUT_TIMEOUT)
-        .test_on_check_out(false)
+        // A connection that died with its server (a restart) is replaced, not handed out.
+        .test_on_check_out(true)
         .build_unchecked(manager)
 }
 
