@@ -20,6 +20,17 @@ printf '[test] %s\n' "using: ${stack_env//$'\n'/; }" >&2
 
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
+# Each integration test makes its own database and leaves it for inspection; the ones from
+# earlier runs go now, so that they do not pile up on the machine.
+if command -v psql >/dev/null; then
+  stale=$(psql "$DATABASE_URL" -X -At -c \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'vaultline\_test\_%'" 2>/dev/null || true)
+  for database in $stale; do
+    psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+  [[ -z $stale ]] || printf '[test] dropped %s databases of earlier test runs\n' "$(wc -w <<<"$stale")" >&2
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast --test-threads "$THREADS" "$@"
 else
