@@ -50,12 +50,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The loop's state; one per service process.
 pub struct Worker<H> {
+    /// Polled only by this loop, so a batch in hand and the offsets it stores can never
+    /// interleave with another batch's.
     pub(crate) consumer: StreamConsumer,
     pub(crate) topic: String,
     pub(crate) handler: H,
+    /// For dead letters of messages the handler keeps refusing: written outside the
+    /// handler's transaction, which is the one that fails.
     pub(crate) pool: PgPool,
+    /// Checked before a refused message is rejected, so an outage is never mistaken for a
+    /// bad message.
     pub(crate) dependencies: Vec<Dependency>,
     pub(crate) batch: BatchSettings,
+    /// Shared with the HTTP server, which reports it on `/health` and `/metrics`.
     pub(crate) status: Arc<Status>,
 }
 
