@@ -137,11 +137,15 @@ pub fn synthetic(seed: u64, users: usize, restaurants: usize) -> Dictionary {
         .map(|i| {
             let size = rng.random_range(5..=15);
             let mut menu: Vec<MenuItem> = Vec::with_capacity(size);
-            // The first item always lacks a category: real menus have such items.
-            let (_, uncategorised) = DISHES[DISHES.len() - 1];
-            menu.push(menu_item(&mut rng, "", uncategorised));
+            // Every third restaurant (the first among them) has an item without a category,
+            // as real menus do.
+            if i % 3 == 0 {
+                let (_, uncategorised) = DISHES[DISHES.len() - 1];
+                menu.push(menu_item(&mut rng, "", uncategorised));
+            }
             while menu.len() < size {
-                let (category, dishes) = DISHES.choose(&mut rng).copied().unwrap_or(DISHES[0]);
+                let categorised = &DISHES[..DISHES.len() - 1];
+                let (category, dishes) = categorised.choose(&mut rng).copied().unwrap_or(DISHES[0]);
                 menu.push(menu_item(&mut rng, category, dishes));
             }
             Restaurant {
