@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bb8_redis::redis::AsyncCommands;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::FutureProducer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vault_runtime::config::{Profile, Settings};
@@ -44,6 +43,15 @@ struct Running {
     http: SocketAddr,
 }
 
+/// Dependencies a test brings itself (to crash and restart them), instead of the stack's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub redis_url: Option<String>,
+    pub database_url: Option<String>,
+    /// A broker of the test's own; topics, groups and probes all use it.
+    pub kafka_bootstrap: Option<String>,
+}
+
 /// One test's pipeline: its database, topics, groups and running services.
 pub struct Pipeline {
     pub stack: &'static Stack,
@@ -70,26 +78,24 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Creates the database and topics (`partitions` each) and starts all three services.
     pub async fn start(partitions: i32) -> anyhow::Result<Self> {
-        Self::start_with_redis(partitions, None).await
+        Self::start_with(partitions, Overrides::default()).await
     }
 
-    /// As [`Pipeline::start`], with the services on the given Redis instead of the stack's.
-    pub async fn start_with_redis(
-        partitions: i32,
-        redis_url: Option<String>,
-    ) -> anyhow::Result<Self> {
-        Self::start_with(partitions, redis_url, None).await
-    }
-
-    /// As [`Pipeline::start`], with the services on the given Redis and database instead of
-    /// the stack's.
-    pub async fn start_with(
-        partitions: i32,
-        redis_url: Option<String>,
-        database_url: Option<String>,
-    ) -> anyhow::Result<Self> {
-        let stack = stack().await;
-        let database_url = match database_url {
+    /// As [`Pipeline::start`], with some dependencies of the test's own instead of the
+    /// stack's.
+    pub async fn start_with(partitions: i32, overrides: Overrides) -> anyhow::Result<Self> {
+        let base = stack().await;
+        let stack: &'static Stack = match overrides.kafka_bootstrap {
+            // One small leak per such test: the harness hands out `&'static Stack`s.
+            Some(kafka_bootstrap) => Box::leak(Box::new(Stack {
+                kafka_bootstrap,
+                database_admin_url: base.database_admin_url.clone(),
+                redis_url: base.redis_url.clone(),
+            })),
+            None => base,
+        };
+        let redis_url = overrides.redis_url;
+        let database_url = match overrides.database_url {
             Some(url) => url,
             None => stack.fresh_database().await?,
         };
@@ -237,17 +243,19 @@ impl Pipeline {
         self.produce(&self.raw_topic, messages).await
     }
 
+    /// Produces (key, payload) messages to `topic`, all enqueued at once (so the pipeline
+    /// lags behind, as under load), and waits for every acknowledgement.
     pub async fn produce(&self, topic: &str, messages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
-        for (key, payload) in messages {
-            self.producer
-                .send(
-                    FutureRecord::to(topic).key(key).payload(payload),
-                    Timeout::After(Duration::from_secs(30)),
-                )
-                .await
-                .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
-        }
-        Ok(())
+        let messages: Vec<vault_runtime::OutMessage> = messages
+            .iter()
+            .map(|(key, payload)| vault_runtime::OutMessage {
+                key: key.clone(),
+                payload: payload.clone(),
+            })
+            .collect();
+        vault_runtime::kafka::publish(&self.producer, topic, &messages)
+            .await
+            .with_context(|| format!("producing to {topic}"))
     }
 
     /// Waits until every service has committed everything on its topic, in pipeline order,
@@ -638,6 +646,101 @@ fn pg_tool(tool: &str, args: &[&str]) -> anyhow::Result<()> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
+}
+
+/// A private Kafka-protocol broker (Nisshi, storing in SQLite so that topics and committed
+/// offsets survive a restart) on a free loopback port, for tests that crash and restart it.
+/// The binary is `$NISSHI_BIN`, else the one `scripts/stack.sh` caches, else `nisshi` on
+/// `PATH`. Killed when dropped.
+#[derive(Debug)]
+pub struct PrivateBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(unique("vaultline-broker"));
+        std::fs::create_dir_all(&dir)?;
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.restart().await?;
+        Ok(broker)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker again on the same port and storage, and waits until it answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new(nisshi_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .args(["--group-initial-rebalance-delay", "0s"])
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting nisshi (run scripts/stack.sh up once to build it)")?;
+        self.child = Some(child);
+        let addr: SocketAddr = self.bootstrap().parse()?;
+        eventually(
+            "the private broker to listen",
+            Duration::from_secs(30),
+            || async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Kills it outright (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nisshi_binary() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("NISSHI_BIN") {
+        return path.into();
+    }
+    let cache = std::env::var("VAULTLINE_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|_| {
+            std::env::var("HOME").map(|home| std::path::Path::new(&home).join(".cache/vaultline"))
+        })
+        .unwrap_or_default();
+    let cached = cache.join("nisshi-0.8.1/bin/nisshi");
+    if cached.exists() {
+        cached
+    } else {
+        "nisshi".into()
+    }
 }
 
 fn redis_pool(url: &str) -> anyhow::Result<vault_runtime::stores::RedisPool> {

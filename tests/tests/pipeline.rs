@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
 use vault_core::counter::{recount, OrderVersion};
 use vault_core::{events, Amount, EntityId, HashKey, OrderId, OrderStatus, RawOrder, Timestamp};
-use vault_tests::pipeline::{http, Pipeline, Service};
+use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
 use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -583,7 +583,14 @@ async fn a_service_whose_database_is_unreachable_reports_unhealthy_and_names_it(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<()> {
     let mut redis = vault_tests::pipeline::PrivateRedis::start().await?;
-    let p = Pipeline::start_with_redis(2, Some(redis.url())).await?;
+    let p = Pipeline::start_with(
+        2,
+        Overrides {
+            redis_url: Some(redis.url()),
+            ..Overrides::default()
+        },
+    )
+    .await?;
     let d = random_dictionary(10, 3);
     p.put_dictionary(&d).await?;
     redis.snapshot().await?;
@@ -619,7 +626,14 @@ async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Result<()> {
     let pg = vault_tests::pipeline::PrivatePostgres::start().await?;
-    let p = Pipeline::start_with(2, None, Some(pg.url())).await?;
+    let p = Pipeline::start_with(
+        2,
+        Overrides {
+            database_url: Some(pg.url()),
+            ..Overrides::default()
+        },
+    )
+    .await?;
     let d = random_dictionary(10, 3);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(29);
@@ -648,6 +662,47 @@ async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Re
     }
 
     pg.restart().await?;
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_counters_match(&p, &d, &sent).await;
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Result<()> {
+    let mut broker = vault_tests::pipeline::PrivateBroker::start().await?;
+    let p = Pipeline::start_with(
+        2,
+        Overrides {
+            kafka_bootstrap: Some(broker.bootstrap()),
+            ..Overrides::default()
+        },
+    )
+    .await?;
+    let d = random_dictionary(10, 3);
+    p.put_dictionary(&d).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let sent = datagen::generate::orders(&mut rng, &d, 11_000, 3000);
+    p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>())
+        .await?;
+    let counted = eventually("the datamart to start filling", SETTLE, || async {
+        let counted = p.count("SELECT count(*) FROM cdm.order_state").await.ok()?;
+        (counted > 0).then_some(counted)
+    })
+    .await;
+
+    broker.kill();
+    // Usually mid-stream (batches in hand, offsets uncommitted); correct either way.
+    eprintln!("the broker crashed with {counted} of 3000 orders in the datamart");
+    let stg = p.http_addr(Service::Stg).expect("running");
+    eventually("service-stg to report Kafka down", SETTLE, || async {
+        let (status, body) = http(stg, "GET", "/health", "").await.ok()?;
+        let body: Value = serde_json::from_str(&body).ok()?;
+        (status == 503 && body["dependencies"]["kafka"]["status"] == "down").then_some(())
+    })
+    .await;
+
+    broker.restart().await?;
     p.settle(SETTLE).await;
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
     assert_counters_match(&p, &d, &sent).await;

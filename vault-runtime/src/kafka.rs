@@ -81,13 +81,18 @@ pub fn consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
 }
 
 pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
-    base_config(settings)
+    let mut config = base_config(settings);
+    config
         .set("acks", "all")
         .set("enable.idempotence", settings.idempotence.to_string())
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .context("cannot create the Kafka producer")
+        .set("message.timeout.ms", "30000");
+    if !settings.idempotence {
+        // Without idempotence only one request in flight keeps retries from reordering a
+        // partition.
+        config.set("max.in.flight.requests.per.connection", "1");
+    }
+    config.create().context("cannot create the Kafka producer")
 }
 
 /// Publishes a batch and waits until the broker has acknowledged every message. Messages
