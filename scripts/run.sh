@@ -35,7 +35,8 @@ stop_services() {
   for service in "${SERVICES[@]}"; do
     [[ -f $RUN_DIR/$service.pid ]] || continue
     pid=$(<"$RUN_DIR/$service.pid")
-    if kill -0 "$pid" 2>/dev/null; then
+    # Only our own process: a pid file can outlive its process, and the pid be reused.
+    if kill -0 "$pid" 2>/dev/null && grep -qa "$service" "/proc/$pid/cmdline" 2>/dev/null; then
       say "stopping $service (pid $pid)"
       kill -TERM "$pid"
       for _ in $(seq 1 300); do
