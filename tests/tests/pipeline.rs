@@ -446,6 +446,19 @@ async fn poison_messages_are_kept_with_reasons_and_replayed_once_fixed() -> anyh
     }
     p.produce_raw(&stream).await?;
     p.settle(SETTLE).await;
+    // The offsets moved past the poison: everything on the raw topic is committed.
+    let ends = p.end_offsets(&p.raw_topic).await?;
+    let committed = p
+        .stack
+        .committed_offsets(p.group(Service::Stg), &p.raw_topic)
+        .await?;
+    assert_eq!(ends.values().sum::<i64>(), stream.len() as i64);
+    for (partition, end) in &ends {
+        assert_eq!(
+            committed.get(partition).copied().flatten(),
+            Some(*end).filter(|e| *e > 0)
+        );
+    }
 
     let mut sent = good.clone();
     sent.push(wrapped);
