@@ -29,6 +29,7 @@
 //! them.
 
 pub mod pipeline;
+pub mod servers;
 
 use std::{
     any::Any,

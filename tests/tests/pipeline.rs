@@ -595,7 +595,7 @@ async fn a_service_whose_database_is_unreachable_reports_unhealthy_and_names_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<()> {
-    let mut redis = vault_tests::pipeline::PrivateRedis::start().await?;
+    let mut redis = vault_tests::servers::PrivateRedis::start().await?;
     let p = Pipeline::start_with(
         2,
         Overrides {
@@ -638,7 +638,7 @@ async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Result<()> {
-    let pg = vault_tests::pipeline::PrivatePostgres::start().await?;
+    let pg = vault_tests::servers::PrivatePostgres::start().await?;
     let p = Pipeline::start_with(
         2,
         Overrides {
@@ -683,7 +683,7 @@ async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Result<()> {
-    let mut broker = vault_tests::pipeline::PrivateBroker::start().await?;
+    let mut broker = vault_tests::servers::PrivateBroker::start().await?;
     let p = Pipeline::start_with(
         2,
         Overrides {
