@@ -62,6 +62,8 @@ pub struct Pipeline {
     pub counter_topic: String,
     groups: BTreeMap<Service, String>,
     running: BTreeMap<Service, Running>,
+    /// Extra instances started with [`Pipeline::start_replica`], in the same groups.
+    replicas: Vec<Running>,
     producer: FutureProducer,
     /// Redis for the services; the stack's unless a test brings its own.
     redis_url: String,
@@ -129,6 +131,7 @@ impl Pipeline {
                 .map(|s| (s, unique(s.profile().consumer_group)))
                 .collect(),
             running: BTreeMap::new(),
+            replicas: Vec::new(),
             producer,
             redis_url: redis_url.unwrap_or_else(|| stack.redis_url.clone()),
         };
@@ -171,6 +174,20 @@ impl Pipeline {
 
     /// Starts (or restarts) one service.
     pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
+        let running = self.launch(service)?;
+        self.running.insert(service, running);
+        Ok(())
+    }
+
+    /// Starts one more instance of a service, in the same consumer group: the partitions are
+    /// rebalanced between the instances.
+    pub async fn start_replica(&mut self, service: Service) -> anyhow::Result<()> {
+        let running = self.launch(service)?;
+        self.replicas.push(running);
+        Ok(())
+    }
+
+    fn launch(&self, service: Service) -> anyhow::Result<Running> {
         let settings = Settings::from(&self.env(service), service.profile())?;
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -199,8 +216,7 @@ impl Pipeline {
                 )
             }
         };
-        self.running.insert(service, Running { stop, task, http });
-        Ok(())
+        Ok(Running { stop, task, http })
     }
 
     /// Stops a service the way SIGTERM does, and checks that it stopped cleanly.
@@ -410,6 +426,12 @@ impl Pipeline {
 
     /// Stops every running service cleanly.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for running in std::mem::take(&mut self.replicas) {
+            let _ = running.stop.send(());
+            tokio::time::timeout(Duration::from_secs(60), running.task)
+                .await
+                .context("replica did not stop within 60 s")???;
+        }
         for service in Service::ALL.into_iter().rev() {
             self.stop_service(service).await?;
         }

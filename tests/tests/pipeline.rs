@@ -721,3 +721,29 @@ async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Resul
     assert_counters_match(&p, &d, &sent).await;
     p.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_joining_mid_stream_share_the_partitions_and_count_exactly() -> anyhow::Result<()>
+{
+    let mut p = Pipeline::start(4).await?;
+    let d = random_dictionary(8, 3);
+    p.put_dictionary(&d).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(37);
+    let sent = datagen::generate::orders(&mut rng, &d, 13_000, 3000);
+    p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>())
+        .await?;
+    // A second instance of every service joins while the first ones work: the groups
+    // rebalance mid-stream, and both instances write the same tables concurrently.
+    for service in Service::ALL {
+        p.start_replica(service).await?;
+    }
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_counters_match(&p, &d, &sent).await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM cdm.order_state WHERE update_ts IS NOT NULL")
+            .await?,
+        3000
+    );
+    p.shutdown().await
+}
