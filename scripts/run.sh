@@ -4,6 +4,7 @@
 #   scripts/run.sh          stack up, build, start datagen + the three services (HTTP 5011-5014),
 #                           push VAULTLINE_PUSH orders (default 10000), wait until the datamarts
 #                           reflect them, print a summary; the services keep running
+#   scripts/run.sh start    the same up to the health checks, without pushing anything
 #   scripts/run.sh stop     stop the services this script started
 #
 # Logs: .stack/logs/<service>.log. Health: curl 127.0.0.1:501{1,2,3,4}/health.
@@ -87,6 +88,11 @@ for service in "${SERVICES[@]}"; do
   done
   say "$service healthy"
 done
+
+if [[ ${1:-} == start ]]; then
+  say "services are running; stop them with scripts/run.sh stop"
+  exit 0
+fi
 
 say "pushing $PUSH orders"
 started=$(date +%s.%N)

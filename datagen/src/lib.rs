@@ -25,6 +25,16 @@ pub const PROFILE: Profile = Profile {
     uses_redis: true,
 };
 
+/// The benchmark's profile: it publishes to the raw topic and reads the warehouse.
+pub const PROFILE_BENCH: Profile = Profile {
+    service: "vault-bench",
+    source_topic: None,
+    destination_topic: Some("stg_service"),
+    consumer_group: "vault-bench",
+    http_port: 0,
+    uses_redis: true,
+};
+
 /// The largest push one request may ask for.
 pub const MAX_PUSH: u64 = 1_000_000;
 
@@ -46,6 +56,18 @@ impl Settings {
             seed: config::parse_or(env, "DATAGEN_SEED", 42)?,
         })
     }
+}
+
+/// Reserves `count` consecutive order ids with one atomic Redis increment, so ids never
+/// collide across pushes, restarts, replicas and the benchmark; returns the first.
+pub async fn allocate_order_ids(redis: &RedisPool, count: u64) -> anyhow::Result<i64> {
+    use bb8_redis::redis::AsyncCommands;
+    const KEY: &str = "vaultline:datagen:last_order_id";
+    let mut conn = redis.get().await?;
+    // Start well above small ids so synthetic orders are easy to tell apart.
+    let _: bool = conn.set_nx(KEY, 10_000_000_i64).await?;
+    let last: i64 = conn.incr(KEY, count as i64).await?;
+    Ok(last - count as i64 + 1)
 }
 
 /// Shared by the HTTP handlers.

@@ -108,7 +108,7 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
             "dictionaries are not loaded yet (is Redis up?)",
         );
     };
-    let first_id = match allocate_ids(&state, n).await {
+    let first_id = match crate::allocate_order_ids(&state.redis, n).await {
         Ok(id) => id,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
     };
@@ -148,18 +148,6 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
         })),
         StatusCode::OK,
     )
-}
-
-/// Reserves `count` consecutive order ids with one atomic Redis increment, so ids never
-/// collide across pushes, restarts and replicas.
-async fn allocate_ids(state: &State, count: u64) -> anyhow::Result<i64> {
-    use bb8_redis::redis::AsyncCommands;
-    const KEY: &str = "vaultline:datagen:last_order_id";
-    let mut conn = state.redis.get().await?;
-    // Start well above small ids so synthetic orders are easy to tell apart.
-    let _: bool = conn.set_nx(KEY, 10_000_000_i64).await?;
-    let last: i64 = conn.incr(KEY, count as i64).await?;
-    Ok(last - count as i64 + 1)
 }
 
 #[cfg(test)]

@@ -278,7 +278,8 @@ async fn save_states(
     }
     diesel::sql_query(
         "UPDATE cdm.order_state AS s SET user_id = x.u, update_ts = x.ts, counted = x.c, \
-             product_ids = x.p::uuid[], category_ids = x.k::uuid[], updated_at = now() \
+             product_ids = x.p::uuid[], category_ids = x.k::uuid[], \
+             updated_at = clock_timestamp() \
          FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], $5::text[], \
                      $6::text[]) AS x(id, u, ts, c, p, k) \
          WHERE s.order_id = x.id",

@@ -74,6 +74,9 @@ pub fn consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // A broker that holds an empty fetch for the whole wait (as some do, instead of
+        // answering when data arrives) would add that wait to every hop's latency.
+        .set("fetch.wait.max.ms", "50")
         // A dependency outage holds a batch in retries; stay in the group meanwhile.
         .set("max.poll.interval.ms", "900000")
         .create()
@@ -156,4 +159,43 @@ pub async fn reachable(producer: &FutureProducer, timeout: Duration) -> Result<(
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// How many messages of `topic` `group` has not committed yet (all partitions together).
+pub async fn lag(settings: &KafkaSettings, group: &str, topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    let config = {
+        let mut config = base_config(settings);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        config
+    };
+    let topic = topic.to_owned();
+    // Offset and watermark fetches block: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
+        let mut partitions = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                partitions.add_partition(&topic, p.id());
+            }
+        }
+        let committed = consumer.committed_offsets(partitions, TIMEOUT)?;
+        let mut lag = 0;
+        for element in committed.elements() {
+            let (_, high) = consumer.fetch_watermarks(&topic, element.partition(), TIMEOUT)?;
+            let done = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            };
+            lag += (high - done).max(0);
+        }
+        Ok(lag)
+    })
+    .await?
 }

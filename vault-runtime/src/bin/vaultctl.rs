@@ -14,9 +14,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
-
 use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
 use vault_runtime::{dead_letter, kafka, stores};
 
@@ -120,39 +117,11 @@ async fn replay(
     Ok(())
 }
 
-/// Messages of `topic` that `group` has not committed yet, per partition.
-fn hop_lag(kafka: &KafkaSettings, group: &str, topic: &str) -> anyhow::Result<i64> {
-    const TIMEOUT: Duration = Duration::from_secs(10);
-    let consumer: BaseConsumer = kafka::base_config(kafka)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let mut partitions = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            partitions.add_partition(topic, p.id());
-        }
-    }
-    let committed = consumer.committed_offsets(partitions, TIMEOUT)?;
-    let mut lag = 0;
-    for element in committed.elements() {
-        let (_, high) = consumer.fetch_watermarks(topic, element.partition(), TIMEOUT)?;
-        let done = match element.offset() {
-            Offset::Offset(offset) => offset,
-            _ => 0,
-        };
-        lag += (high - done).max(0);
-    }
-    Ok(lag)
-}
-
 async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()> {
     let started = Instant::now();
     for (group, topic) in HOPS {
         loop {
-            let (k, g, t) = (kafka.clone(), group.to_owned(), topic.to_owned());
-            let lag = tokio::task::spawn_blocking(move || hop_lag(&k, &g, &t)).await??;
+            let lag = kafka::lag(kafka, group, topic).await?;
             match wait {
                 None => {
                     println!("{group:<12} {topic:<12} lag {lag}");
