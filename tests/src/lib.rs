@@ -10,7 +10,8 @@
 //! [`Stack::committed_offsets`].
 //!
 //! [`pipeline`] builds on this: the three services started in-process on a fresh database and
-//! unique topics.
+//! unique topics. [`servers`] runs Redis, Postgres or a broker of a test's own, for the tests
+//! that crash and restart a dependency.
 //!
 //! Where each dependency comes from, first match wins:
 //! 1. the environment: `KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL` (an admin URL: tests only
