@@ -87,6 +87,20 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
+# --- build tools ------------------------------------------------------------------------------
+
+# What building Vaultline and the broker needs (librdkafka is compiled with OpenSSL and zlib),
+# and curl for scripts/run.sh: installed when missing, as root on Debian.
+build_tools_up() {
+  local missing=()
+  command -v cc >/dev/null && command -v make >/dev/null || missing+=(build-essential)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  [[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+  [[ -e /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
+  command -v curl >/dev/null || missing+=(curl)
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
+
 # --- Postgres ---------------------------------------------------------------------------------
 
 pg_ready() {
@@ -335,6 +349,7 @@ main() {
   fi
   case "${1:-}" in
     up)
+      build_tools_up
       postgres_up
       redis_up
       kafka_up
