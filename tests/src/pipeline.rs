@@ -317,6 +317,38 @@ impl Pipeline {
         .await?
     }
 
+    /// Waits until `service` answers `/health` with 503 and names `dependency` as down.
+    pub async fn await_dependency_down(
+        &self,
+        service: Service,
+        dependency: &str,
+        timeout: Duration,
+    ) {
+        let addr = self.http_addr(service).expect("the service is running");
+        let what = format!("{service:?} to report {dependency} down");
+        eventually(&what, timeout, || async {
+            let (status, body) = http(addr, "GET", "/health", "").await.ok()?;
+            let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status == 503 && body["dependencies"][dependency]["status"] == "down").then_some(())
+        })
+        .await;
+    }
+
+    /// The warehouse's tables (`schema.table`), from the catalog.
+    pub async fn warehouse_tables(db: &tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
+        Ok(db
+            .query(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+                 WHERE table_schema IN ('stg', 'dds', 'cdm', 'ops') AND table_type = 'BASE TABLE' \
+                 ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
     /// A client on this test's database.
     pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
         let (client, connection) =
@@ -363,17 +395,7 @@ impl Pipeline {
     pub async fn snapshot(&self) -> anyhow::Result<Vec<(String, String)>> {
         let client = self.db().await?;
         let mut out = Vec::new();
-        let tables: Vec<String> = client
-            .query(
-                "SELECT table_schema || '.' || table_name FROM information_schema.tables \
-                 WHERE table_schema IN ('stg', 'dds', 'cdm', 'ops') AND table_type = 'BASE TABLE' \
-                 ORDER BY 1",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let tables = Self::warehouse_tables(&client).await?;
         for table in tables {
             let row = client
                 .query_one(&format!("SELECT count(*)::text FROM {table}"), &[])

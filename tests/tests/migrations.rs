@@ -18,17 +18,7 @@ async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> any
     assert!(vault_migrations::run(&url).await?.is_empty());
 
     let db = client(&url).await?;
-    let tables: Vec<String> = db
-        .query(
-            "SELECT table_schema || '.' || table_name FROM information_schema.tables \
-             WHERE table_schema IN ('stg', 'dds', 'cdm', 'ops') AND table_type = 'BASE TABLE' \
-             ORDER BY 1",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables = vault_tests::pipeline::Pipeline::warehouse_tables(&db).await?;
     for expected in [
         "stg.order_events",
         "dds.h_user",

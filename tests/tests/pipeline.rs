@@ -618,20 +618,20 @@ async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<
     redis.kill();
     p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
         .await?;
-    let stg = p.http_addr(Service::Stg).expect("running");
-    eventually("service-stg to report the outage", SETTLE, || async {
-        let (status, body) = http(stg, "GET", "/health", "").await.ok()?;
-        let body: Value = serde_json::from_str(&body).ok()?;
-        (status == 503 && body["dependencies"]["redis"]["status"] == "down").then_some(())
-    })
-    .await;
+    p.await_dependency_down(Service::Stg, "redis", SETTLE).await;
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
 
     redis.restart().await?;
     p.settle(SETTLE).await;
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
     assert_counters_match(&p, &d, &sent).await;
-    let (status, _) = http(stg, "GET", "/health", "").await?;
+    let (status, _) = http(
+        p.http_addr(Service::Stg).expect("running"),
+        "GET",
+        "/health",
+        "",
+    )
+    .await?;
     assert_eq!(status, 200);
     p.shutdown().await
 }
@@ -660,18 +660,7 @@ async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Re
     p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
         .await?;
     for service in Service::ALL {
-        let addr = p.http_addr(service).expect("running");
-        eventually(
-            &format!("{service:?} to report Postgres down"),
-            SETTLE,
-            || async {
-                let (status, body) = http(addr, "GET", "/health", "").await.ok()?;
-                let body: Value = serde_json::from_str(&body).ok()?;
-                (status == 503 && body["dependencies"]["postgres"]["status"] == "down")
-                    .then_some(())
-            },
-        )
-        .await;
+        p.await_dependency_down(service, "postgres", SETTLE).await;
     }
 
     pg.restart().await?;
@@ -707,13 +696,7 @@ async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Resul
     broker.kill();
     // Usually mid-stream (batches in hand, offsets uncommitted); correct either way.
     eprintln!("the broker crashed with {counted} of 3000 orders in the datamart");
-    let stg = p.http_addr(Service::Stg).expect("running");
-    eventually("service-stg to report Kafka down", SETTLE, || async {
-        let (status, body) = http(stg, "GET", "/health", "").await.ok()?;
-        let body: Value = serde_json::from_str(&body).ok()?;
-        (status == 503 && body["dependencies"]["kafka"]["status"] == "down").then_some(())
-    })
-    .await;
+    p.await_dependency_down(Service::Stg, "kafka", SETTLE).await;
 
     broker.restart().await?;
     p.settle(SETTLE).await;

@@ -199,3 +199,37 @@ pub async fn lag(settings: &KafkaSettings, group: &str, topic: &str) -> anyhow::
     })
     .await?
 }
+
+/// The pipeline's hops with their default names: consumer group and the topic it reads.
+pub const PIPELINE_HOPS: [(&str, &str); 3] = [
+    ("service-stg", "stg_service"),
+    ("service-dds", "dds_service"),
+    ("service-cdm", "cdm_service"),
+];
+
+/// Waits until each hop, in pipeline order, has committed everything on its topic (so that,
+/// when it returns, the whole chain is at rest); fails when `limit` runs out first. Calls
+/// `caught_up` as each hop gets there.
+pub async fn wait_caught_up(
+    settings: &KafkaSettings,
+    hops: &[(&str, &str)],
+    limit: Duration,
+    mut caught_up: impl FnMut(&str, &str),
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    for (group, topic) in hops {
+        loop {
+            let lag = lag(settings, group, topic).await?;
+            if lag == 0 {
+                caught_up(group, topic);
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "{group} still has {lag} messages to process on {topic} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

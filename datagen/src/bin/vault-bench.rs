@@ -23,12 +23,6 @@ use vault_runtime::config::{ProcessEnv, Settings};
 use vault_runtime::kafka::{self, OutMessage};
 use vault_runtime::stores;
 
-/// The pipeline's hops: consumer group and the topic it reads.
-const HOPS: [(&str, &str); 3] = [
-    ("service-stg", "stg_service"),
-    ("service-dds", "dds_service"),
-    ("service-cdm", "cdm_service"),
-];
 const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, QueryableByName)]
@@ -161,20 +155,13 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
         behind
     );
 
-    for (group, hop_topic) in HOPS {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let lag = kafka::lag(&settings.kafka, group, hop_topic).await?;
-            if lag == 0 {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{group} still has {lag} to process"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    kafka::wait_caught_up(
+        &settings.kafka,
+        &kafka::PIPELINE_HOPS,
+        Duration::from_secs(600),
+        |_, _| {},
+    )
+    .await?;
     let caught_up = started.elapsed();
 
     let mut conn = pg.get().await?;

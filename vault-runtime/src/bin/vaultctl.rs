@@ -12,7 +12,7 @@
 //! `PG_WAREHOUSE_*`, `KAFKA_BOOTSTRAP_SERVERS` or `KAFKA_HOST`/`KAFKA_PORT`, ...).
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
 use vault_runtime::{dead_letter, kafka, stores};
@@ -27,13 +27,6 @@ const PROFILE: Profile = Profile {
 };
 
 const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]";
-
-/// The pipeline's hops: consumer group and the topic it reads.
-const HOPS: [(&str, &str); 3] = [
-    ("service-stg", "stg_service"),
-    ("service-dds", "dds_service"),
-    ("service-cdm", "cdm_service"),
-];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -118,27 +111,19 @@ async fn replay(
 }
 
 async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()> {
-    let started = Instant::now();
-    for (group, topic) in HOPS {
-        loop {
-            let lag = kafka::lag(kafka, group, topic).await?;
-            match wait {
-                None => {
-                    println!("{group:<12} {topic:<12} lag {lag}");
-                    break;
-                }
-                Some(_) if lag == 0 => {
-                    println!("{group:<12} {topic:<12} caught up");
-                    break;
-                }
-                Some(limit) if started.elapsed() > limit => {
-                    anyhow::bail!(
-                        "{group} still has {lag} messages to process on {topic} after {limit:?}"
-                    )
-                }
-                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+    match wait {
+        None => {
+            for (group, topic) in kafka::PIPELINE_HOPS {
+                let lag = kafka::lag(kafka, group, topic).await?;
+                println!("{group:<12} {topic:<12} lag {lag}");
             }
+            Ok(())
+        }
+        Some(limit) => {
+            kafka::wait_caught_up(kafka, &kafka::PIPELINE_HOPS, limit, |group, topic| {
+                println!("{group:<12} {topic:<12} caught up");
+            })
+            .await
         }
     }
-    Ok(())
 }
