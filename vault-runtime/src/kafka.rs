@@ -31,6 +31,11 @@ impl InMessage {
     pub fn payload(&self) -> &[u8] {
         self.payload.as_deref().unwrap_or_default()
     }
+
+    /// The key as text, for log lines (the order id, for every topic of the pipeline).
+    pub fn key_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.key.as_deref().unwrap_or_default())
+    }
 }
 
 /// A message to publish: always keyed (by order id, so every version of one order shares a

@@ -13,7 +13,8 @@ use serde::Serialize;
 pub enum WorkerState {
     Starting,
     Running,
-    /// A dependency failed; the same batch is being retried with back-off.
+    /// Paused by a systemic fault (a dependency down, a warehouse that cannot take writes):
+    /// the same batch is being retried with back-off; `cause` says why.
     Retrying,
     Stopping,
     Stopped,
@@ -30,6 +31,8 @@ pub struct Status {
     /// The most recent failure, kept for operators (never holds credentials: errors from
     /// the clients do not include them).
     last_error: Mutex<Option<String>>,
+    /// Why the worker is paused; `None` while it runs.
+    cause: Mutex<Option<String>>,
     pub batches: AtomicU64,
     pub processed: AtomicU64,
     pub rejected: AtomicU64,
@@ -42,6 +45,9 @@ pub struct Status {
 pub struct StatusSnapshot {
     pub state: WorkerState,
     pub last_error: Option<String>,
+    /// Why the worker is paused, while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     pub batches: u64,
     pub processed: u64,
     pub rejected: u64,
@@ -55,6 +61,7 @@ impl Status {
             service,
             state: Mutex::new(WorkerState::Starting),
             last_error: Mutex::new(None),
+            cause: Mutex::new(None),
             batches: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -83,6 +90,23 @@ impl Status {
         }
     }
 
+    /// The worker is paused by a systemic fault: `/health` reports it, with the cause.
+    pub fn pause(&self, cause: String) {
+        self.set_state(WorkerState::Retrying);
+        self.record_error(cause.clone());
+        if let Ok(mut guard) = self.cause.lock() {
+            *guard = Some(cause);
+        }
+    }
+
+    /// A batch went through: the worker runs (again).
+    pub fn resume(&self) {
+        self.set_state(WorkerState::Running);
+        if let Ok(mut guard) = self.cause.lock() {
+            *guard = None;
+        }
+    }
+
     pub fn record_batch(&self, processed: u64, rejected: u64, produced: u64, took: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.processed.fetch_add(processed, Ordering::Relaxed);
@@ -96,6 +120,7 @@ impl Status {
         StatusSnapshot {
             state: self.state(),
             last_error: self.last_error.lock().ok().and_then(|guard| guard.clone()),
+            cause: self.cause.lock().ok().and_then(|guard| guard.clone()),
             batches: self.batches.load(Ordering::Relaxed),
             processed: self.processed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
