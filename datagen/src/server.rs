@@ -123,6 +123,7 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
             .iter()
             .map(|order| {
                 serde_json::to_vec(order).map(|payload| OutMessage {
+                    timestamp: None,
                     key: order.object_id.to_string(),
                     payload,
                 })

@@ -56,7 +56,16 @@ impl Stage for DdsStage {
     ) -> Result<Vec<OutMessage>, Failure> {
         // Versions per order, in arrival order.
         let mut versions: BTreeMap<HashKey, Vec<EnrichedOrder>> = BTreeMap::new();
-        for Entry { item: order, .. } in orders {
+        let mut sent: HashMap<(i64, vault_core::Timestamp), i64> = HashMap::new();
+        for Entry {
+            item: order,
+            timestamp,
+            ..
+        } in orders
+        {
+            if let Some(timestamp) = timestamp {
+                sent.insert((order.payload.id.0, order.payload.update_ts), timestamp);
+            }
             versions
                 .entry(HashKey::order(order.payload.id))
                 .or_default()
@@ -78,6 +87,9 @@ impl Stage for DdsStage {
             if !order_events.is_empty() {
                 events.push(OutMessage {
                     key: order.payload.id.to_string(),
+                    timestamp: sent
+                        .get(&(order.payload.id.0, order.payload.update_ts))
+                        .copied(),
                     payload: serde_json::to_vec(&order_events)?,
                 });
             }

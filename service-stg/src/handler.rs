@@ -118,6 +118,7 @@ impl Stage for StgStage {
             };
             published.push(OutMessage {
                 key: order.object_id.to_string(),
+                timestamp: entry.timestamp,
                 payload: serde_json::to_vec(&enriched)?,
             });
             // Within a batch, the newest version of an order is the one staged.

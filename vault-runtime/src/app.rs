@@ -81,6 +81,7 @@ impl<S: Stage> Application<S> {
                 service: settings.service,
                 pool,
                 output,
+                status: status.clone(),
             },
             dependencies: dependencies.clone(),
             batch: settings.batch,
@@ -120,6 +121,13 @@ impl<S: Stage> Application<S> {
             let _ = http_stop.wait_for(|stop| *stop).await;
         })?;
         let server = tokio::spawn(server);
+        let monitor = tokio::spawn(crate::monitor::run(
+            self.settings.clone(),
+            self.worker.topic.clone(),
+            self.status.clone(),
+            self.health.dependencies.clone(),
+            stop_rx.clone(),
+        ));
         tracing::info!(service, http = %self.http_addr, "Service starting.");
 
         let settings = self.settings.clone();
@@ -154,6 +162,7 @@ impl<S: Stage> Application<S> {
             self.status.set_state(WorkerState::Failed);
         }
         let _ = server.await;
+        let _ = monitor.await;
         tracing::info!(service, "Service stopped.");
         result
     }

@@ -130,7 +130,8 @@ impl<S: Stage> Worker<S> {
             Ok(())
             | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
-                tracing::warn!(%error, "Final offset commit failed; the uncommitted tail will be redelivered.")
+                tracing::warn!(%error, "Final offset commit failed; the uncommitted tail will be redelivered.");
+                self.status.metrics.error("offset_commit");
             }
         }
         self.status.set_state(WorkerState::Stopped);
@@ -167,6 +168,7 @@ impl<S: Stage> Worker<S> {
 
     async fn consumer_error(&self, error: KafkaError) {
         tracing::warn!(%error, "Kafka consumer error; retrying.");
+        self.status.metrics.error("kafka_consumer");
         self.status.record_error(format!("kafka consumer: {error}"));
         tokio::time::sleep(Backoff::DEFAULT.first()).await;
     }
@@ -189,10 +191,12 @@ impl<S: Stage> Worker<S> {
         if let Err(error) = self.consumer.store_offsets(&tpl) {
             // Partitions revoked meanwhile: their new owner redelivers, harmlessly.
             tracing::warn!(%error, "Cannot store offsets; the batch will be redelivered to the partitions' new owner.");
+            self.status.metrics.error("offset_store");
             return;
         }
         if let Err(error) = self.consumer.commit_consumer_state(mode) {
             tracing::warn!(%error, "Offset commit failed; it is retried with the next batch.");
+            self.status.metrics.error("offset_commit");
         }
     }
 }
@@ -236,6 +240,7 @@ impl<S: Stage> Attempts for Worker<S> {
             Ok(_) => true,
             Err(store_error) => {
                 tracing::warn!(error = %store_error, "Cannot store a dead letter; retrying.");
+                self.status.metrics.error("dead_letter_store");
                 false
             }
         }
@@ -297,9 +302,6 @@ pub(crate) async fn process_batch<A: Attempts>(
             }
             Err(failure) => failure,
         };
-        status
-            .retries
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let failure = match failure {
             Failure::Suspect(error) => {
                 let problems = attempts.warehouse_problems().await;
@@ -311,6 +313,11 @@ pub(crate) async fn process_batch<A: Attempts>(
             }
             systemic => systemic,
         };
+        status.record_retry(if failure.is_systemic() {
+            "systemic"
+        } else {
+            "suspect"
+        });
         match failure {
             Failure::Systemic(error) => {
                 let cause = format!("{error:#}");
@@ -341,6 +348,7 @@ pub(crate) async fn process_batch<A: Attempts>(
                                 error = %format!("{error:#}"),
                                 "A message kept failing while the warehouse and its dependencies were healthy; kept it as a dead letter.");
                             status.record_batch(0, 1, 0, Duration::ZERO);
+                            status.record_rejects(["processing_failed"]);
                             suspect_attempts = 0;
                             continue;
                         }
@@ -377,6 +385,7 @@ fn owned(message: &BorrowedMessage<'_>) -> InMessage {
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
+        timestamp: message.timestamp().to_millis(),
     }
 }
 
@@ -396,6 +405,7 @@ mod tests {
                 offset,
                 key: None,
                 payload: Some(offset.to_string().into_bytes()),
+                timestamp: None,
             })
             .collect()
     }

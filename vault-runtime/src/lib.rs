@@ -10,6 +10,8 @@ pub mod dead_letter;
 pub mod failure;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
+pub mod monitor;
 pub mod shutdown;
 pub mod stage;
 pub mod status;

@@ -7,6 +7,7 @@
 //! The consume loop (`consume.rs`) adds offsets, bisection and back-off around it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -17,6 +18,7 @@ use crate::dead_letter::{self, DeadLetter};
 use crate::failure::Failure;
 use crate::http::Dependency;
 use crate::kafka::{self, InMessage, OutMessage};
+use crate::status::Status;
 use crate::stores::{self, PgPool, RedisPool};
 
 /// Why a message cannot be used: a message fault (docs/failures.md). It becomes a dead letter
@@ -48,6 +50,8 @@ impl From<vault_core::decode::DecodeError> for Rejection {
 pub struct Entry<T> {
     pub item: T,
     position: usize,
+    /// The source message's timestamp, for the messages derived from it.
+    pub timestamp: Option<i64>,
 }
 
 /// The messages of one attempt rejected so far; the runtime stores them as dead letters.
@@ -180,6 +184,8 @@ pub(crate) struct Runner<S> {
     pub pool: PgPool,
     /// Present exactly when `S::PUBLISHES` (checked at build).
     pub output: Option<Output>,
+    /// Where rejects by kind and latencies are counted.
+    pub status: Arc<Status>,
 }
 
 impl<S: Stage> Runner<S> {
@@ -191,7 +197,11 @@ impl<S: Stage> Runner<S> {
         let mut items = Vec::with_capacity(batch.len());
         for (position, message) in batch.iter().enumerate() {
             match self.stage.decode(message) {
-                Ok(item) => items.push(Entry { item, position }),
+                Ok(item) => items.push(Entry {
+                    item,
+                    position,
+                    timestamp: message.timestamp,
+                }),
                 Err(rejection) => rejects.reject_at(position, rejection),
             }
         }
@@ -212,9 +222,16 @@ impl<S: Stage> Runner<S> {
                     }
                     None => debug_assert!(output.is_empty(), "a stage that does not publish"),
                 }
+                self.status
+                    .record_rejects(rejects.letters.iter().map(|letter| letter.kind.as_str()));
                 Ok((output.len(), rejects.letters.len()))
             })
             .await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for sent in batch.iter().filter_map(|message| message.timestamp) {
+            let seconds = (now - sent).max(0) as f64 / 1000.0;
+            self.status.metrics.latency_seconds.observe(seconds);
+        }
         tracing::debug!(service = self.service, messages = batch.len(), took = ?started.elapsed(),
             "Committed a batch.");
         let rejected_in_apply = rejected.saturating_sub(batch.len() - decoded);
