@@ -31,6 +31,7 @@
 
 pub mod expect;
 pub mod pipeline;
+pub mod process;
 pub mod servers;
 
 use std::{

@@ -4,48 +4,19 @@
 //! dead member when its session expires) and once with static membership
 //! (`KAFKA_GROUP_INSTANCE_ID`, as the Helm chart sets it from the pod name).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_tests::expect::{expected, stored};
 use vault_tests::pipeline::{http, Pipeline, Service};
+use vault_tests::process::{free_port, spawn, terminate};
 use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
 /// The promise: processing again within this long after the restart.
 const RESUME_WITHIN: Duration = Duration::from_secs(15);
-
-/// The service-stg binary next to this test's (both are built by the workspace's tests).
-fn stg_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let binary = dir.join("service-stg");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        binary.display()
-    );
-    binary
-}
-
-fn spawn(env: &HashMap<String, String>, log: &str) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(std::env::temp_dir().join(log))?;
-    Ok(Command::new(stg_binary())
-        .env_clear()
-        .envs(env)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()?)
-}
 
 async fn committed_total(p: &Pipeline) -> i64 {
     p.stack
@@ -60,9 +31,7 @@ async fn committed_total(p: &Pipeline) -> i64 {
 async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::Result<()> {
     let mut p = Pipeline::start(3).await?;
     p.stop_service(Service::Stg).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port();
     let mut env = p.env(Service::Stg);
     env.insert("HTTP_PORT".into(), port.to_string());
     env.insert("RUST_LOG".into(), "info".into());
@@ -71,7 +40,7 @@ async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::R
         env.insert("KAFKA_GROUP_INSTANCE_ID".into(), unique("stg-pod"));
     }
     let log = format!("{}.log", unique("recovery-stg"));
-    let mut child = spawn(&env, &log)?;
+    let mut child = spawn("service-stg", &env, &log)?;
 
     let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 50, 5);
     p.put_dictionary(&d).await?;
@@ -100,7 +69,7 @@ async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::R
     let at_kill = committed_total(&p).await;
     assert!(at_kill < total, "the kill came while work was pending");
     let restarted = Instant::now();
-    let mut child = spawn(&env, &log)?;
+    let child = spawn("service-stg", &env, &log)?;
     let resumed = eventually("stg to commit again after the restart", SETTLE, || async {
         (committed_total(&p).await > at_kill).then(|| restarted.elapsed())
     })
@@ -127,14 +96,13 @@ async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::R
         12_000
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let (status, body) = http(addr, "GET", "/health", "").await?;
-    assert_eq!(status, 200, "{body}");
+    eventually("stg to report healthy", Duration::from_secs(30), || async {
+        let (status, _) = http(addr, "GET", "/health", "").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await??;
-    assert_eq!(exit.code(), Some(0));
+    assert_eq!(terminate(child).await?, Some(0));
     p.shutdown().await
 }
 

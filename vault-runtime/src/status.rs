@@ -122,6 +122,7 @@ impl Status {
         if let Ok(mut guard) = self.cause.lock() {
             *guard = None;
         }
+        self.set_stalled(None);
     }
 
     pub fn record_batch(&self, processed: u64, rejected: u64, produced: u64, took: Duration) {
