@@ -20,13 +20,16 @@ printf '[test] %s\n' "using: ${stack_env//$'\n'/; }" >&2
 
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
-# Each integration test makes its own database and leaves it for inspection; the ones from
-# earlier runs go now, so that they do not pile up on the machine.
+# Each integration test makes its own database (vaultline_test_<created>_<id>) and leaves it
+# for inspection; those older than a day go now, so that they do not pile up. Younger ones may
+# belong to a run that is still going, so they stay.
 if command -v psql >/dev/null; then
+  cutoff=$(($(date +%s) - 86400))
   stale=$(psql "$DATABASE_URL" -X -At -c \
-    "SELECT datname FROM pg_database WHERE datname LIKE 'vaultline\_test\_%'" 2>/dev/null || true)
+    "SELECT datname FROM pg_database WHERE datname ~ '^vaultline_test_[0-9]+_' \
+       AND split_part(datname, '_', 3)::bigint < $cutoff" 2>/dev/null || true)
   for database in $stale; do
-    psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" >/dev/null 2>&1 || true
+    psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS \"$database\"" >/dev/null 2>&1 || true
   done
   [[ -z $stale ]] || printf '[test] dropped %s databases of earlier test runs\n' "$(wc -w <<<"$stale")" >&2
 fi

@@ -131,10 +131,19 @@ impl Stack {
         config
     }
 
-    /// Creates an empty database named `vaultline_test_<uuid>` and returns its URL (the admin
+    /// Creates an empty database named `vaultline_test_<created>_<id>` and returns its URL (the admin
     /// URL with the database swapped). Nothing is migrated: that is the service's job.
     pub async fn fresh_database(&self) -> anyhow::Result<String> {
-        let name = format!("vaultline_test_{}", Uuid::new_v4().simple());
+        // The creation time in the name lets `scripts/test.sh` drop only databases of runs
+        // that are surely over, never one a concurrent run is using.
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        let name = format!(
+            "vaultline_test_{created}_{}",
+            &Uuid::new_v4().simple().to_string()[..12]
+        );
         let url = with_database(&self.database_admin_url, &name)?;
         let (client, connection) =
             tokio_postgres::connect(&self.database_admin_url, tokio_postgres::NoTls)
@@ -163,34 +172,7 @@ impl Stack {
     /// privileges can be revoked), and returns the database's admin URL and the role's URL.
     pub async fn fresh_database_with_role(&self) -> anyhow::Result<(String, String)> {
         let admin_url = self.fresh_database().await?;
-        let database = admin_url
-            .rsplit('/')
-            .next()
-            .and_then(|tail| tail.split('?').next())
-            .unwrap_or_default()
-            .to_owned();
-        let role = format!("vaultline_role_{}", Uuid::new_v4().simple());
-        let password = Uuid::new_v4().simple().to_string();
-        let (client, connection) =
-            tokio_postgres::connect(&self.database_admin_url, tokio_postgres::NoTls).await?;
-        let connection = tokio::spawn(connection);
-        client
-            .batch_execute(&format!(
-                "CREATE ROLE {role} LOGIN NOSUPERUSER PASSWORD '{password}'; \
-                 ALTER DATABASE {database} OWNER TO {role}"
-            ))
-            .await
-            .with_context(|| format!("creating role {role}"))?;
-        drop(client);
-        let _ = connection.await;
-        let scheme_end = admin_url
-            .find("://")
-            .ok_or_else(|| anyhow!("DATABASE_URL must be a postgres:// URL"))?
-            + "://".len();
-        let rest = &admin_url[scheme_end..];
-        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-        let role_url = format!("{}{role}:{password}@{host}", &admin_url[..scheme_end]);
-        Ok((admin_url, role_url))
+        database_with_role(&self.database_admin_url, &admin_url).await
     }
 
     /// Creates `names` with `partitions` partitions each (replication factor 1) and waits until
@@ -579,4 +561,40 @@ mod tests {
         })
         .await;
     }
+}
+
+/// Gives the database at `database_url` to a new role that is not a superuser (so that its
+/// privileges can be revoked), using the server's `admin_url`; returns the database's URL and
+/// the role's URL for it.
+pub async fn database_with_role(
+    admin_url: &str,
+    database_url: &str,
+) -> anyhow::Result<(String, String)> {
+    let database = database_url
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap_or_default()
+        .to_owned();
+    let role = format!("vaultline_role_{}", Uuid::new_v4().simple());
+    let password = Uuid::new_v4().simple().to_string();
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER PASSWORD '{password}'; \
+             ALTER DATABASE {database} OWNER TO {role}"
+        ))
+        .await
+        .with_context(|| format!("creating role {role}"))?;
+    drop(client);
+    let _ = connection.await;
+    let scheme_end = database_url
+        .find("://")
+        .ok_or_else(|| anyhow!("DATABASE_URL must be a postgres:// URL"))?
+        + "://".len();
+    let rest = &database_url[scheme_end..];
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let role_url = format!("{}{role}:{password}@{host}", &database_url[..scheme_end]);
+    Ok((database_url.to_owned(), role_url))
 }

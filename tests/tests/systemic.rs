@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use vault_core::RawOrder;
 use vault_tests::expect::{expected, stored};
 use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
-use vault_tests::{eventually, stack};
+use vault_tests::{database_with_role, eventually};
 
 const SETTLE: Duration = Duration::from_secs(180);
 /// How long the faults last: long enough that every back-off step and every bisection
@@ -28,17 +28,28 @@ fn messages(orders: &[RawOrder]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Waits until `service` answers 503 with a pause cause that mentions `needle`.
+/// Waits until `service` answers 503 with a pause cause that mentions `needle`; on time-out
+/// the panic shows the last answer.
 async fn await_paused(p: &Pipeline, service: Service, needle: &str) {
     let addr = p.http_addr(service).expect("running");
-    let what = format!("{service:?} to pause naming {needle}");
-    eventually(&what, SETTLE, || async {
-        let (status, body) = http(addr, "GET", "/health", "").await.ok()?;
-        let body: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let cause = body["worker"]["cause"].as_str()?;
-        (status == 503 && cause.contains(needle)).then_some(())
-    })
-    .await;
+    let last = std::sync::Mutex::new(String::new());
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Ok((status, body)) = http(addr, "GET", "/health", "").await {
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let cause = doc["worker"]["cause"].as_str().unwrap_or_default();
+            if status == 503 && cause.contains(needle) {
+                return;
+            }
+            *last.lock().expect("lock") = format!("{status} {body}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service:?} did not pause naming {needle}; last answer: {}",
+            last.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn health(p: &Pipeline, service: Service) -> anyhow::Result<(u16, serde_json::Value)> {
@@ -49,7 +60,16 @@ async fn health(p: &Pipeline, service: Service) -> anyhow::Result<(u16, serde_js
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing(
 ) -> anyhow::Result<()> {
-    let (admin_url, role_url) = stack().await.fresh_database_with_role().await?;
+    // A private server: the warehouse is altered under the services, and nothing else may
+    // touch it meanwhile.
+    let pg = vault_tests::servers::PrivatePostgres::start().await?;
+    let (admin, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    admin.batch_execute("CREATE DATABASE warehouse").await?;
+    let server_url = pg.url();
+    let (server, _) = server_url.rsplit_once('/').expect("a URL with a database");
+    let database_url = format!("{server}/warehouse");
+    let (admin_url, role_url) = database_with_role(&pg.url(), &database_url).await?;
     let role = role_url
         .split("://")
         .nth(1)
@@ -74,23 +94,22 @@ async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing
     p.produce_raw(&messages(first)).await?;
     p.settle(SETTLE).await;
 
-    // Mid-stream: the category datamart disappears (renamed) and service-dds loses its
-    // right to write order statuses, while orders keep coming.
+    // Mid-stream, while orders keep coming: the category datamart disappears (renamed) ...
     admin
-        .batch_execute(&format!(
-            "ALTER TABLE cdm.user_category_counters RENAME TO user_category_counters_away; \
-             REVOKE INSERT ON dds.s_order_status FROM {role}"
-        ))
+        .batch_execute(
+            "ALTER TABLE cdm.user_category_counters RENAME TO user_category_counters_away",
+        )
         .await?;
     let faulted = Instant::now();
+    let (second, third) = second.split_at(200);
     p.produce_raw(&messages(second)).await?;
-    await_paused(&p, Service::Dds, "dds.s_order_status").await;
-    // service-cdm pauses too once events reach it; dds publishes nothing while paused, so
-    // feed it the first half's events again by replaying what dds already published: the
-    // counter topic holds them, and a fresh look is enough to hit the missing table.
-    p.produce(&p.counter_topic, &replayed_counter_events(&p).await?)
-        .await?;
     await_paused(&p, Service::Cdm, "cdm.user_category_counters").await;
+    // ... and service-dds loses its right to write order statuses.
+    admin
+        .batch_execute(&format!("REVOKE INSERT ON dds.s_order_status FROM {role}"))
+        .await?;
+    p.produce_raw(&messages(third)).await?;
+    await_paused(&p, Service::Dds, "dds.s_order_status").await;
     let (status, body) = health(&p, Service::Stg).await?;
     assert_eq!(status, 200, "stg is not affected: {body}");
 
@@ -142,36 +161,4 @@ async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing
         .await;
     }
     p.shutdown().await
-}
-
-/// The messages already on the counter topic, to produce again (a replay changes nothing).
-async fn replayed_counter_events(p: &Pipeline) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let consumer: BaseConsumer = p
-        .stack
-        .kafka_config()
-        .set("group.id", vault_tests::unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[p.counter_topic.as_str()])?;
-    let ends: i64 = p.end_offsets(&p.counter_topic).await?.values().sum();
-    // Polling blocks: off the async threads, which the services run on.
-    let out = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while (out.len() as i64) < ends.min(50) && Instant::now() < deadline {
-            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-                out.push((
-                    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                    message.payload().unwrap_or_default().to_vec(),
-                ));
-            }
-        }
-        out
-    })
-    .await?;
-    anyhow::ensure!(!out.is_empty(), "no counter events to replay");
-    Ok(out)
 }

@@ -105,7 +105,8 @@ pub async fn diagnose(conn: &mut AsyncPgConnection, tables: &[Table]) -> Vec<Str
     let columns: Vec<String> = tables.iter().map(|t| t.columns.join(",")).collect();
     let privileges: Vec<&str> = tables.iter().map(|t| t.privileges).collect();
     // Catalog lookups by name instead of regclass casts: those raise errors (no USAGE on the
-    // schema) where a problem should be reported.
+    // schema) where a problem should be reported. Each privilege is checked on its own:
+    // `has_table_privilege` with a list is true when *any* of them is held.
     let query = diesel::sql_query(
         "WITH wanted AS ( \
              SELECT split_part(name, '.', 1) AS schema, split_part(name, '.', 2) AS tab, name, \
@@ -121,8 +122,12 @@ pub async fn diagnose(conn: &mut AsyncPgConnection, tables: &[Table]) -> Vec<Str
                  WHEN NOT has_schema_privilege(nsp, 'USAGE') \
                      THEN format('no USAGE privilege on schema %s', schema) \
                  WHEN rel IS NULL THEN format('table %s does not exist', name) \
-                 WHEN NOT has_table_privilege(rel, privs) \
-                     THEN format('missing privilege on %s (needs %s)', name, privs) \
+                 WHEN EXISTS (SELECT 1 FROM unnest(string_to_array(privs, ',')) AS p \
+                              WHERE NOT has_table_privilege(rel, trim(p))) \
+                     THEN (SELECT format('no %s privilege on %s', \
+                                         string_agg(trim(p), ', '), name) \
+                           FROM unnest(string_to_array(privs, ',')) AS p \
+                           WHERE NOT has_table_privilege(rel, trim(p))) \
                  ELSE (SELECT format('table %s has no column %s', name, string_agg(col, ', ')) \
                        FROM unnest(cols) AS col \
                        WHERE col <> '' AND NOT EXISTS (SELECT 1 FROM pg_attribute a \
