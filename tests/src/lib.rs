@@ -503,6 +503,42 @@ mod docker {
     }
 }
 
+/// Gives the database at `database_url` to a new role that is not a superuser (so that its
+/// privileges can be revoked), using the server's `admin_url`; returns the database's URL and
+/// the role's URL for it.
+pub async fn database_with_role(
+    admin_url: &str,
+    database_url: &str,
+) -> anyhow::Result<(String, String)> {
+    let database = database_url
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap_or_default()
+        .to_owned();
+    let role = format!("vaultline_role_{}", Uuid::new_v4().simple());
+    let password = Uuid::new_v4().simple().to_string();
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER PASSWORD '{password}'; \
+             ALTER DATABASE {database} OWNER TO {role}"
+        ))
+        .await
+        .with_context(|| format!("creating role {role}"))?;
+    drop(client);
+    let _ = connection.await;
+    let scheme_end = database_url
+        .find("://")
+        .ok_or_else(|| anyhow!("DATABASE_URL must be a postgres:// URL"))?
+        + "://".len();
+    let rest = &database_url[scheme_end..];
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let role_url = format!("{}{role}:{password}@{host}", &database_url[..scheme_end]);
+    Ok((database_url.to_owned(), role_url))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,40 +597,4 @@ mod tests {
         })
         .await;
     }
-}
-
-/// Gives the database at `database_url` to a new role that is not a superuser (so that its
-/// privileges can be revoked), using the server's `admin_url`; returns the database's URL and
-/// the role's URL for it.
-pub async fn database_with_role(
-    admin_url: &str,
-    database_url: &str,
-) -> anyhow::Result<(String, String)> {
-    let database = database_url
-        .rsplit('/')
-        .next()
-        .and_then(|tail| tail.split('?').next())
-        .unwrap_or_default()
-        .to_owned();
-    let role = format!("vaultline_role_{}", Uuid::new_v4().simple());
-    let password = Uuid::new_v4().simple().to_string();
-    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN NOSUPERUSER PASSWORD '{password}'; \
-             ALTER DATABASE {database} OWNER TO {role}"
-        ))
-        .await
-        .with_context(|| format!("creating role {role}"))?;
-    drop(client);
-    let _ = connection.await;
-    let scheme_end = database_url
-        .find("://")
-        .ok_or_else(|| anyhow!("DATABASE_URL must be a postgres:// URL"))?
-        + "://".len();
-    let rest = &database_url[scheme_end..];
-    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let role_url = format!("{}{role}:{password}@{host}", &database_url[..scheme_end]);
-    Ok((database_url.to_owned(), role_url))
 }
