@@ -363,7 +363,11 @@ keyed_by!(
 );
 
 history!(SUserNames, h_user_pk, hk_user_names_hashdiff);
-history!(SRestaurantNames, h_restaurant_pk, hk_restaurant_names_hashdiff);
+history!(
+    SRestaurantNames,
+    h_restaurant_pk,
+    hk_restaurant_names_hashdiff
+);
 history!(SProductNames, h_product_pk, hk_product_names_hashdiff);
 history!(SOrderCost, h_order_pk, hk_order_cost_hashdiff);
 history!(SOrderStatus, h_order_pk, hk_order_status_hashdiff);
@@ -573,19 +577,26 @@ mod tests {
 
     #[test]
     fn columns_carry_the_names_and_types_of_the_contract() {
-        assert_eq!(
-            names::<HOrder>(),
-            ["h_order_pk", "order_id", "order_dt"]
-        );
+        assert_eq!(names::<HOrder>(), ["h_order_pk", "order_id", "order_dt"]);
         assert_eq!(types::<HOrder>(), ["uuid", "bigint", "timestamptz"]);
         assert_eq!(names::<HCategory>(), ["h_category_pk", "category_name"]);
         assert_eq!(
             names::<LProductRestaurant>(),
-            ["hk_product_restaurant_pk", "h_product_pk", "h_restaurant_pk"]
+            [
+                "hk_product_restaurant_pk",
+                "h_product_pk",
+                "h_restaurant_pk"
+            ]
         );
         assert_eq!(
             names::<SUserNames>(),
-            ["h_user_pk", "username", "userlogin", "hk_user_names_hashdiff", "update_ts"]
+            [
+                "h_user_pk",
+                "username",
+                "userlogin",
+                "hk_user_names_hashdiff",
+                "update_ts"
+            ]
         );
         assert_eq!(
             types::<SOrderCost>(),

@@ -76,7 +76,12 @@ mod tests {
 
     #[test]
     fn only_versions_newer_than_everything_before_them_apply() {
-        let arrived = [("v2", at(2)), ("v2 again", at(2)), ("v1", at(1)), ("v3", at(3))];
+        let arrived = [
+            ("v2", at(2)),
+            ("v2 again", at(2)),
+            ("v1", at(1)),
+            ("v3", at(3)),
+        ];
         let applied: Vec<&str> = applicable(None, arrived, |(_, v)| *v)
             .into_iter()
             .map(|(name, _)| name)

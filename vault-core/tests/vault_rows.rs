@@ -219,7 +219,10 @@ fn the_status_hashdiff_differs_between_closed_and_cancelled() {
 fn the_status_hashdiff_is_equal_for_equal_statuses() {
     let first = rows(&with_status(OrderStatus::Closed, "2023-08-05 06:28:54"));
     let later = rows(&with_status(OrderStatus::Closed, "2023-08-06 10:00:00"));
-    assert_eq!(first.s_order_status.hk_order_status_hashdiff, later.s_order_status.hk_order_status_hashdiff);
+    assert_eq!(
+        first.s_order_status.hk_order_status_hashdiff,
+        later.s_order_status.hk_order_status_hashdiff
+    );
     let all = [
         OrderStatus::Open,
         OrderStatus::Cooking,
@@ -251,11 +254,21 @@ fn the_cost_hashdiff_is_the_same_for_1410_and_1410_point_0() {
 
 #[test]
 fn the_cost_hashdiff_follows_cost_and_payment() {
-    let base = rows(&with_amounts("1410", "1410")).s_order_cost.hk_order_cost_hashdiff;
-    let cost = rows(&with_amounts("1411", "1410")).s_order_cost.hk_order_cost_hashdiff;
-    let payment = rows(&with_amounts("1410", "1410.5")).s_order_cost.hk_order_cost_hashdiff;
-    let swapped_a = rows(&with_amounts("1", "2")).s_order_cost.hk_order_cost_hashdiff;
-    let swapped_b = rows(&with_amounts("2", "1")).s_order_cost.hk_order_cost_hashdiff;
+    let base = rows(&with_amounts("1410", "1410"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let cost = rows(&with_amounts("1411", "1410"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let payment = rows(&with_amounts("1410", "1410.5"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let swapped_a = rows(&with_amounts("1", "2"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let swapped_b = rows(&with_amounts("2", "1"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
     assert_ne!(base, cost);
     assert_ne!(base, payment);
     assert_ne!(cost, payment);
@@ -270,7 +283,10 @@ fn the_names_hashdiffs_follow_the_names() {
     renamed.payload.restaurant.name = "Пекарня у дома 2".to_owned();
     renamed.payload.products[0].name = "Хачапури".to_owned();
     let renamed = rows(&renamed);
-    assert_ne!(base.s_user_names.hk_user_names_hashdiff, renamed.s_user_names.hk_user_names_hashdiff);
+    assert_ne!(
+        base.s_user_names.hk_user_names_hashdiff,
+        renamed.s_user_names.hk_user_names_hashdiff
+    );
     assert_ne!(
         base.s_restaurant_names.hk_restaurant_names_hashdiff,
         renamed.s_restaurant_names.hk_restaurant_names_hashdiff
@@ -456,7 +472,9 @@ fn a_dish_a_later_version_drops_has_no_effectivity_in_it() {
     let dropped = later.payload.products.remove(1);
     let rows = rows(&later);
     let dropped = HashKey::product(&dropped.id);
-    assert!(effective_lines(&rows).iter().all(|(_, p, _, _)| *p != dropped));
+    assert!(effective_lines(&rows)
+        .iter()
+        .all(|(_, p, _, _)| *p != dropped));
     assert_eq!(rows.s_order_product_category_effectivity.len(), 2);
     assert_eq!(rows.s_order_version.update_ts, later.payload.update_ts);
 }

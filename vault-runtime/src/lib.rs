@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod shutdown;
 pub mod status;
 pub mod stores;
+pub mod verify;
 
 pub use app::{Application, Context};
 pub use config::{Profile, Settings};

@@ -131,7 +131,8 @@ JOIN dds.l_order_user ou ON ou.h_order_pk = v.h_order_pk;
 
 -- The dishes of each order's latest version, each under the category it had in that version.
 CREATE OR REPLACE VIEW dds.v_order_latest_lines AS
-SELECT v.h_order_pk, v.h_user_pk, v.update_ts, v.status, l.h_product_pk, l.h_category_pk
+SELECT v.h_order_pk, v.h_user_pk, v.update_ts, v.status, l.h_product_pk, l.h_category_pk,
+       l.hk_order_product_category_pk
 FROM dds.v_order_latest_version v
 JOIN dds.l_order_product_category l ON l.h_order_pk = v.h_order_pk
 JOIN dds.s_order_product_category_effectivity e
