@@ -49,10 +49,9 @@ impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<8} user {} {} {} ({}): counter {} != recount {}",
+            "{:<8} user {} item {} ({}): counter {} != recount {}",
             self.counter.as_str(),
             self.user_id,
-            self.counter.as_str(),
             self.item_id,
             self.item_name.as_deref().unwrap_or("?"),
             self.counted,
