@@ -229,8 +229,11 @@ async fn a_dish_moved_between_categories_counts_under_the_category_of_each_order
     assert_exact(&p, &sent, "first order closed").await;
 
     // The menu files the dish under pizza; the second order is CLOSED with it.
+    // (`put_dictionary` never overwrites a key; the menu change must.)
     d.restaurants[0].menu[0].category = pizza.clone();
-    p.put_dictionary(&d).await?;
+    let restaurant = &d.restaurants[0];
+    p.put_redis(restaurant.id.as_str(), &serde_json::to_string(restaurant)?)
+        .await?;
     sent.push(version(order + 1, 20, OrderStatus::Closed, &pizza));
     send(&p, &d, 0, &[&sent[1]]).await;
     p.settle(SETTLE).await;
