@@ -5,6 +5,8 @@
 
 use anyhow::Context;
 use diesel::connection::Connection;
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel::RunQueryDsl;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
@@ -19,21 +21,50 @@ const LOCK_KEY: i64 = 0x7661_756c_746c_696e;
 /// Applies pending migrations; returns the versions it applied (empty when up to date).
 pub async fn run(database_url: &str) -> anyhow::Result<Vec<String>> {
     let url = database_url.to_owned();
-    tokio::task::spawn_blocking(move || run_blocking(&url))
+    tokio::task::spawn_blocking(move || run_blocking(&url, None))
         .await
         .context("migration task panicked")?
 }
 
-fn run_blocking(database_url: &str) -> anyhow::Result<Vec<String>> {
+/// Applies pending migrations up to and including `last` (a version as [`versions`] lists
+/// it), and no later one: the schema of an earlier release, for upgrade tests.
+pub async fn run_through(database_url: &str, last: &str) -> anyhow::Result<Vec<String>> {
+    let (url, last) = (database_url.to_owned(), last.to_owned());
+    tokio::task::spawn_blocking(move || run_blocking(&url, Some(&last)))
+        .await
+        .context("migration task panicked")?
+}
+
+/// The versions of every embedded migration, oldest first (e.g. `20261121000001`).
+pub fn versions() -> anyhow::Result<Vec<String>> {
+    let mut versions: Vec<String> = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("reading the embedded migrations failed: {e}"))?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    versions.sort();
+    Ok(versions)
+}
+
+fn run_blocking(database_url: &str, last: Option<&str>) -> anyhow::Result<Vec<String>> {
     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(database_url)
         .context("cannot connect to Postgres to apply migrations")?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({LOCK_KEY})"))
         .execute(&mut conn)
         .context("cannot take the migration lock")?;
-    let applied = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
-        .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"));
+    let applied = match last {
+        None => conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        Some(last) => conn.pending_migrations(MIGRATIONS).and_then(|pending| {
+            pending
+                .iter()
+                .filter(|m| m.name().version().to_string().as_str() <= last)
+                .map(|m| conn.run_migration(m.as_ref()).map(|v| v.to_string()))
+                .collect()
+        }),
+    }
+    .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"));
     // The lock is session-scoped: it goes with the connection even if unlocking fails.
     let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({LOCK_KEY})")).execute(&mut conn);
     let applied = applied?;

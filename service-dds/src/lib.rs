@@ -2,7 +2,7 @@
 //! publishes a counter event message for every order version it applies (topic `cdm_service`).
 
 mod handler;
-mod load;
+pub mod load;
 
 pub use handler::DdsStage;
 use vault_runtime::{Profile, Settings};

@@ -1,20 +1,23 @@
 //! Writes applied order versions into the Data Vault: one statement per table per batch.
 //!
-//! Hubs and links are insert-only (`ON CONFLICT DO NOTHING`). Satellites keep history: a row
-//! is added only when its hashdiff differs from the hub's current row. Within a batch, rows of
-//! one hub are deduplicated against their predecessor here, and only the first is compared
-//! with the table in SQL; each gets its own `load_dt` (the batch's load time plus its rank in
-//! microseconds), since `load_dt` is part of the satellite's key.
+//! Each table is written from its row type alone ([`vault_core::vault::Table`]): the type
+//! names the table and its typed columns, which are bound as one array each and unnested in
+//! SQL. Insert-once tables (hubs, links, effectivity) skip a row whose key is there already.
+//! History satellites add a row only when its hashdiff differs from the hub's current row;
+//! within a batch, rows of one hub are deduplicated against their predecessor here, and only
+//! the first is compared with the table in SQL. Each gets its own `load_dt` (the batch's load
+//! time plus its rank in microseconds), since `load_dt` is part of the satellite's key.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::pg::Pg;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use serde_json::{json, Value};
 use uuid::Uuid;
-use vault_core::vault::{self, Link, VaultRows};
-use vault_core::{EnrichedOrder, HashKey, Timestamp};
+use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows};
+use vault_core::{version, EnrichedOrder, HashKey, Timestamp};
 
 /// Loads the rows of `applied` (in time order) and advances each order's applied version.
 pub async fn load(
@@ -25,338 +28,258 @@ pub async fn load(
     if applied.is_empty() {
         return Ok(());
     }
-    let load_dt = Timestamp::from_datetime(Utc::now()).as_datetime();
-    let rows: Vec<(Timestamp, VaultRows)> = applied
-        .iter()
-        .map(|order| (order.payload.update_ts, vault::rows(order)))
-        .collect();
+    let stamp = Stamp {
+        load_dt: Timestamp::from_datetime(Utc::now()).as_datetime(),
+        load_src,
+    };
+    let rows: Vec<VaultRows> = applied.iter().map(|order| vault::rows(order)).collect();
+    let rows = rows.as_slice();
 
-    let mut orders = BTreeMap::new();
-    let mut hubs: [BTreeMap<HashKey, String>; 4] = Default::default();
-    let mut links: [BTreeMap<HashKey, Link>; 4] = Default::default();
-    for (_, r) in &rows {
-        orders.insert(
-            r.h_order.pk,
-            (r.h_order.order_id.0, r.h_order.order_dt.as_datetime()),
-        );
-        hubs[0].insert(r.h_user.pk, r.h_user.business_key.clone());
-        hubs[1].insert(r.h_restaurant.pk, r.h_restaurant.business_key.clone());
-        for hub in &r.h_products {
-            hubs[2].insert(hub.pk, hub.business_key.clone());
-        }
-        for hub in &r.h_categories {
-            hubs[3].insert(hub.pk, hub.business_key.clone());
-        }
-        links[0].insert(r.l_order_user.pk, r.l_order_user);
-        for (index, list) in [
-            &r.l_order_products,
-            &r.l_product_categories,
-            &r.l_product_restaurants,
-        ]
-        .into_iter()
-        .enumerate()
+    // Hubs before links and satellites: with no foreign keys, integrity holds by this order.
+    insert_once(conn, &stamp, rows.iter().map(|r| &r.h_order)).await?;
+    insert_once(conn, &stamp, rows.iter().map(|r| &r.h_user)).await?;
+    insert_once(conn, &stamp, rows.iter().map(|r| &r.h_restaurant)).await?;
+    insert_once(conn, &stamp, rows.iter().flat_map(|r| &r.h_products)).await?;
+    insert_once(conn, &stamp, rows.iter().flat_map(|r| &r.h_categories)).await?;
+
+    insert_once(conn, &stamp, rows.iter().map(|r| &r.l_order_user)).await?;
+    insert_once(conn, &stamp, rows.iter().flat_map(|r| &r.l_order_products)).await?;
+    insert_once(
+        conn,
+        &stamp,
+        rows.iter().flat_map(|r| &r.l_product_categories),
+    )
+    .await?;
+    insert_once(
+        conn,
+        &stamp,
+        rows.iter().flat_map(|r| &r.l_product_restaurants),
+    )
+    .await?;
+    insert_once(
+        conn,
+        &stamp,
+        rows.iter().flat_map(|r| &r.l_order_product_categories),
+    )
+    .await?;
+
+    history(conn, &stamp, rows.iter().map(|r| &r.s_user_names)).await?;
+    history(conn, &stamp, rows.iter().map(|r| &r.s_restaurant_names)).await?;
+    history(conn, &stamp, rows.iter().flat_map(|r| &r.s_product_names)).await?;
+    history(conn, &stamp, rows.iter().map(|r| &r.s_order_cost)).await?;
+    history(conn, &stamp, rows.iter().map(|r| &r.s_order_status)).await?;
+
+    insert_once(conn, &stamp, rows.iter().map(|r| &r.s_order_version)).await?;
+    insert_once(
+        conn,
+        &stamp,
+        rows.iter()
+            .flat_map(|r| &r.s_order_product_category_effectivity),
+    )
+    .await?;
+
+    advance_applied_versions(conn, applied, stamp.load_dt).await
+}
+
+/// What every row of one load carries besides its own columns.
+struct Stamp<'a> {
+    load_dt: DateTime<Utc>,
+    load_src: &'a str,
+}
+
+/// Writes the rows of one insert-once table, deduplicated and in key order; a row whose key
+/// is in the table already is skipped.
+async fn insert_once<'r, R: InsertOnce>(
+    conn: &mut AsyncPgConnection,
+    stamp: &Stamp<'_>,
+    rows: impl IntoIterator<Item = &'r R>,
+) -> diesel::QueryResult<usize> {
+    let mut unique: BTreeMap<R::Key, &R> = BTreeMap::new();
+    for row in rows {
+        unique.entry(row.key()).or_insert(row);
+    }
+    if unique.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<&R> = unique.into_values().collect();
+    let columns = Columns::of::<R>();
+    let n = columns.count;
+    let sql = format!(
+        "INSERT INTO {table} ({names}, load_dt, load_src) \
+         SELECT {select}, ${dt}, ${src} FROM unnest({unnest}) AS u({names}) \
+         ON CONFLICT DO NOTHING",
+        table = R::NAME,
+        names = columns.names,
+        select = columns.select,
+        unnest = columns.unnest,
+        dt = n + 1,
+        src = n + 2,
+    );
+    bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
+        .bind::<Timestamptz, _>(stamp.load_dt)
+        .bind::<Text, _>(stamp.load_src)
+        .execute(conn)
+        .await
+}
+
+/// Writes the rows of one history satellite: per hub in load order, a row only where the
+/// hashdiff changes, starting from the hub's current row in the table.
+async fn history<'r, R: History>(
+    conn: &mut AsyncPgConnection,
+    stamp: &Stamp<'_>,
+    rows: impl IntoIterator<Item = &'r R>,
+) -> diesel::QueryResult<usize> {
+    let mut per_hub: BTreeMap<HashKey, Vec<&R>> = BTreeMap::new();
+    for row in rows {
+        let candidates = per_hub.entry(row.hub()).or_default();
+        if candidates
+            .last()
+            .is_none_or(|last| last.hashdiff() != row.hashdiff())
         {
-            for link in list {
-                links[index + 1].insert(link.pk, *link);
+            candidates.push(row);
+        }
+    }
+    if per_hub.is_empty() {
+        return Ok(0);
+    }
+    let (mut rows, mut load_dts, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
+    for candidates in per_hub.values() {
+        for (rank, row) in candidates.iter().enumerate() {
+            rows.push(*row);
+            load_dts.push(stamp.load_dt + TimeDelta::microseconds(rank as i64));
+            firsts.push(rank == 0);
+        }
+    }
+    let columns = Columns::of::<R>();
+    let n = columns.count;
+    let sql = format!(
+        "INSERT INTO {table} ({names}, load_dt, load_src) \
+         SELECT {select}, u.load_dt, ${src} \
+         FROM unnest({unnest}, ${dt}::timestamptz[], ${first}::bool[]) \
+             AS u({names}, load_dt, first) \
+         WHERE NOT u.first OR u.{hashdiff} IS DISTINCT FROM ( \
+             SELECT s.{hashdiff} FROM {table} s WHERE s.{hub} = u.{hub} \
+             ORDER BY s.load_dt DESC LIMIT 1)",
+        table = R::NAME,
+        names = columns.names,
+        select = columns.select,
+        unnest = columns.unnest,
+        hub = R::HUB,
+        hashdiff = R::HASHDIFF,
+        dt = n + 1,
+        first = n + 2,
+        src = n + 3,
+    );
+    bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
+        .bind::<Array<Timestamptz>, _>(load_dts)
+        .bind::<Array<Bool>, _>(firsts)
+        .bind::<Text, _>(stamp.load_src)
+        .execute(conn)
+        .await
+}
+
+/// The SQL fragments for a table's columns, bound as parameters `$1..$count`, one array each.
+struct Columns {
+    count: usize,
+    /// `h_user_pk, username, ...`
+    names: String,
+    /// `$1::uuid[], $2::text[], ...`
+    unnest: String,
+    /// `u.h_user_pk, u.username, ...`, cast where the column is bound as another type.
+    select: String,
+}
+
+impl Columns {
+    fn of<R: Table>() -> Self {
+        let columns = R::columns();
+        let mut names = Vec::new();
+        let mut unnest = Vec::new();
+        let mut select = Vec::new();
+        for (index, column) in columns.iter().enumerate() {
+            names.push(column.name.to_owned());
+            let bound = bound_type(&column.value);
+            unnest.push(format!("${}::{bound}[]", index + 1));
+            let sql_type = column.value.sql_type();
+            select.push(if sql_type == bound {
+                format!("u.{}", column.name)
+            } else {
+                format!("u.{}::{sql_type}", column.name)
+            });
+        }
+        Self {
+            count: columns.len(),
+            names: names.join(", "),
+            unnest: unnest.join(", "),
+            select: select.join(", "),
+        }
+    }
+}
+
+/// The type a column is bound as: its own, except amounts, which travel as exact decimal text
+/// (diesel's `numeric` binding would need another decimal crate).
+fn bound_type<R>(value: &Value<R>) -> &'static str {
+    match value {
+        Value::Amount(_) => "text",
+        other => other.sql_type(),
+    }
+}
+
+/// Binds each column of `rows` as one array, in the order of [`Columns::of`].
+fn bind_columns<'f, R: Table>(
+    mut query: BoxedSqlQuery<'f, Pg, SqlQuery>,
+    rows: &[&'f R],
+) -> BoxedSqlQuery<'f, Pg, SqlQuery> {
+    for column in R::columns() {
+        query = match column.value {
+            Value::Key(get) => query.bind::<Array<SqlUuid>, _>(
+                rows.iter().map(|r| get(r).as_uuid()).collect::<Vec<Uuid>>(),
+            ),
+            Value::Text(get) => {
+                query.bind::<Array<Text>, _>(rows.iter().map(|r| get(r)).collect::<Vec<&str>>())
             }
-        }
-    }
-
-    insert_order_hubs(conn, &orders, load_dt, load_src).await?;
-    let hub_tables = [
-        ("dds.h_user", "h_user_pk", "user_id"),
-        ("dds.h_restaurant", "h_restaurant_pk", "restaurant_id"),
-        ("dds.h_product", "h_product_pk", "product_id"),
-        ("dds.h_category", "h_category_pk", "category_name"),
-    ];
-    for ((table, pk, key), rows) in hub_tables.into_iter().zip(&hubs) {
-        insert_hubs(conn, table, pk, key, rows, load_dt, load_src).await?;
-    }
-    let link_tables = [
-        (
-            "dds.l_order_user",
-            "hk_order_user_pk",
-            "h_order_pk",
-            "h_user_pk",
-        ),
-        (
-            "dds.l_order_product",
-            "hk_order_product_pk",
-            "h_order_pk",
-            "h_product_pk",
-        ),
-        (
-            "dds.l_product_category",
-            "hk_product_category_pk",
-            "h_product_pk",
-            "h_category_pk",
-        ),
-        (
-            "dds.l_product_restaurant",
-            "hk_product_restaurant_pk",
-            "h_product_pk",
-            "h_restaurant_pk",
-        ),
-    ];
-    for ((table, pk, first, second), rows) in link_tables.into_iter().zip(&links) {
-        insert_links(conn, table, [pk, first, second], rows, load_dt, load_src).await?;
-    }
-
-    let mut users = Satellite::default();
-    let mut restaurants = Satellite::default();
-    let mut products = Satellite::default();
-    let mut costs = Satellite::default();
-    let mut statuses = Satellite::default();
-    for (version, r) in &rows {
-        let s = &r.s_user_names;
-        users.push(
-            s.h_user_pk,
-            s.hashdiff,
-            *version,
-            json!([s.username, s.userlogin]),
-        );
-        let s = &r.s_restaurant_names;
-        restaurants.push(s.hub_pk, s.hashdiff, *version, json!([s.name]));
-        for s in &r.s_product_names {
-            products.push(s.hub_pk, s.hashdiff, *version, json!([s.name]));
-        }
-        let s = &r.s_order_cost;
-        costs.push(
-            s.h_order_pk,
-            s.hashdiff,
-            *version,
-            json!([s.cost.to_string(), s.payment.to_string()]),
-        );
-        let s = &r.s_order_status;
-        statuses.push(
-            s.h_order_pk,
-            s.hashdiff,
-            *version,
-            json!([s.status.as_str()]),
-        );
-    }
-    users
-        .insert(
-            conn,
-            "dds.s_user_names",
-            "h_user_pk",
-            "hk_user_names_hashdiff",
-            &["username", "userlogin"],
-            &["a->>0", "a->>1"],
-            load_dt,
-            load_src,
-        )
-        .await?;
-    restaurants
-        .insert(
-            conn,
-            "dds.s_restaurant_names",
-            "h_restaurant_pk",
-            "hk_restaurant_names_hashdiff",
-            &["name"],
-            &["a->>0"],
-            load_dt,
-            load_src,
-        )
-        .await?;
-    products
-        .insert(
-            conn,
-            "dds.s_product_names",
-            "h_product_pk",
-            "hk_product_names_hashdiff",
-            &["name"],
-            &["a->>0"],
-            load_dt,
-            load_src,
-        )
-        .await?;
-    costs
-        .insert(
-            conn,
-            "dds.s_order_cost",
-            "h_order_pk",
-            "hk_order_cost_hashdiff",
-            &["cost", "payment"],
-            &["(a->>0)::numeric", "(a->>1)::numeric"],
-            load_dt,
-            load_src,
-        )
-        .await?;
-    statuses
-        .insert(
-            conn,
-            "dds.s_order_status",
-            "h_order_pk",
-            "hk_order_status_hashdiff",
-            &["status"],
-            &["a->>0"],
-            load_dt,
-            load_src,
-        )
-        .await?;
-
-    advance_applied_versions(conn, &rows, load_dt).await
-}
-
-async fn insert_order_hubs(
-    conn: &mut AsyncPgConnection,
-    orders: &BTreeMap<HashKey, (i64, DateTime<Utc>)>,
-    load_dt: DateTime<Utc>,
-    load_src: &str,
-) -> diesel::QueryResult<usize> {
-    diesel::sql_query(
-        "INSERT INTO dds.h_order (h_order_pk, order_id, order_dt, load_dt, load_src) \
-         SELECT pk, id, dt, $4, $5 FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) \
-             AS u(pk, id, dt) \
-         ON CONFLICT (h_order_pk) DO NOTHING",
-    )
-    .bind::<Array<SqlUuid>, _>(orders.keys().map(HashKey::as_uuid).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(orders.values().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(orders.values().map(|(_, dt)| *dt).collect::<Vec<_>>())
-    .bind::<Timestamptz, _>(load_dt)
-    .bind::<Text, _>(load_src)
-    .execute(conn)
-    .await
-}
-
-async fn insert_hubs(
-    conn: &mut AsyncPgConnection,
-    table: &str,
-    pk: &str,
-    key: &str,
-    rows: &BTreeMap<HashKey, String>,
-    load_dt: DateTime<Utc>,
-    load_src: &str,
-) -> diesel::QueryResult<usize> {
-    diesel::sql_query(format!(
-        "INSERT INTO {table} ({pk}, {key}, load_dt, load_src) \
-         SELECT pk, bk, $3, $4 FROM unnest($1::uuid[], $2::text[]) AS u(pk, bk) \
-         ON CONFLICT ({pk}) DO NOTHING"
-    ))
-    .bind::<Array<SqlUuid>, _>(rows.keys().map(HashKey::as_uuid).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.values().collect::<Vec<_>>())
-    .bind::<Timestamptz, _>(load_dt)
-    .bind::<Text, _>(load_src)
-    .execute(conn)
-    .await
-}
-
-async fn insert_links(
-    conn: &mut AsyncPgConnection,
-    table: &str,
-    [pk, first, second]: [&str; 3],
-    rows: &BTreeMap<HashKey, Link>,
-    load_dt: DateTime<Utc>,
-    load_src: &str,
-) -> diesel::QueryResult<usize> {
-    diesel::sql_query(format!(
-        "INSERT INTO {table} ({pk}, {first}, {second}, load_dt, load_src) \
-         SELECT pk, a, b, $4, $5 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS u(pk, a, b) \
-         ON CONFLICT ({pk}) DO NOTHING"
-    ))
-    .bind::<Array<SqlUuid>, _>(rows.keys().map(HashKey::as_uuid).collect::<Vec<_>>())
-    .bind::<Array<SqlUuid>, _>(rows.values().map(|l| l.first.as_uuid()).collect::<Vec<_>>())
-    .bind::<Array<SqlUuid>, _>(
-        rows.values()
-            .map(|l| l.second.as_uuid())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Timestamptz, _>(load_dt)
-    .bind::<Text, _>(load_src)
-    .execute(conn)
-    .await
-}
-
-/// Candidate rows of one satellite, per hub in load order.
-#[derive(Default)]
-struct Satellite {
-    rows: BTreeMap<HashKey, Vec<(HashKey, Timestamp, Value)>>,
-}
-
-impl Satellite {
-    /// Adds a row unless it repeats the hub's previous candidate.
-    fn push(&mut self, hub: HashKey, hashdiff: HashKey, version: Timestamp, attributes: Value) {
-        let rows = self.rows.entry(hub).or_default();
-        if rows.last().is_none_or(|(last, _, _)| *last != hashdiff) {
-            rows.push((hashdiff, version, attributes));
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn insert(
-        &self,
-        conn: &mut AsyncPgConnection,
-        table: &str,
-        hub_column: &str,
-        hashdiff_column: &str,
-        columns: &[&str],
-        expressions: &[&str],
-        load_dt: DateTime<Utc>,
-        load_src: &str,
-    ) -> diesel::QueryResult<usize> {
-        let (mut hubs, mut hashdiffs, mut versions, mut load_dts, mut firsts, mut attributes) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for (hub, rows) in &self.rows {
-            for (rank, (hashdiff, version, values)) in rows.iter().enumerate() {
-                hubs.push(hub.as_uuid());
-                hashdiffs.push(hashdiff.as_uuid());
-                versions.push(version.as_datetime());
-                load_dts.push(load_dt + TimeDelta::microseconds(rank as i64));
-                firsts.push(rank == 0);
-                attributes.push(values.clone());
+            Value::Amount(get) => query.bind::<Array<Text>, _>(
+                rows.iter()
+                    .map(|r| get(r).to_string())
+                    .collect::<Vec<String>>(),
+            ),
+            Value::Time(get) => query.bind::<Array<Timestamptz>, _>(
+                rows.iter()
+                    .map(|r| get(r).as_datetime())
+                    .collect::<Vec<DateTime<Utc>>>(),
+            ),
+            Value::BigInt(get) => {
+                query.bind::<Array<BigInt>, _>(rows.iter().map(|r| get(r)).collect::<Vec<i64>>())
             }
-        }
-        if hubs.is_empty() {
-            return Ok(0);
-        }
-        let sql = format!(
-            "INSERT INTO {table} ({hub_column}, {columns}, {hashdiff_column}, update_ts, load_dt, \
-                                  load_src) \
-             SELECT u.hub, {expressions}, u.hd, u.ts, u.ld, $7 \
-             FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], \
-                         $5::bool[], $6::jsonb[]) AS u(hub, hd, ts, ld, first, a) \
-             WHERE NOT u.first OR u.hd IS DISTINCT FROM ( \
-                 SELECT s.{hashdiff_column} FROM {table} s WHERE s.{hub_column} = u.hub \
-                 ORDER BY s.load_dt DESC LIMIT 1)",
-            columns = columns.join(", "),
-            expressions = expressions.join(", "),
-        );
-        diesel::sql_query(sql)
-            .bind::<Array<SqlUuid>, _>(hubs)
-            .bind::<Array<SqlUuid>, _>(hashdiffs)
-            .bind::<Array<Timestamptz>, _>(versions)
-            .bind::<Array<Timestamptz>, _>(load_dts)
-            .bind::<Array<Bool>, _>(firsts)
-            .bind::<Array<Jsonb>, _>(attributes)
-            .bind::<Text, _>(load_src)
-            .execute(conn)
-            .await
+        };
     }
+    query
 }
 
 /// Records each order's newest applied version.
 async fn advance_applied_versions(
     conn: &mut AsyncPgConnection,
-    rows: &[(Timestamp, VaultRows)],
+    applied: &[&EnrichedOrder],
     load_dt: DateTime<Utc>,
 ) -> diesel::QueryResult<()> {
-    let mut latest: BTreeMap<HashKey, (i64, Timestamp)> = BTreeMap::new();
-    for (version, r) in rows {
-        let entry = latest
-            .entry(r.h_order.pk)
-            .or_insert((r.h_order.order_id.0, *version));
-        entry.1 = entry.1.max(*version);
+    let mut per_order: BTreeMap<HashKey, Vec<&EnrichedOrder>> = BTreeMap::new();
+    for order in applied {
+        per_order
+            .entry(HashKey::order(order.payload.id))
+            .or_default()
+            .push(order);
     }
-    let keys: Vec<Uuid> = latest.keys().map(HashKey::as_uuid).collect();
-    let ids: Vec<i64> = latest.values().map(|(id, _)| *id).collect();
-    let versions: Vec<DateTime<Utc>> = latest.values().map(|(_, v)| v.as_datetime()).collect();
+    let latest: Vec<(HashKey, &EnrichedOrder)> = per_order
+        .into_iter()
+        .filter_map(|(key, versions)| {
+            version::newest(versions, |order| order.payload.update_ts).map(|order| (key, order))
+        })
+        .collect();
+    let keys: Vec<Uuid> = latest.iter().map(|(key, _)| key.as_uuid()).collect();
+    let ids: Vec<i64> = latest.iter().map(|(_, order)| order.payload.id.0).collect();
+    let versions: Vec<DateTime<Utc>> = latest
+        .iter()
+        .map(|(_, order)| order.payload.update_ts.as_datetime())
+        .collect();
     diesel::sql_query(
         "INSERT INTO dds.order_load_state (h_order_pk, order_id, update_ts, load_dt) \
          SELECT pk, id, ts, $4 FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) \

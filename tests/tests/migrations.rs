@@ -14,7 +14,7 @@ async fn client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> anyhow::Result<()> {
     let url = stack().await.fresh_database().await?;
     let applied = vault_migrations::run(&url).await?;
-    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied, vault_migrations::versions()?);
     assert!(vault_migrations::run(&url).await?.is_empty());
 
     let db = client(&url).await?;
@@ -35,6 +35,9 @@ async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> any
         "dds.s_restaurant_names",
         "dds.s_order_cost",
         "dds.s_order_status",
+        "dds.s_order_version",
+        "dds.l_order_product_category",
+        "dds.s_order_product_category_effectivity",
         "cdm.user_product_counters",
         "cdm.user_category_counters",
         "cdm.order_state",
@@ -103,7 +106,7 @@ async fn replicas_starting_together_apply_the_schema_once() -> anyhow::Result<()
         .into_iter()
         .map(|run| run.map(|versions| versions.len()))
         .sum::<anyhow::Result<usize>>()?;
-    assert_eq!(applied, 1);
+    assert_eq!(applied, vault_migrations::versions()?.len());
     Ok(())
 }
 

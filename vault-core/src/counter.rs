@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::contract::{OrderStatus, Timestamp};
 use crate::keys::HashKey;
+use crate::version;
 
 /// One version of one order as the datamart sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +94,7 @@ impl OrderVersion {
 
 /// Offers `incoming` to an order whose current state is `current` (`None`: never seen).
 pub fn transition(current: Option<&OrderCountState>, incoming: &OrderVersion) -> Transition {
-    if current.is_some_and(|state| incoming.version <= state.version) {
+    if !version::is_newer(incoming.version, current.map(|state| state.version)) {
         return Transition::Stale;
     }
     let state = incoming.state();
@@ -131,15 +132,16 @@ impl Ledger {
 
 /// Recounts from scratch: for each order only its latest version matters.
 pub fn recount<'a>(versions: impl IntoIterator<Item = &'a OrderVersion>) -> Deltas {
-    let mut latest: BTreeMap<HashKey, &OrderVersion> = BTreeMap::new();
+    let mut per_order: BTreeMap<HashKey, Vec<&OrderVersion>> = BTreeMap::new();
     for version in versions {
-        let entry = latest.entry(version.order).or_insert(version);
-        if version.version > entry.version {
-            *entry = version;
-        }
+        per_order.entry(version.order).or_default().push(version);
     }
+    let latest: Vec<&OrderVersion> = per_order
+        .into_values()
+        .filter_map(|versions| version::newest(versions, |v| v.version))
+        .collect();
     let mut counters = Deltas::default();
-    for version in latest.values().filter(|v| v.status.counts()) {
+    for version in latest.iter().filter(|v| v.status.counts()) {
         counters.add(&version.state(), 1);
     }
     counters

@@ -29,6 +29,12 @@ impl HashKey {
         Self::of(&format!("{}_{}", first.0, second.0))
     }
 
+    /// The key of a link between three hub keys (`"<key 1>_<key 2>_<key 3>"`), in the column
+    /// order of the link's name, as for two.
+    pub fn link3(first: HashKey, second: HashKey, third: HashKey) -> Self {
+        Self::of(&format!("{}_{}_{}", first.0, second.0, third.0))
+    }
+
     /// The hashdiff of a satellite's descriptive columns.
     pub fn hashdiff(columns: &[&str]) -> Self {
         // Serializing a slice of strings cannot fail.

@@ -4,7 +4,8 @@
 //! embed it: the wire contracts of SPEC §2 ([`contract`]), decoding with precise errors
 //! ([`decode`]), the Data Vault hash keys of SPEC §3.1 ([`keys`]), the transformations from a
 //! raw order to an enriched order ([`enrich`]), to Data Vault rows ([`vault`]) and to counter
-//! events ([`events`]), and the exact counter state transition of SPEC §3.3 ([`counter`]).
+//! events ([`events`]), the exact counter state transition of SPEC §3.3 ([`counter`]), and the one rule
+//! that orders an order's versions ([`version`]).
 //!
 //! The crate deliberately depends on no runtime, broker, database or cache client; CI checks
 //! that its dependency tree stays that way.
@@ -16,6 +17,7 @@ pub mod enrich;
 pub mod events;
 pub mod keys;
 pub mod vault;
+pub mod version;
 
 pub use contract::{
     Amount, CdmOrderEvent, CdmPayload, EnrichedOrder, EntityId, OrderId, OrderStatus, RawOrder,

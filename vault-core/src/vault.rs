@@ -1,109 +1,405 @@
-//! Enriched order → Data Vault rows (SPEC §3.2): hubs, links and satellites with hashdiffs.
+//! Enriched order → Data Vault rows (SPEC §3.2, §3.3): one typed row per table.
 //!
-//! This is the whole mapping; the loader only writes what it is given. Rows carry no load
-//! time or source: the loader stamps those, since they describe the load, not the order.
+//! Each Data Vault table is a struct here whose fields are the table's columns, declared once
+//! with [`table!`]: the struct, the table's name and its column list (name, SQL type, how to
+//! read the value from a row) come from the same declaration, so a loader writes a table from
+//! its type alone — nothing is matched by position. Rows carry no load time or source: the
+//! loader stamps those, since they describe the load, not the order.
+//!
+//! Besides the tables of SPEC §3.2, an order version yields its effectivity (SPEC §3.3, see
+//! the migration `order_effectivity`): a [`SOrderVersion`] row, and for every dish of the
+//! version an [`LOrderProductCategory`] link (dish, order and the category the dish has in
+//! this version) with a [`SOrderProductCategoryEffectivity`] row saying the link is in effect
+//! at this version.
 
 use std::collections::BTreeMap;
 
 use crate::contract::{Amount, EnrichedOrder, OrderId, OrderStatus, Timestamp};
 use crate::keys::HashKey;
 
-/// Every Data Vault row one order version yields. Collections are deduplicated and sorted by
-/// key, so loading them in this order takes row locks in a stable order.
+/// A Data Vault table: its schema-qualified name and the columns a row fills.
+pub trait Table: Sized + 'static {
+    /// Schema-qualified, e.g. `dds.h_user`.
+    const NAME: &'static str;
+    /// Every column a row of this table fills, in declaration order. `load_dt` and
+    /// `load_src` are not among them: they describe the load.
+    fn columns() -> Vec<Column<Self>>;
+}
+
+/// A table whose rows are written once by key and never again: hubs, links, and the
+/// effectivity rows (keyed by link and version). A row whose key is there already is skipped.
+pub trait InsertOnce: Table {
+    /// The primary key: rows of a batch are deduplicated and written in its order.
+    type Key: Ord + Copy;
+    fn key(&self) -> Self::Key;
+}
+
+/// A history satellite: a row is added only when its hashdiff differs from the current
+/// (latest loaded) row of its hub.
+pub trait History: Table {
+    /// The hub key column.
+    const HUB: &'static str;
+    /// The hashdiff column.
+    const HASHDIFF: &'static str;
+    fn hub(&self) -> HashKey;
+    fn hashdiff(&self) -> HashKey;
+}
+
+/// One column of table `R`: its name and its typed value in a row.
+#[derive(Debug)]
+pub struct Column<R> {
+    pub name: &'static str,
+    pub value: Value<R>,
+}
+
+/// How to read one column from a row, by SQL type.
+#[derive(Debug)]
+pub enum Value<R> {
+    /// `uuid`
+    Key(fn(&R) -> HashKey),
+    /// `text`
+    Text(fn(&R) -> &str),
+    /// `numeric`
+    Amount(fn(&R) -> Amount),
+    /// `timestamptz`
+    Time(fn(&R) -> Timestamp),
+    /// `bigint`
+    BigInt(fn(&R) -> i64),
+}
+
+impl<R> Value<R> {
+    /// The column's SQL type.
+    pub fn sql_type(&self) -> &'static str {
+        match self {
+            Value::Key(_) => "uuid",
+            Value::Text(_) => "text",
+            Value::Amount(_) => "numeric",
+            Value::Time(_) => "timestamptz",
+            Value::BigInt(_) => "bigint",
+        }
+    }
+}
+
+/// Declares a table's row struct (fields = columns) and its [`Table`] impl in one place.
+macro_rules! table {
+    (
+        $(#[$meta:meta])*
+        $name:ident = $table:literal {
+            $( $(#[$field_meta:meta])* $field:ident : $ty:ty as $kind:ident ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty, )+
+        }
+
+        impl Table for $name {
+            const NAME: &'static str = $table;
+            fn columns() -> Vec<Column<Self>> {
+                vec![$(Column { name: stringify!($field), value: column!($kind, $field) },)+]
+            }
+        }
+    };
+}
+
+/// The typed getter of one field, by the kind named in [`table!`].
+macro_rules! column {
+    (Key, $field:ident) => {
+        Value::Key(|row| row.$field)
+    };
+    (Text, $field:ident) => {
+        Value::Text(|row| row.$field.as_str())
+    };
+    (Amount, $field:ident) => {
+        Value::Amount(|row| row.$field)
+    };
+    (Time, $field:ident) => {
+        Value::Time(|row| row.$field)
+    };
+    (OrderId, $field:ident) => {
+        Value::BigInt(|row| row.$field.0)
+    };
+}
+
+/// Declares a table insert-once, keyed by a hash key, or by a hash key and an order version.
+macro_rules! keyed_by {
+    ($name:ident, $key:ident) => {
+        impl InsertOnce for $name {
+            type Key = HashKey;
+            fn key(&self) -> HashKey {
+                self.$key
+            }
+        }
+    };
+    ($name:ident, $key:ident, $version:ident) => {
+        impl InsertOnce for $name {
+            type Key = (HashKey, Timestamp);
+            fn key(&self) -> Self::Key {
+                (self.$key, self.$version)
+            }
+        }
+    };
+}
+
+/// Declares a history satellite's hub and hashdiff columns.
+macro_rules! history {
+    ($name:ident, $hub:ident, $hashdiff:ident) => {
+        impl History for $name {
+            const HUB: &'static str = stringify!($hub);
+            const HASHDIFF: &'static str = stringify!($hashdiff);
+            fn hub(&self) -> HashKey {
+                self.$hub
+            }
+            fn hashdiff(&self) -> HashKey {
+                self.$hashdiff
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- hubs
+
+table! {
+    HOrder = "dds.h_order" {
+        h_order_pk: HashKey as Key,
+        order_id: OrderId as OrderId,
+        order_dt: Timestamp as Time,
+    }
+}
+table! {
+    HUser = "dds.h_user" {
+        h_user_pk: HashKey as Key,
+        user_id: String as Text,
+    }
+}
+table! {
+    HRestaurant = "dds.h_restaurant" {
+        h_restaurant_pk: HashKey as Key,
+        restaurant_id: String as Text,
+    }
+}
+table! {
+    HProduct = "dds.h_product" {
+        h_product_pk: HashKey as Key,
+        product_id: String as Text,
+    }
+}
+table! {
+    /// Categories have no id of their own: the business key is the name.
+    HCategory = "dds.h_category" {
+        h_category_pk: HashKey as Key,
+        category_name: String as Text,
+    }
+}
+
+// ---------------------------------------------------------------- links
+
+table! {
+    LOrderUser = "dds.l_order_user" {
+        hk_order_user_pk: HashKey as Key,
+        h_order_pk: HashKey as Key,
+        h_user_pk: HashKey as Key,
+    }
+}
+table! {
+    LOrderProduct = "dds.l_order_product" {
+        hk_order_product_pk: HashKey as Key,
+        h_order_pk: HashKey as Key,
+        h_product_pk: HashKey as Key,
+    }
+}
+table! {
+    LProductCategory = "dds.l_product_category" {
+        hk_product_category_pk: HashKey as Key,
+        h_product_pk: HashKey as Key,
+        h_category_pk: HashKey as Key,
+    }
+}
+table! {
+    LProductRestaurant = "dds.l_product_restaurant" {
+        hk_product_restaurant_pk: HashKey as Key,
+        h_product_pk: HashKey as Key,
+        h_restaurant_pk: HashKey as Key,
+    }
+}
+table! {
+    /// A dish in an order under the category it had there (SPEC §3.3).
+    LOrderProductCategory = "dds.l_order_product_category" {
+        hk_order_product_category_pk: HashKey as Key,
+        h_order_pk: HashKey as Key,
+        h_product_pk: HashKey as Key,
+        h_category_pk: HashKey as Key,
+    }
+}
+
+impl LOrderUser {
+    pub fn new(h_order_pk: HashKey, h_user_pk: HashKey) -> Self {
+        Self {
+            hk_order_user_pk: HashKey::link(h_order_pk, h_user_pk),
+            h_order_pk,
+            h_user_pk,
+        }
+    }
+}
+
+impl LOrderProduct {
+    pub fn new(h_order_pk: HashKey, h_product_pk: HashKey) -> Self {
+        Self {
+            hk_order_product_pk: HashKey::link(h_order_pk, h_product_pk),
+            h_order_pk,
+            h_product_pk,
+        }
+    }
+}
+
+impl LProductCategory {
+    pub fn new(h_product_pk: HashKey, h_category_pk: HashKey) -> Self {
+        Self {
+            hk_product_category_pk: HashKey::link(h_product_pk, h_category_pk),
+            h_product_pk,
+            h_category_pk,
+        }
+    }
+}
+
+impl LProductRestaurant {
+    pub fn new(h_product_pk: HashKey, h_restaurant_pk: HashKey) -> Self {
+        Self {
+            hk_product_restaurant_pk: HashKey::link(h_product_pk, h_restaurant_pk),
+            h_product_pk,
+            h_restaurant_pk,
+        }
+    }
+}
+
+impl LOrderProductCategory {
+    pub fn new(h_order_pk: HashKey, h_product_pk: HashKey, h_category_pk: HashKey) -> Self {
+        Self {
+            hk_order_product_category_pk: HashKey::link3(h_order_pk, h_product_pk, h_category_pk),
+            h_order_pk,
+            h_product_pk,
+            h_category_pk,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- satellites
+// `update_ts` is the order version a row came from.
+
+table! {
+    SUserNames = "dds.s_user_names" {
+        h_user_pk: HashKey as Key,
+        username: String as Text,
+        userlogin: String as Text,
+        hk_user_names_hashdiff: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+table! {
+    SRestaurantNames = "dds.s_restaurant_names" {
+        h_restaurant_pk: HashKey as Key,
+        name: String as Text,
+        hk_restaurant_names_hashdiff: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+table! {
+    SProductNames = "dds.s_product_names" {
+        h_product_pk: HashKey as Key,
+        name: String as Text,
+        hk_product_names_hashdiff: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+table! {
+    SOrderCost = "dds.s_order_cost" {
+        h_order_pk: HashKey as Key,
+        cost: Amount as Amount,
+        payment: Amount as Amount,
+        hk_order_cost_hashdiff: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+table! {
+    SOrderStatus = "dds.s_order_status" {
+        h_order_pk: HashKey as Key,
+        status: OrderStatus as Text,
+        hk_order_status_hashdiff: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+table! {
+    /// One row per applied order version: the newest is the order's latest version, even
+    /// when that version lists no dish.
+    SOrderVersion = "dds.s_order_version" {
+        h_order_pk: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+table! {
+    /// The link of a dish, its order and its category is in effect at this order version.
+    SOrderProductCategoryEffectivity = "dds.s_order_product_category_effectivity" {
+        hk_order_product_category_pk: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+
+keyed_by!(HOrder, h_order_pk);
+keyed_by!(HUser, h_user_pk);
+keyed_by!(HRestaurant, h_restaurant_pk);
+keyed_by!(HProduct, h_product_pk);
+keyed_by!(HCategory, h_category_pk);
+keyed_by!(LOrderUser, hk_order_user_pk);
+keyed_by!(LOrderProduct, hk_order_product_pk);
+keyed_by!(LProductCategory, hk_product_category_pk);
+keyed_by!(LProductRestaurant, hk_product_restaurant_pk);
+keyed_by!(LOrderProductCategory, hk_order_product_category_pk);
+keyed_by!(SOrderVersion, h_order_pk, update_ts);
+keyed_by!(
+    SOrderProductCategoryEffectivity,
+    hk_order_product_category_pk,
+    update_ts
+);
+
+history!(SUserNames, h_user_pk, hk_user_names_hashdiff);
+history!(
+    SRestaurantNames,
+    h_restaurant_pk,
+    hk_restaurant_names_hashdiff
+);
+history!(SProductNames, h_product_pk, hk_product_names_hashdiff);
+history!(SOrderCost, h_order_pk, hk_order_cost_hashdiff);
+history!(SOrderStatus, h_order_pk, hk_order_status_hashdiff);
+
+/// Every Data Vault row one order version yields, one field per table. Collections are
+/// deduplicated and sorted by key, so loading them in this order takes row locks in a stable
+/// order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VaultRows {
-    pub h_order: HubOrder,
-    pub h_user: Hub,
-    pub h_restaurant: Hub,
-    pub h_products: Vec<Hub>,
-    pub h_categories: Vec<Hub>,
-    pub l_order_user: Link,
-    pub l_order_products: Vec<Link>,
-    pub l_product_categories: Vec<Link>,
-    pub l_product_restaurants: Vec<Link>,
-    pub s_user_names: SatUserNames,
-    pub s_restaurant_names: SatName,
-    pub s_product_names: Vec<SatName>,
-    pub s_order_cost: SatOrderCost,
-    pub s_order_status: SatOrderStatus,
-}
-
-/// A hub row: the hash key and the business key as text.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Hub {
-    pub pk: HashKey,
-    pub business_key: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubOrder {
-    pub pk: HashKey,
-    pub order_id: OrderId,
-    pub order_dt: Timestamp,
-}
-
-/// A link row: its own key and the two hub keys in the column order of the link's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Link {
-    pub pk: HashKey,
-    pub first: HashKey,
-    pub second: HashKey,
-}
-
-impl Link {
-    pub fn new(first: HashKey, second: HashKey) -> Self {
-        Self {
-            pk: HashKey::link(first, second),
-            first,
-            second,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SatUserNames {
-    pub h_user_pk: HashKey,
-    pub username: String,
-    pub userlogin: String,
-    pub hashdiff: HashKey,
-}
-
-/// A names satellite row (`s_product_names`, `s_restaurant_names`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SatName {
-    pub hub_pk: HashKey,
-    pub name: String,
-    pub hashdiff: HashKey,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SatOrderCost {
-    pub h_order_pk: HashKey,
-    pub cost: Amount,
-    pub payment: Amount,
-    pub hashdiff: HashKey,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SatOrderStatus {
-    pub h_order_pk: HashKey,
-    pub status: OrderStatus,
-    pub hashdiff: HashKey,
-}
-
-impl SatName {
-    fn new(hub_pk: HashKey, name: &str) -> Self {
-        Self {
-            hub_pk,
-            name: name.to_owned(),
-            hashdiff: HashKey::hashdiff(&[name]),
-        }
-    }
+    pub h_order: HOrder,
+    pub h_user: HUser,
+    pub h_restaurant: HRestaurant,
+    pub h_products: Vec<HProduct>,
+    pub h_categories: Vec<HCategory>,
+    pub l_order_user: LOrderUser,
+    pub l_order_products: Vec<LOrderProduct>,
+    pub l_product_categories: Vec<LProductCategory>,
+    pub l_product_restaurants: Vec<LProductRestaurant>,
+    pub l_order_product_categories: Vec<LOrderProductCategory>,
+    pub s_user_names: SUserNames,
+    pub s_restaurant_names: SRestaurantNames,
+    pub s_product_names: Vec<SProductNames>,
+    pub s_order_cost: SOrderCost,
+    pub s_order_status: SOrderStatus,
+    pub s_order_version: SOrderVersion,
+    pub s_order_product_category_effectivity: Vec<SOrderProductCategoryEffectivity>,
 }
 
 /// Maps one enriched order version to its Data Vault rows.
 pub fn rows(order: &EnrichedOrder) -> VaultRows {
     let p = &order.payload;
+    let version = p.update_ts;
     let h_order = HashKey::order(p.id);
     let h_user = HashKey::user(&p.user.id);
     let h_restaurant = HashKey::restaurant(&p.restaurant.id);
@@ -117,70 +413,301 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
         categories.insert(category, product.category.clone());
     }
 
-    let mut l_product_categories: Vec<Link> = products
+    let mut l_product_categories: Vec<LProductCategory> = products
         .iter()
-        .map(|(pk, (_, category))| Link::new(*pk, *category))
+        .map(|(pk, (_, category))| LProductCategory::new(*pk, *category))
         .collect();
-    l_product_categories.sort();
+    l_product_categories.sort_by_key(|link| link.hk_product_category_pk);
+    let mut l_order_product_categories: Vec<LOrderProductCategory> = products
+        .iter()
+        .map(|(pk, (_, category))| LOrderProductCategory::new(h_order, *pk, *category))
+        .collect();
+    l_order_product_categories.sort_by_key(|link| link.hk_order_product_category_pk);
     let cost_text = p.cost.to_string();
     let payment_text = p.payment.to_string();
 
     VaultRows {
-        h_order: HubOrder {
-            pk: h_order,
+        h_order: HOrder {
+            h_order_pk: h_order,
             order_id: p.id,
             order_dt: p.date,
         },
-        h_user: Hub {
-            pk: h_user,
-            business_key: p.user.id.to_string(),
+        h_user: HUser {
+            h_user_pk: h_user,
+            user_id: p.user.id.to_string(),
         },
-        h_restaurant: Hub {
-            pk: h_restaurant,
-            business_key: p.restaurant.id.to_string(),
+        h_restaurant: HRestaurant {
+            h_restaurant_pk: h_restaurant,
+            restaurant_id: p.restaurant.id.to_string(),
         },
         h_products: products
             .iter()
-            .map(|(pk, (product, _))| Hub {
-                pk: *pk,
-                business_key: product.id.to_string(),
+            .map(|(pk, (product, _))| HProduct {
+                h_product_pk: *pk,
+                product_id: product.id.to_string(),
             })
             .collect(),
         h_categories: categories
             .iter()
-            .map(|(pk, name)| Hub {
-                pk: *pk,
-                business_key: name.clone(),
+            .map(|(pk, name)| HCategory {
+                h_category_pk: *pk,
+                category_name: name.clone(),
             })
             .collect(),
-        l_order_user: Link::new(h_order, h_user),
-        l_order_products: products.keys().map(|pk| Link::new(h_order, *pk)).collect(),
+        l_order_user: LOrderUser::new(h_order, h_user),
+        l_order_products: products
+            .keys()
+            .map(|pk| LOrderProduct::new(h_order, *pk))
+            .collect(),
         l_product_categories,
         l_product_restaurants: products
             .keys()
-            .map(|pk| Link::new(*pk, h_restaurant))
+            .map(|pk| LProductRestaurant::new(*pk, h_restaurant))
             .collect(),
-        s_user_names: SatUserNames {
+        s_order_product_category_effectivity: l_order_product_categories
+            .iter()
+            .map(|link| SOrderProductCategoryEffectivity {
+                hk_order_product_category_pk: link.hk_order_product_category_pk,
+                update_ts: version,
+            })
+            .collect(),
+        l_order_product_categories,
+        s_user_names: SUserNames {
             h_user_pk: h_user,
             username: p.user.name.clone(),
             userlogin: p.user.login.clone(),
-            hashdiff: HashKey::hashdiff(&[&p.user.name, &p.user.login]),
+            hk_user_names_hashdiff: HashKey::hashdiff(&[&p.user.name, &p.user.login]),
+            update_ts: version,
         },
-        s_restaurant_names: SatName::new(h_restaurant, &p.restaurant.name),
+        s_restaurant_names: SRestaurantNames {
+            h_restaurant_pk: h_restaurant,
+            name: p.restaurant.name.clone(),
+            hk_restaurant_names_hashdiff: HashKey::hashdiff(&[&p.restaurant.name]),
+            update_ts: version,
+        },
         s_product_names: products
             .iter()
-            .map(|(pk, (product, _))| SatName::new(*pk, &product.name))
+            .map(|(pk, (product, _))| SProductNames {
+                h_product_pk: *pk,
+                name: product.name.clone(),
+                hk_product_names_hashdiff: HashKey::hashdiff(&[&product.name]),
+                update_ts: version,
+            })
             .collect(),
-        s_order_cost: SatOrderCost {
+        s_order_cost: SOrderCost {
             h_order_pk: h_order,
             cost: p.cost,
             payment: p.payment,
-            hashdiff: HashKey::hashdiff(&[&cost_text, &payment_text]),
+            hk_order_cost_hashdiff: HashKey::hashdiff(&[&cost_text, &payment_text]),
+            update_ts: version,
         },
-        s_order_status: SatOrderStatus {
+        s_order_status: SOrderStatus {
             h_order_pk: h_order,
             status: p.status,
-            hashdiff: HashKey::hashdiff(&[p.status.as_str()]),
+            hk_order_status_hashdiff: HashKey::hashdiff(&[p.status.as_str()]),
+            update_ts: version,
         },
+        s_order_version: SOrderVersion {
+            h_order_pk: h_order,
+            update_ts: version,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn names<R: Table>() -> Vec<&'static str> {
+        R::columns().iter().map(|c| c.name).collect()
+    }
+
+    fn types<R: Table>() -> Vec<&'static str> {
+        R::columns().iter().map(|c| c.value.sql_type()).collect()
+    }
+
+    fn key(text: &str) -> HashKey {
+        HashKey::of(text)
+    }
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse(text).expect("timestamp")
+    }
+
+    /// Every table: its name, and its columns with their SQL types (SPEC §3.2.1).
+    fn all_tables() -> Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
+        fn of<R: Table>() -> (&'static str, Vec<&'static str>, Vec<&'static str>) {
+            (R::NAME, names::<R>(), types::<R>())
+        }
+        vec![
+            of::<HOrder>(),
+            of::<HUser>(),
+            of::<HRestaurant>(),
+            of::<HProduct>(),
+            of::<HCategory>(),
+            of::<LOrderUser>(),
+            of::<LOrderProduct>(),
+            of::<LProductCategory>(),
+            of::<LProductRestaurant>(),
+            of::<LOrderProductCategory>(),
+            of::<SUserNames>(),
+            of::<SRestaurantNames>(),
+            of::<SProductNames>(),
+            of::<SOrderCost>(),
+            of::<SOrderStatus>(),
+            of::<SOrderVersion>(),
+            of::<SOrderProductCategoryEffectivity>(),
+        ]
+    }
+
+    #[test]
+    fn every_table_has_its_own_name_and_each_column_once() {
+        let tables = all_tables();
+        let distinct: BTreeSet<&str> = tables.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(distinct.len(), tables.len());
+        for (name, columns, _) in &tables {
+            assert!(name.starts_with("dds."), "{name}");
+            let distinct: BTreeSet<&str> = columns.iter().copied().collect();
+            assert_eq!(distinct.len(), columns.len(), "{name}: {columns:?}");
+            assert!(!columns.contains(&"load_dt") && !columns.contains(&"load_src"));
+        }
+    }
+
+    #[test]
+    fn columns_carry_the_names_and_types_of_the_contract() {
+        assert_eq!(names::<HOrder>(), ["h_order_pk", "order_id", "order_dt"]);
+        assert_eq!(types::<HOrder>(), ["uuid", "bigint", "timestamptz"]);
+        assert_eq!(names::<HCategory>(), ["h_category_pk", "category_name"]);
+        assert_eq!(
+            names::<LProductRestaurant>(),
+            [
+                "hk_product_restaurant_pk",
+                "h_product_pk",
+                "h_restaurant_pk"
+            ]
+        );
+        assert_eq!(
+            names::<SUserNames>(),
+            [
+                "h_user_pk",
+                "username",
+                "userlogin",
+                "hk_user_names_hashdiff",
+                "update_ts"
+            ]
+        );
+        assert_eq!(
+            types::<SOrderCost>(),
+            ["uuid", "numeric", "numeric", "uuid", "timestamptz"]
+        );
+        assert_eq!(
+            names::<LOrderProductCategory>(),
+            [
+                "hk_order_product_category_pk",
+                "h_order_pk",
+                "h_product_pk",
+                "h_category_pk"
+            ]
+        );
+        assert_eq!(
+            names::<SOrderProductCategoryEffectivity>(),
+            ["hk_order_product_category_pk", "update_ts"]
+        );
+        assert_eq!(names::<SOrderVersion>(), ["h_order_pk", "update_ts"]);
+    }
+
+    #[test]
+    fn history_satellites_name_hub_and_hashdiff_columns_they_have() {
+        fn check<R: History>() {
+            let columns = names::<R>();
+            assert_eq!(columns[0], R::HUB, "{}", R::NAME);
+            assert!(columns.contains(&R::HASHDIFF), "{}", R::NAME);
+            assert!(columns.contains(&"update_ts"), "{}", R::NAME);
+        }
+        check::<SUserNames>();
+        check::<SRestaurantNames>();
+        check::<SProductNames>();
+        check::<SOrderCost>();
+        check::<SOrderStatus>();
+    }
+
+    #[test]
+    fn each_column_reads_the_field_it_names() {
+        let row = SOrderCost {
+            h_order_pk: key("order"),
+            cost: Amount::from_i64(100),
+            payment: Amount::from_i64(90),
+            hk_order_cost_hashdiff: key("diff"),
+            update_ts: at("2025-02-22 08:00:00"),
+        };
+        for column in SOrderCost::columns() {
+            match (column.name, column.value) {
+                ("h_order_pk", Value::Key(get)) => assert_eq!(get(&row), key("order")),
+                ("cost", Value::Amount(get)) => assert_eq!(get(&row), Amount::from_i64(100)),
+                ("payment", Value::Amount(get)) => assert_eq!(get(&row), Amount::from_i64(90)),
+                ("hk_order_cost_hashdiff", Value::Key(get)) => assert_eq!(get(&row), key("diff")),
+                ("update_ts", Value::Time(get)) => {
+                    assert_eq!(get(&row), at("2025-02-22 08:00:00"))
+                }
+                (name, _) => panic!("unexpected column {name}"),
+            }
+        }
+        let status = SOrderStatus {
+            h_order_pk: key("order"),
+            status: OrderStatus::Cancelled,
+            hk_order_status_hashdiff: key("diff"),
+            update_ts: at("2025-02-22 08:00:00"),
+        };
+        let text = SOrderStatus::columns()
+            .into_iter()
+            .find_map(|c| match c.value {
+                Value::Text(get) if c.name == "status" => Some(get(&status).to_owned()),
+                _ => None,
+            });
+        assert_eq!(text.as_deref(), Some("CANCELLED"));
+        let order = HOrder {
+            h_order_pk: key("order"),
+            order_id: OrderId(2301365),
+            order_dt: at("2025-02-22 08:00:00"),
+        };
+        let id = HOrder::columns().into_iter().find_map(|c| match c.value {
+            Value::BigInt(get) => Some(get(&order)),
+            _ => None,
+        });
+        assert_eq!(id, Some(2301365));
+    }
+
+    #[test]
+    fn insert_once_keys_are_the_primary_keys() {
+        let link = LOrderProductCategory::new(key("o"), key("p"), key("c"));
+        assert_eq!(link.key(), link.hk_order_product_category_pk);
+        let effectivity = SOrderProductCategoryEffectivity {
+            hk_order_product_category_pk: link.hk_order_product_category_pk,
+            update_ts: at("2025-02-22 08:00:00"),
+        };
+        assert_eq!(
+            effectivity.key(),
+            (link.hk_order_product_category_pk, at("2025-02-22 08:00:00"))
+        );
+    }
+
+    #[test]
+    fn the_order_product_category_key_links_its_three_hubs_in_the_order_of_its_name() {
+        let (o, p, c) = (key("o"), key("p"), key("c"));
+        let link = LOrderProductCategory::new(o, p, c);
+        assert_eq!(
+            link.hk_order_product_category_pk,
+            HashKey::of(&format!("{o}_{p}_{c}"))
+        );
+        assert_ne!(
+            link.hk_order_product_category_pk,
+            LOrderProductCategory::new(o, c, p).hk_order_product_category_pk
+        );
+        assert_ne!(
+            link.hk_order_product_category_pk,
+            LOrderProductCategory::new(o, p, key("другая")).hk_order_product_category_pk
+        );
     }
 }

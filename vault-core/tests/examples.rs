@@ -327,9 +327,9 @@ fn an_item_with_an_empty_category_maps_to_the_key_of_the_empty_name() {
     let hub = rows
         .h_categories
         .iter()
-        .find(|h| h.pk == key(EMPTY_CATEGORY_KEY))
+        .find(|h| h.h_category_pk == key(EMPTY_CATEGORY_KEY))
         .expect("a hub for the empty category");
-    assert_eq!(hub.business_key, "");
+    assert_eq!(hub.category_name, "");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use serde_json::Value;
 use vault_core::contract::{EnrichedOrder, EnrichedProduct, OrderStatus};
-use vault_core::vault::{rows, Hub, Link};
+use vault_core::vault::{rows, HCategory, HProduct, VaultRows};
 use vault_core::{decode, EntityId, HashKey, OrderId, Timestamp};
 
 const DDS_MESSAGE: &str = include_str!("data/dds_message.json");
@@ -32,8 +32,12 @@ fn example() -> EnrichedOrder {
     decode::enriched_order(DDS_MESSAGE.as_bytes()).expect("dds example decodes")
 }
 
-fn keys(hubs: &[Hub]) -> BTreeSet<HashKey> {
-    hubs.iter().map(|h| h.pk).collect()
+fn product_keys(hubs: &[HProduct]) -> BTreeSet<HashKey> {
+    hubs.iter().map(|h| h.h_product_pk).collect()
+}
+
+fn category_keys(hubs: &[HCategory]) -> BTreeSet<HashKey> {
+    hubs.iter().map(|h| h.h_category_pk).collect()
 }
 
 fn with_amounts(cost: &str, payment: &str) -> EnrichedOrder {
@@ -53,25 +57,25 @@ fn with_status(status: OrderStatus, update_ts: &str) -> EnrichedOrder {
 #[test]
 fn hub_keys_of_the_example_are_the_spec_test_vectors() {
     let rows = rows(&example());
-    assert_eq!(rows.h_order.pk, key(H_ORDER));
+    assert_eq!(rows.h_order.h_order_pk, key(H_ORDER));
     assert_eq!(rows.h_order.order_id, OrderId(2301365));
     assert_eq!(
         rows.h_order.order_dt,
         Timestamp::parse("2023-08-05T06:28:54+00:00").expect("timestamp")
     );
-    assert_eq!(rows.h_user.pk, key(H_USER));
-    assert_eq!(rows.h_user.business_key, "626a81ce9a8cd1920641e296");
-    assert_eq!(rows.h_restaurant.pk, key(H_RESTAURANT));
-    assert_eq!(rows.h_restaurant.business_key, "a51e4e31ae4602047ec52534");
+    assert_eq!(rows.h_user.h_user_pk, key(H_USER));
+    assert_eq!(rows.h_user.user_id, "626a81ce9a8cd1920641e296");
+    assert_eq!(rows.h_restaurant.h_restaurant_pk, key(H_RESTAURANT));
+    assert_eq!(rows.h_restaurant.restaurant_id, "a51e4e31ae4602047ec52534");
 
     let khachapuri = rows
         .h_products
         .iter()
-        .find(|h| h.pk == key(H_PRODUCT_KHACHAPURI))
+        .find(|h| h.h_product_pk == key(H_PRODUCT_KHACHAPURI))
         .expect("the khachapuri hub");
-    assert_eq!(khachapuri.business_key, "c5b64c8ba71adb08ce4bf7bc");
+    assert_eq!(khachapuri.product_id, "c5b64c8ba71adb08ce4bf7bc");
     assert_eq!(
-        keys(&rows.h_products),
+        product_keys(&rows.h_products),
         [H_PRODUCT_KHACHAPURI, H_PRODUCT_PIE, H_PRODUCT_MORS]
             .map(key)
             .into()
@@ -80,17 +84,17 @@ fn hub_keys_of_the_example_are_the_spec_test_vectors() {
     let pastry = rows
         .h_categories
         .iter()
-        .find(|h| h.pk == key(H_CATEGORY_PASTRY))
+        .find(|h| h.h_category_pk == key(H_CATEGORY_PASTRY))
         .expect("the pastry hub");
-    assert_eq!(pastry.business_key, "Выпечка");
+    assert_eq!(pastry.category_name, "Выпечка");
 }
 
 #[test]
 fn the_order_user_link_of_the_example_is_the_spec_test_vector() {
     let rows = rows(&example());
-    assert_eq!(rows.l_order_user.pk, key(L_ORDER_USER));
-    assert_eq!(rows.l_order_user.first, key(H_ORDER));
-    assert_eq!(rows.l_order_user.second, key(H_USER));
+    assert_eq!(rows.l_order_user.hk_order_user_pk, key(L_ORDER_USER));
+    assert_eq!(rows.l_order_user.h_order_pk, key(H_ORDER));
+    assert_eq!(rows.l_order_user.h_user_pk, key(H_USER));
 }
 
 #[test]
@@ -98,36 +102,42 @@ fn link_keys_are_the_link_of_their_hubs_in_the_order_of_the_table_name() {
     let rows = rows(&example());
     let h_order = key(H_ORDER);
     let h_restaurant = key(H_RESTAURANT);
-    let products = keys(&rows.h_products);
-    let categories = keys(&rows.h_categories);
+    let products = product_keys(&rows.h_products);
+    let categories = category_keys(&rows.h_categories);
 
-    let check = |link: &Link| {
-        assert_eq!(link.pk, HashKey::link(link.first, link.second), "{link:?}");
+    // (link key, first hub, second hub) of every two-hub link of the example.
+    let check = |(pk, first, second): (HashKey, HashKey, HashKey)| {
+        assert_eq!(pk, HashKey::link(first, second), "{pk}");
         assert_ne!(
-            link.pk,
-            HashKey::link(link.second, link.first),
-            "the order of the hubs matters: {link:?}"
+            pk,
+            HashKey::link(second, first),
+            "the order of the hubs matters: {pk}"
         );
     };
 
-    check(&rows.l_order_user);
+    let l = &rows.l_order_user;
+    check((l.hk_order_user_pk, l.h_order_pk, l.h_user_pk));
     assert_eq!(rows.l_order_products.len(), 3);
     for link in &rows.l_order_products {
-        check(link);
-        assert_eq!(link.first, h_order);
-        assert!(products.contains(&link.second));
+        check((link.hk_order_product_pk, link.h_order_pk, link.h_product_pk));
+        assert_eq!(link.h_order_pk, h_order);
+        assert!(products.contains(&link.h_product_pk));
     }
     assert_eq!(rows.l_product_restaurants.len(), 3);
     for link in &rows.l_product_restaurants {
-        check(link);
-        assert!(products.contains(&link.first));
-        assert_eq!(link.second, h_restaurant);
+        check((
+            link.hk_product_restaurant_pk,
+            link.h_product_pk,
+            link.h_restaurant_pk,
+        ));
+        assert!(products.contains(&link.h_product_pk));
+        assert_eq!(link.h_restaurant_pk, h_restaurant);
     }
     let pairs: BTreeSet<(HashKey, HashKey)> = rows
         .l_product_categories
         .iter()
-        .inspect(|link| check(link))
-        .map(|link| (link.first, link.second))
+        .inspect(|l| check((l.hk_product_category_pk, l.h_product_pk, l.h_category_pk)))
+        .map(|link| (link.h_product_pk, link.h_category_pk))
         .collect();
     let expected: BTreeSet<(HashKey, HashKey)> = [
         (H_PRODUCT_KHACHAPURI, H_CATEGORY_PASTRY),
@@ -152,7 +162,7 @@ fn a_product_listed_twice_in_one_order_yields_one_hub_link_and_satellite() {
         .push(order.payload.products[2].clone());
     let rows = rows(&order);
     assert_eq!(rows.h_products.len(), 3);
-    assert_eq!(keys(&rows.h_products).len(), 3);
+    assert_eq!(product_keys(&rows.h_products).len(), 3);
     assert_eq!(rows.l_order_products.len(), 3);
     assert_eq!(rows.l_product_categories.len(), 3);
     assert_eq!(rows.l_product_restaurants.len(), 3);
@@ -164,7 +174,7 @@ fn a_product_listed_twice_in_one_order_yields_one_hub_link_and_satellite() {
 fn two_products_of_one_category_yield_one_category_hub() {
     let rows = rows(&example());
     assert_eq!(
-        keys(&rows.h_categories),
+        category_keys(&rows.h_categories),
         [H_CATEGORY_PASTRY, H_CATEGORY_DRINKS].map(key).into()
     );
     assert_eq!(rows.h_categories.len(), 2);
@@ -176,7 +186,7 @@ fn product_names_satellites_carry_the_menu_names() {
     let names: BTreeSet<(HashKey, &str)> = rows
         .s_product_names
         .iter()
-        .map(|s| (s.hub_pk, s.name.as_str()))
+        .map(|s| (s.h_product_pk, s.name.as_str()))
         .collect();
     let expected: BTreeSet<(HashKey, &str)> = [
         (key(H_PRODUCT_KHACHAPURI), "Хачапури по-аджарски"),
@@ -188,7 +198,7 @@ fn product_names_satellites_carry_the_menu_names() {
     assert_eq!(rows.s_user_names.h_user_pk, key(H_USER));
     assert_eq!(rows.s_user_names.username, "Ирина Павловна Соколова");
     assert_eq!(rows.s_user_names.userlogin, "isokolova");
-    assert_eq!(rows.s_restaurant_names.hub_pk, key(H_RESTAURANT));
+    assert_eq!(rows.s_restaurant_names.h_restaurant_pk, key(H_RESTAURANT));
     assert_eq!(rows.s_restaurant_names.name, "Пекарня у дома");
 }
 
@@ -199,8 +209,8 @@ fn the_status_hashdiff_differs_between_closed_and_cancelled() {
     assert_eq!(closed.s_order_status.status, OrderStatus::Closed);
     assert_eq!(cancelled.s_order_status.status, OrderStatus::Cancelled);
     assert_ne!(
-        closed.s_order_status.hashdiff,
-        cancelled.s_order_status.hashdiff
+        closed.s_order_status.hk_order_status_hashdiff,
+        cancelled.s_order_status.hk_order_status_hashdiff
     );
     assert_eq!(closed.s_order_status.h_order_pk, key(H_ORDER));
 }
@@ -209,7 +219,10 @@ fn the_status_hashdiff_differs_between_closed_and_cancelled() {
 fn the_status_hashdiff_is_equal_for_equal_statuses() {
     let first = rows(&with_status(OrderStatus::Closed, "2023-08-05 06:28:54"));
     let later = rows(&with_status(OrderStatus::Closed, "2023-08-06 10:00:00"));
-    assert_eq!(first.s_order_status.hashdiff, later.s_order_status.hashdiff);
+    assert_eq!(
+        first.s_order_status.hk_order_status_hashdiff,
+        later.s_order_status.hk_order_status_hashdiff
+    );
     let all = [
         OrderStatus::Open,
         OrderStatus::Cooking,
@@ -222,7 +235,7 @@ fn the_status_hashdiff_is_equal_for_equal_statuses() {
         .map(|s| {
             rows(&with_status(*s, "2023-08-05 06:28:54"))
                 .s_order_status
-                .hashdiff
+                .hk_order_status_hashdiff
         })
         .collect();
     assert_eq!(diffs.len(), all.len(), "every status has its own hashdiff");
@@ -233,19 +246,29 @@ fn the_cost_hashdiff_is_the_same_for_1410_and_1410_point_0() {
     let integer = rows(&with_amounts("1410", "1410"));
     let fraction = rows(&with_amounts("1410.0", "1410.00"));
     assert_eq!(
-        integer.s_order_cost.hashdiff,
-        fraction.s_order_cost.hashdiff
+        integer.s_order_cost.hk_order_cost_hashdiff,
+        fraction.s_order_cost.hk_order_cost_hashdiff
     );
     assert_eq!(integer.s_order_cost.cost, fraction.s_order_cost.cost);
 }
 
 #[test]
 fn the_cost_hashdiff_follows_cost_and_payment() {
-    let base = rows(&with_amounts("1410", "1410")).s_order_cost.hashdiff;
-    let cost = rows(&with_amounts("1411", "1410")).s_order_cost.hashdiff;
-    let payment = rows(&with_amounts("1410", "1410.5")).s_order_cost.hashdiff;
-    let swapped_a = rows(&with_amounts("1", "2")).s_order_cost.hashdiff;
-    let swapped_b = rows(&with_amounts("2", "1")).s_order_cost.hashdiff;
+    let base = rows(&with_amounts("1410", "1410"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let cost = rows(&with_amounts("1411", "1410"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let payment = rows(&with_amounts("1410", "1410.5"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let swapped_a = rows(&with_amounts("1", "2"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
+    let swapped_b = rows(&with_amounts("2", "1"))
+        .s_order_cost
+        .hk_order_cost_hashdiff;
     assert_ne!(base, cost);
     assert_ne!(base, payment);
     assert_ne!(cost, payment);
@@ -260,16 +283,19 @@ fn the_names_hashdiffs_follow_the_names() {
     renamed.payload.restaurant.name = "Пекарня у дома 2".to_owned();
     renamed.payload.products[0].name = "Хачапури".to_owned();
     let renamed = rows(&renamed);
-    assert_ne!(base.s_user_names.hashdiff, renamed.s_user_names.hashdiff);
     assert_ne!(
-        base.s_restaurant_names.hashdiff,
-        renamed.s_restaurant_names.hashdiff
+        base.s_user_names.hk_user_names_hashdiff,
+        renamed.s_user_names.hk_user_names_hashdiff
     );
-    let diff_of = |rows: &vault_core::vault::VaultRows, pk: HashKey| {
+    assert_ne!(
+        base.s_restaurant_names.hk_restaurant_names_hashdiff,
+        renamed.s_restaurant_names.hk_restaurant_names_hashdiff
+    );
+    let diff_of = |rows: &VaultRows, pk: HashKey| {
         rows.s_product_names
             .iter()
-            .find(|s| s.hub_pk == pk)
-            .map(|s| s.hashdiff)
+            .find(|s| s.h_product_pk == pk)
+            .map(|s| s.hk_product_names_hashdiff)
             .expect("satellite present")
     };
     assert_ne!(
@@ -332,31 +358,132 @@ proptest! {
         prop_assert_eq!(rows.h_categories.len(), distinct_categories.len());
 
         let hub_business_keys: BTreeSet<&str> =
-            rows.h_products.iter().map(|h| h.business_key.as_str()).collect();
-        prop_assert_eq!(hub_business_keys, distinct_products);
+            rows.h_products.iter().map(|h| h.product_id.as_str()).collect();
+        prop_assert_eq!(hub_business_keys, distinct_products.clone());
         let category_names: BTreeSet<&str> =
-            rows.h_categories.iter().map(|h| h.business_key.as_str()).collect();
+            rows.h_categories.iter().map(|h| h.category_name.as_str()).collect();
         prop_assert_eq!(category_names, distinct_categories);
 
         // In a stable order whatever the order of the items, so loaders take row locks in a
         // stable order. Hubs and `l_product_categories` are sorted by their own key; the
         // order-product and product-restaurant links follow their product hub key.
-        prop_assert!(rows.h_products.windows(2).all(|w| w[0].pk < w[1].pk));
-        prop_assert!(rows.h_categories.windows(2).all(|w| w[0].pk < w[1].pk));
-        prop_assert!(rows.l_product_categories.windows(2).all(|w| w[0].pk < w[1].pk));
-        prop_assert!(rows.l_order_products.windows(2).all(|w| w[0].second < w[1].second));
-        prop_assert!(rows.l_product_restaurants.windows(2).all(|w| w[0].first < w[1].first));
+        prop_assert!(rows.h_products.windows(2).all(|w| w[0].h_product_pk < w[1].h_product_pk));
+        prop_assert!(rows.h_categories.windows(2).all(|w| w[0].h_category_pk < w[1].h_category_pk));
+        prop_assert!(rows.l_product_categories.windows(2).all(|w| w[0].hk_product_category_pk < w[1].hk_product_category_pk));
+        prop_assert!(rows.l_order_products.windows(2).all(|w| w[0].h_product_pk < w[1].h_product_pk));
+        prop_assert!(rows.l_product_restaurants.windows(2).all(|w| w[0].h_product_pk < w[1].h_product_pk));
         let mut reversed = order.clone();
         reversed.payload.products.reverse();
         prop_assert_eq!(vault_core::vault::rows(&reversed), rows.clone());
 
-        for link in rows
-            .l_order_products
-            .iter()
-            .chain(&rows.l_product_categories)
-            .chain(&rows.l_product_restaurants)
-        {
-            prop_assert_eq!(link.pk, HashKey::link(link.first, link.second));
+        for l in &rows.l_order_products {
+            prop_assert_eq!(l.hk_order_product_pk, HashKey::link(l.h_order_pk, l.h_product_pk));
         }
+        for l in &rows.l_product_categories {
+            prop_assert_eq!(
+                l.hk_product_category_pk,
+                HashKey::link(l.h_product_pk, l.h_category_pk)
+            );
+        }
+        for l in &rows.l_product_restaurants {
+            prop_assert_eq!(
+                l.hk_product_restaurant_pk,
+                HashKey::link(l.h_product_pk, l.h_restaurant_pk)
+            );
+        }
+        // The order's effectivity: one three-hub link and one effectivity row per dish.
+        prop_assert_eq!(rows.l_order_product_categories.len(), distinct_products.len());
+        prop_assert_eq!(
+            rows.s_order_product_category_effectivity.len(),
+            distinct_products.len()
+        );
     }
+}
+
+// ---------------------------------------------------------------- effectivity (SPEC §3.3)
+
+fn effective_lines(rows: &VaultRows) -> BTreeSet<(HashKey, HashKey, HashKey, Timestamp)> {
+    let links: std::collections::BTreeMap<HashKey, _> = rows
+        .l_order_product_categories
+        .iter()
+        .map(|l| (l.hk_order_product_category_pk, l))
+        .collect();
+    rows.s_order_product_category_effectivity
+        .iter()
+        .map(|e| {
+            let l = links[&e.hk_order_product_category_pk];
+            (l.h_order_pk, l.h_product_pk, l.h_category_pk, e.update_ts)
+        })
+        .collect()
+}
+
+#[test]
+fn an_order_version_records_each_dish_under_its_category_at_that_version() {
+    let order = example();
+    let rows = rows(&order);
+    let version = order.payload.update_ts;
+    assert_eq!(rows.s_order_version.h_order_pk, key(H_ORDER));
+    assert_eq!(rows.s_order_version.update_ts, version);
+    let expected: BTreeSet<_> = [
+        (H_PRODUCT_KHACHAPURI, H_CATEGORY_PASTRY),
+        (H_PRODUCT_PIE, H_CATEGORY_PASTRY),
+        (H_PRODUCT_MORS, H_CATEGORY_DRINKS),
+    ]
+    .map(|(p, c)| (key(H_ORDER), key(p), key(c), version))
+    .into();
+    assert_eq!(effective_lines(&rows), expected);
+    for l in &rows.l_order_product_categories {
+        assert_eq!(
+            l.hk_order_product_category_pk,
+            HashKey::link3(l.h_order_pk, l.h_product_pk, l.h_category_pk)
+        );
+    }
+}
+
+#[test]
+fn a_dish_moved_to_another_category_is_a_new_link_for_the_later_version() {
+    let first = example();
+    let mut later = example();
+    later.payload.update_ts = Timestamp::parse("2023-08-06 10:00:00").expect("timestamp");
+    later.payload.products[0].category = "Пицца".to_owned();
+    let moved = HashKey::product(&later.payload.products[0].id);
+    let (before, after) = (rows(&first), rows(&later));
+    let category_of = |rows: &VaultRows| {
+        effective_lines(rows)
+            .into_iter()
+            .find(|(_, p, _, _)| *p == moved)
+            .map(|(_, _, c, _)| c)
+    };
+    assert_eq!(category_of(&before), Some(HashKey::category("Выпечка")));
+    assert_eq!(category_of(&after), Some(HashKey::category("Пицца")));
+    let link_of = |rows: &VaultRows| {
+        rows.l_order_product_categories
+            .iter()
+            .find(|l| l.h_product_pk == moved)
+            .map(|l| l.hk_order_product_category_pk)
+    };
+    assert_ne!(link_of(&before), link_of(&after));
+}
+
+#[test]
+fn a_dish_a_later_version_drops_has_no_effectivity_in_it() {
+    let mut later = example();
+    later.payload.update_ts = Timestamp::parse("2023-08-06 10:00:00").expect("timestamp");
+    let dropped = later.payload.products.remove(1);
+    let rows = rows(&later);
+    let dropped = HashKey::product(&dropped.id);
+    assert!(effective_lines(&rows)
+        .iter()
+        .all(|(_, p, _, _)| *p != dropped));
+    assert_eq!(rows.s_order_product_category_effectivity.len(), 2);
+    assert_eq!(rows.s_order_version.update_ts, later.payload.update_ts);
+}
+
+#[test]
+fn a_version_without_dishes_still_records_the_version() {
+    let mut empty = example();
+    empty.payload.products.clear();
+    let rows = rows(&empty);
+    assert!(rows.s_order_product_category_effectivity.is_empty());
+    assert_eq!(rows.s_order_version.update_ts, empty.payload.update_ts);
 }

@@ -16,6 +16,7 @@ pub mod shutdown;
 pub mod stage;
 pub mod status;
 pub mod stores;
+pub mod verify;
 
 pub use app::Application;
 pub use config::{Profile, Settings};

@@ -4,7 +4,10 @@
 //! vaultctl dead-letters list [SERVICE]             pending dead letters, oldest first
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
 //! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
+//! vaultctl verify                                  counters against a recount from the vault
 //! ```
+//! `verify` prints every counter that differs from the recount over the Data Vault (SPEC §3.3)
+//! and exits 1 when there is any, 0 when the datamarts are exact.
 //! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
 //! `--wait` it polls until each hop, in pipeline order, has committed everything on its
 //! topic, and fails when the time runs out.
@@ -15,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
-use vault_runtime::{dead_letter, kafka, stores};
+use vault_runtime::{dead_letter, kafka, stores, verify};
 
 const PROFILE: Profile = Profile {
     service: "vaultctl",
@@ -26,7 +29,7 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -47,6 +50,7 @@ async fn main() -> ExitCode {
         ["dead-letters", "list", rest @ ..] => list(&settings, rest.first().copied()).await,
         ["dead-letters", "replay", rest @ ..] => replay(&settings, &settings.kafka, rest).await,
         ["lag"] => lag(&settings.kafka, None).await,
+        ["verify"] => verify(&settings).await,
         ["lag", "--wait", seconds] => match seconds.parse::<u64>() {
             Ok(seconds) => lag(&settings.kafka, Some(Duration::from_secs(seconds))).await,
             Err(_) => {
@@ -125,5 +129,23 @@ async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()
             })
             .await
         }
+    }
+}
+
+async fn verify(settings: &Settings) -> anyhow::Result<()> {
+    let pool = stores::pg_pool(&settings.postgres);
+    let mut conn = pool.get().await?;
+    let differences = verify::differences(&mut conn).await?;
+    for difference in &differences {
+        println!("{difference}");
+    }
+    if differences.is_empty() {
+        println!("counters match the recount from the Data Vault");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} counter(s) differ from the recount from the Data Vault",
+            differences.len()
+        )
     }
 }

@@ -1,0 +1,387 @@
+//! Order effectivity end to end (SPEC §3.3, clarified): an order counts for the dishes of its
+//! latest version, each under the category it had in that version. A dish moved between
+//! categories in the menu, a dish a later version drops, and the `verify` check that compares
+//! the datamarts with the recount over the Data Vault — all through the real broker, Redis
+//! and Postgres, with expectations from a small model written here from the messages sent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datagen::dictionary::{synthetic, Dictionary};
+use uuid::Uuid;
+use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
+use vault_core::{Amount, OrderId, OrderStatus, RawOrder, Timestamp};
+use vault_runtime::verify;
+use vault_tests::pipeline::Pipeline;
+
+const SETTLE: Duration = Duration::from_secs(180);
+
+/// Counter rows by (user hub key, product or category hub key), as text.
+type Counters = BTreeMap<(String, String), i64>;
+
+/// A hub key computed here, from SPEC §3.1 alone.
+fn hub_key(business_key: &str) -> String {
+    Uuid::new_v3(&Uuid::NAMESPACE_X500, business_key.as_bytes()).to_string()
+}
+
+/// One order version as sent, with what the test knows about it: the category each dish had
+/// in the menu when it was sent.
+#[derive(Debug, Clone)]
+struct Sent {
+    order: i64,
+    minute: i64,
+    user: String,
+    status: OrderStatus,
+    /// (product id, category name)
+    dishes: Vec<(String, String)>,
+}
+
+/// The model of SPEC §3.3: each order's latest version; if CLOSED, +1 for each distinct dish
+/// and each distinct category of that version.
+fn expected(sent: &[Sent]) -> (Counters, Counters) {
+    let mut latest: BTreeMap<i64, &Sent> = BTreeMap::new();
+    for version in sent {
+        let newer = latest
+            .get(&version.order)
+            .is_none_or(|seen| version.minute > seen.minute);
+        if newer {
+            latest.insert(version.order, version);
+        }
+    }
+    let (mut products, mut categories) = (Counters::new(), Counters::new());
+    for version in latest.values() {
+        if version.status != OrderStatus::Closed {
+            continue;
+        }
+        let user = hub_key(&version.user);
+        let mut dishes: Vec<&String> = version.dishes.iter().map(|(p, _)| p).collect();
+        dishes.sort();
+        dishes.dedup();
+        for product in dishes {
+            *products
+                .entry((user.clone(), hub_key(product)))
+                .or_default() += 1;
+        }
+        let mut kinds: Vec<&String> = version.dishes.iter().map(|(_, c)| c).collect();
+        kinds.sort();
+        kinds.dedup();
+        for category in kinds {
+            *categories
+                .entry((user.clone(), hub_key(category)))
+                .or_default() += 1;
+        }
+    }
+    (products, categories)
+}
+
+fn raw_order(d: &Dictionary, version: &Sent, restaurant: usize) -> RawOrder {
+    let base = chrono::DateTime::parse_from_rfc3339("2025-02-22T08:00:00+00:00")
+        .expect("timestamp")
+        .with_timezone(&chrono::Utc);
+    let at = |m: i64| Timestamp::from_datetime(base + chrono::TimeDelta::minutes(m));
+    let r = &d.restaurants[restaurant];
+    let order_items = version
+        .dishes
+        .iter()
+        .map(|(id, _)| {
+            let item = r
+                .menu
+                .iter()
+                .find(|m| m.id.as_str() == id)
+                .expect("a dish of the menu");
+            OrderItem {
+                id: item.id.clone(),
+                price: item.price,
+                quantity: 1,
+                name: None,
+                category: None,
+            }
+        })
+        .collect();
+    let user = d
+        .users
+        .iter()
+        .find(|u| u.id.as_str() == version.user)
+        .expect("a user of the dictionary");
+    RawOrder {
+        object_id: OrderId(version.order),
+        object_type: "order".into(),
+        sent_dttm: at(version.minute),
+        payload: RawPayload {
+            restaurant: EntityRef { id: r.id.clone() },
+            user: EntityRef {
+                id: user.id.clone(),
+            },
+            date: at(0),
+            order_items,
+            bonus_payment: Amount::default(),
+            cost: Amount::from_i64(100),
+            payment: Amount::from_i64(100),
+            bonus_grant: Amount::default(),
+            statuses: vec![StatusChange {
+                status: version.status,
+                dttm: at(version.minute),
+            }],
+            final_status: version.status,
+            update_ts: at(version.minute),
+        },
+    }
+}
+
+async fn send(p: &Pipeline, d: &Dictionary, restaurant: usize, versions: &[&Sent]) {
+    let messages: Vec<(String, Vec<u8>)> = versions
+        .iter()
+        .map(|v| {
+            let order = raw_order(d, v, restaurant);
+            (
+                order.object_id.to_string(),
+                serde_json::to_vec(&order).expect("serialize"),
+            )
+        })
+        .collect();
+    p.produce_raw(&messages).await.expect("produce");
+}
+
+async fn rows(p: &Pipeline, sql: &str) -> Counters {
+    p.db()
+        .await
+        .expect("db")
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect()
+}
+
+/// The datamarts and the recount views both equal the model, and `verify` finds nothing.
+async fn assert_exact(p: &Pipeline, sent: &[Sent], step: &str) {
+    let (products, categories) = expected(sent);
+    let counters = |table: &str, key: &str| {
+        format!(
+            "SELECT user_id::text, {key}::text, order_cnt::bigint FROM {table} WHERE order_cnt > 0"
+        )
+    };
+    assert_eq!(
+        rows(p, &counters("cdm.user_product_counters", "product_id")).await,
+        products,
+        "{step}: product counters"
+    );
+    assert_eq!(
+        rows(p, &counters("cdm.user_category_counters", "category_id")).await,
+        categories,
+        "{step}: category counters"
+    );
+    assert_eq!(
+        rows(p, &counters("cdm.v_user_product_recount", "product_id")).await,
+        products,
+        "{step}: product recount"
+    );
+    assert_eq!(
+        rows(p, &counters("cdm.v_user_category_recount", "category_id")).await,
+        categories,
+        "{step}: category recount"
+    );
+    assert_eq!(differences(p).await, Vec::new(), "{step}: verify");
+}
+
+async fn differences(p: &Pipeline) -> Vec<verify::Difference> {
+    let (pool, _) = p.tools().expect("tools");
+    let mut conn = pool.get().await.expect("a connection");
+    verify::differences(&mut conn).await.expect("verify")
+}
+
+/// A fresh dictionary (its own user and restaurant ids, so the shared Redis holds no other
+/// test's menu under them) whose restaurant 0 has at least two dishes.
+fn dictionary() -> Dictionary {
+    loop {
+        let d = synthetic(Uuid::new_v4().as_u64_pair().0, 2, 1);
+        if d.restaurants[0].menu.len() >= 2 {
+            return d;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dish_moved_between_categories_counts_under_the_category_of_each_orders_version(
+) -> anyhow::Result<()> {
+    let p = Pipeline::start(2).await?;
+    let mut d = dictionary();
+    let soup = "Супы".to_owned();
+    let pizza = "Пицца".to_owned();
+    d.restaurants[0].menu[0].category = soup.clone();
+    p.put_dictionary(&d).await?;
+    let dish = d.restaurants[0].menu[0].id.as_str().to_owned();
+    let user = d.users[0].id.as_str().to_owned();
+    let version = |order, minute, status, category: &String| Sent {
+        order,
+        minute,
+        user: user.clone(),
+        status,
+        dishes: vec![(dish.clone(), category.clone())],
+    };
+    let order = 7_100_000;
+
+    // The first order is CLOSED while the dish is a soup.
+    let mut sent = vec![version(order, 10, OrderStatus::Closed, &soup)];
+    send(&p, &d, 0, &[&sent[0]]).await;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &sent, "first order closed").await;
+
+    // The menu files the dish under pizza; the second order is CLOSED with it.
+    // (`put_dictionary` never overwrites a key; the menu change must.)
+    d.restaurants[0].menu[0].category = pizza.clone();
+    let restaurant = &d.restaurants[0];
+    p.put_redis(restaurant.id.as_str(), &serde_json::to_string(restaurant)?)
+        .await?;
+    sent.push(version(order + 1, 20, OrderStatus::Closed, &pizza));
+    send(&p, &d, 0, &[&sent[1]]).await;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &sent, "second order closed").await;
+    let (_, categories) = expected(&sent);
+    let user_key = hub_key(&user);
+    assert_eq!(categories[&(user_key.clone(), hub_key(&soup))], 1);
+    assert_eq!(categories[&(user_key.clone(), hub_key(&pizza))], 1);
+
+    // The first order is CANCELLED (enriched now, when the dish is a pizza): soups go to 0,
+    // pizza stays 1.
+    sent.push(version(order, 30, OrderStatus::Cancelled, &pizza));
+    send(&p, &d, 0, &[&sent[2]]).await;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &sent, "first order cancelled").await;
+    let (products, categories) = expected(&sent);
+    assert!(!categories.contains_key(&(user_key.clone(), hub_key(&soup))));
+    assert_eq!(categories[&(user_key.clone(), hub_key(&pizza))], 1);
+    assert_eq!(products[&(user_key, hub_key(&dish))], 1);
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dish_a_later_version_drops_stops_counting_for_that_order() -> anyhow::Result<()> {
+    let p = Pipeline::start(2).await?;
+    let mut d = dictionary();
+    d.restaurants[0].menu[0].category = "Супы".to_owned();
+    d.restaurants[0].menu[1].category = "Десерты".to_owned();
+    p.put_dictionary(&d).await?;
+    let dish = |i: usize| {
+        let item = &d.restaurants[0].menu[i];
+        (item.id.as_str().to_owned(), item.category.clone())
+    };
+    let (first_user, other_user) = (
+        d.users[0].id.as_str().to_owned(),
+        d.users[1].id.as_str().to_owned(),
+    );
+    let order = 7_200_000;
+    let both = Sent {
+        order,
+        minute: 10,
+        user: first_user.clone(),
+        status: OrderStatus::Closed,
+        dishes: vec![dish(0), dish(1)],
+    };
+    let other = Sent {
+        order: order + 1,
+        minute: 10,
+        user: other_user,
+        status: OrderStatus::Closed,
+        dishes: vec![dish(1)],
+    };
+    let mut sent = vec![both.clone(), other.clone()];
+    send(&p, &d, 0, &[&both, &other]).await;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &sent, "both dishes closed").await;
+
+    // A later version drops the dessert; a late duplicate of the older version follows it in
+    // the same stream and must change nothing.
+    let dropped = Sent {
+        minute: 20,
+        dishes: vec![dish(0)],
+        ..both.clone()
+    };
+    sent.extend([dropped.clone(), both.clone()]);
+    send(&p, &d, 0, &[&dropped, &both]).await;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &sent, "dessert dropped").await;
+    let (products, categories) = expected(&sent);
+    let user_key = hub_key(&first_user);
+    assert!(!products.contains_key(&(user_key.clone(), hub_key(&dish(1).0))));
+    assert!(!categories.contains_key(&(user_key.clone(), hub_key("Десерты"))));
+    assert_eq!(products[&(user_key, hub_key(&dish(0).0))], 1);
+    // The vault keeps the history: the dropped dish is still linked to the order, with an
+    // effectivity row at the first version only.
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM dds.l_order_product_category l \
+             JOIN dds.h_order o USING (h_order_pk) WHERE o.order_id = {order}"
+        ))
+        .await?,
+        2
+    );
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM dds.s_order_product_category_effectivity e \
+             JOIN dds.l_order_product_category l USING (hk_order_product_category_pk) \
+             JOIN dds.h_order o USING (h_order_pk) WHERE o.order_id = {order}"
+        ))
+        .await?,
+        3,
+        "two dishes at the first version, one at the second"
+    );
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_nothing_on_exact_counters_and_every_corrupted_one() -> anyhow::Result<()> {
+    let p = Pipeline::start(2).await?;
+    let d = dictionary();
+    p.put_dictionary(&d).await?;
+    let user = d.users[0].id.as_str().to_owned();
+    let (dish, category) = {
+        let item = &d.restaurants[0].menu[0];
+        (item.id.as_str().to_owned(), item.category.clone())
+    };
+    let order = 7_300_000;
+    let sent = vec![Sent {
+        order,
+        minute: 10,
+        user: user.clone(),
+        status: OrderStatus::Closed,
+        dishes: vec![(dish.clone(), category.clone())],
+    }];
+    send(&p, &d, 0, &[&sent[0]]).await;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &sent, "one order closed").await;
+
+    let db = p.db().await?;
+    db.execute(
+        "UPDATE cdm.user_category_counters SET order_cnt = order_cnt + 4 \
+         WHERE user_id = $1::text::uuid AND category_id = $2::text::uuid",
+        &[&hub_key(&user), &hub_key(&category)],
+    )
+    .await?;
+    let found = differences(&p).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let difference = &found[0];
+    assert_eq!(difference.counter, verify::Counter::Category);
+    assert_eq!(difference.user_id.to_string(), hub_key(&user));
+    assert_eq!(difference.item_id.to_string(), hub_key(&category));
+    assert_eq!((difference.counted, difference.recounted), (5, 1));
+    assert_eq!(difference.item_name.as_deref(), Some(category.as_str()));
+
+    // A counter the datamart lost is a difference too.
+    db.execute(
+        "DELETE FROM cdm.user_product_counters WHERE user_id = $1::text::uuid",
+        &[&hub_key(&user)],
+    )
+    .await?;
+    let found = differences(&p).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    let lost = found
+        .iter()
+        .find(|f| f.counter == verify::Counter::Product)
+        .expect("the lost product counter");
+    assert_eq!(lost.item_id.to_string(), hub_key(&dish));
+    assert_eq!((lost.counted, lost.recounted), (0, 1));
+    assert_eq!(p.counter_mismatches().await?, 2);
+    p.shutdown().await
+}
