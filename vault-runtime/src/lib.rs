@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod failure;
 pub mod http;
 pub mod kafka;
+pub mod rewind;
 pub mod shutdown;
 pub mod status;
 pub mod stores;

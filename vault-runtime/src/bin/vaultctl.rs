@@ -4,10 +4,17 @@
 //! vaultctl dead-letters list [SERVICE]             pending dead letters, oldest first
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
 //! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
+//! vaultctl replay --service S --from T|N|P:N,...   rewind a service's group to reprocess
+//!          [--dry-run] [--wait SECONDS] [--group G] [--topic T]
 //! ```
 //! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
 //! `--wait` it polls until each hop, in pipeline order, has committed everything on its
 //! topic, and fails when the time runs out.
+//! `replay` rewinds the consumer group of service S (`stg`, `dds`, `cdm`; default group and
+//! topic names unless `--group`/`--topic` say otherwise) to an RFC 3339 timestamp, an offset
+//! for every partition or offsets per partition, after showing what moves; it refuses while
+//! the group has active members (stop the service first, or `--wait`). See
+//! `vault_runtime::rewind`.
 //! Connection settings come from the environment, as for the services (`DATABASE_URL` or
 //! `PG_WAREHOUSE_*`, `KAFKA_BOOTSTRAP_SERVERS` or `KAFKA_HOST`/`KAFKA_PORT`, ...).
 
@@ -15,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
-use vault_runtime::{dead_letter, kafka, stores};
+use vault_runtime::{dead_letter, kafka, rewind, stores};
 
 const PROFILE: Profile = Profile {
     service: "vaultctl",
@@ -26,11 +33,21 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--group G] [--topic T]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("replay") {
+        // Only Kafka is involved: no database settings needed.
+        return match KafkaSettings::from(&ProcessEnv, PROFILE) {
+            Ok(kafka) => replay_group(&kafka, &args[1..]).await,
+            Err(error) => {
+                eprintln!("vaultctl: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match Settings::from(&ProcessEnv, PROFILE) {
         Ok(settings) => settings,
         Err(error) => {
@@ -126,4 +143,64 @@ async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()
             .await
         }
     }
+}
+
+/// `vaultctl replay ...`: exit 0 when rewound (or planned, with `--dry-run`), 1 when refused
+/// or failed, 2 on bad arguments.
+async fn replay_group(kafka: &KafkaSettings, args: &[String]) -> ExitCode {
+    let request = match replay_request(args) {
+        Ok(request) => request,
+        Err(problem) => {
+            eprintln!("vaultctl replay: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match rewind::replay(kafka, &request, |line| println!("{line}")).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vaultctl replay: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay_request(args: &[String]) -> Result<rewind::Request, String> {
+    let (mut service, mut from, mut group, mut topic) = (None, None, None, None);
+    let (mut dry_run, mut wait) = (false, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--service" => service = Some(value()?),
+            "--from" => from = Some(value()?),
+            "--group" => group = Some(value()?),
+            "--topic" => topic = Some(value()?),
+            "--wait" => {
+                let seconds: u64 = value()?
+                    .parse()
+                    .map_err(|_| "--wait takes whole seconds".to_owned())?;
+                wait = Some(Duration::from_secs(seconds));
+            }
+            "--dry-run" => dry_run = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let service = service.ok_or("--service is required")?;
+    let (default_group, default_topic) = rewind::default_hop(&service)
+        .ok_or_else(|| format!("unknown service {service} (stg, dds or cdm)"))?;
+    let from = from
+        .ok_or("--from is required")?
+        .parse()
+        .map_err(|e: rewind::StartError| e.to_string())?;
+    Ok(rewind::Request {
+        group: group.unwrap_or_else(|| default_group.to_owned()),
+        topic: topic.unwrap_or_else(|| default_topic.to_owned()),
+        from,
+        dry_run,
+        wait,
+    })
 }
