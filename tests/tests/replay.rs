@@ -185,11 +185,16 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         as_committed(&zeros)
     );
 
-    // dds from the middle of its topic, by offsets per partition; cdm from offset 0.
+    // dds from the middle of its topic, by offsets per partition; cdm from offset 0. Both
+    // are stopped; the wait only covers a broker that takes a moment to forget a member.
     let halves: BTreeMap<i32, i64> = enriched_ends.iter().map(|(p, end)| (*p, end / 2)).collect();
+    let stopped = |service: Service, topic: &str, from: Start| Request {
+        wait: Some(Duration::from_secs(60)),
+        ..request(service, topic, from)
+    };
     let dds_plan = rewind::replay(
         &kafka,
-        &request(
+        &stopped(
             Service::Dds,
             &p.enriched_topic,
             Start::Offsets(halves.clone()),
@@ -204,7 +209,7 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
     );
     let cdm_plan = rewind::replay(
         &kafka,
-        &request(Service::Cdm, &p.counter_topic, Start::Offset(0)),
+        &stopped(Service::Cdm, &p.counter_topic, Start::Offset(0)),
         |_| {},
     )
     .await?;

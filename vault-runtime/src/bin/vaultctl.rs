@@ -204,3 +204,46 @@ fn replay_request(args: &[String]) -> Result<rewind::Request, String> {
         wait,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn replay_takes_the_service_defaults_unless_told_otherwise() {
+        let request = replay_request(&args("--service dds --from 0:10,2:7 --dry-run"))
+            .expect("a valid request");
+        assert_eq!(request.group, "service-dds");
+        assert_eq!(request.topic, "dds_service");
+        assert!(request.dry_run);
+        assert_eq!(request.wait, None);
+
+        let request = replay_request(&args(
+            "--service stg --from 2026-11-22T15:00:00Z --wait 30 --group g --topic t",
+        ))
+        .expect("a valid request");
+        assert_eq!((request.group.as_str(), request.topic.as_str()), ("g", "t"));
+        assert_eq!(request.wait, Some(Duration::from_secs(30)));
+        assert!(!request.dry_run);
+    }
+
+    #[test]
+    fn replay_names_what_is_wrong_with_its_arguments() {
+        for (line, problem) in [
+            ("--from 0", "--service is required"),
+            ("--service stg", "--from is required"),
+            ("--service datagen --from 0", "unknown service"),
+            ("--service stg --from soon", "RFC 3339"),
+            ("--service stg --from 0 --wait", "--wait needs a value"),
+            ("--service stg --from 0 --wait 1.5", "whole seconds"),
+            ("--service stg --from 0 --force", "unknown argument --force"),
+        ] {
+            let error = replay_request(&args(line)).expect_err(line);
+            assert!(error.contains(problem), "{line}: {error}");
+        }
+    }
+}
