@@ -6,7 +6,8 @@
 //! - headers, message timestamps and gzip, lz4 and snappy compression round-trip;
 //! - the idempotent producer obtains a producer id and delivers without gap or duplicate;
 //! - a group's members can be listed and described, offsets looked up by timestamp, and a
-//!   group without members rewound from outside (what `vaultctl replay` relies on);
+//!   group without members rewound from outside, while a commit from outside to a group with
+//!   a member is refused (what `vaultctl replay` relies on);
 //! - zstd is not available in this client build;
 //! - Nisshi refuses transactions, and delays a new group's first assignment by its initial
 //!   rebalance delay (3 s by default; `scripts/stack.sh` starts it with 0 s).
@@ -341,11 +342,21 @@ async fn a_group_can_be_described_looked_up_by_time_and_rewound_from_outside_whe
         described.iter().map(|(_, members)| members).sum::<usize>() == 1,
         "while a member consumes: {described:?}"
     );
-    // From outside, while a member is in the group.
     let mut rewind = TopicPartitionList::new();
     rewind.add_partition_offset(&topic, 0, Offset::Offset(2))?;
+    // From outside, while a member is in the group: refused (Nisshi answers UNKNOWN_MEMBER_ID,
+    // as Kafka does), and the member's offset stays.
     let while_active = outsider.commit(&rewind, CommitMode::Sync);
+    ensure!(
+        while_active.is_err(),
+        "an outside commit to a group with a member was accepted"
+    );
     eprintln!("an outside commit while the group has a member: {while_active:?}");
+    let committed = stack.committed_offsets(&group, &topic).await?;
+    ensure!(
+        committed == BTreeMap::from([(0, Some(7))]),
+        "after the refused commit: {committed:?}"
+    );
     drop(member);
 
     let described = describe(&outsider, &group)?;
