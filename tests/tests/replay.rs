@@ -89,6 +89,7 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         from,
         dry_run: false,
         wait: None,
+        allow_skip: false,
     };
     let an_hour_ago = Start::Timestamp(Utc::now() - TimeDelta::hours(1));
 
@@ -138,6 +139,7 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         |line| said.push(line.to_owned()),
     )
     .await?;
+    eprintln!("{}", said.join("\n"));
     assert_eq!(dry.targets(), expected_targets, "{}", said.join("\n"));
     assert!(said.iter().any(|line| line.contains("dry run")), "{said:?}");
     assert!(dry.reprocessed() > 0 && dry.reprocessed() < messages.len() as i64);
@@ -192,6 +194,24 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         wait: Some(Duration::from_secs(60)),
         ..request(service, topic, from)
     };
+    // Forward past what the group has not processed yet is refused unless asked for: those
+    // messages would never be counted.
+    let skipping = rewind::replay(
+        &kafka,
+        &stopped(Service::Stg, &p.raw_topic, Start::Offset(5)),
+        |_| {},
+    )
+    .await
+    .expect_err("a rewind that skips unprocessed messages");
+    assert!(
+        matches!(&skipping, RewindError::WouldSkip { partitions, .. } if partitions.len() == 3),
+        "{skipping}"
+    );
+    assert_eq!(
+        committed(&p, Service::Stg, &p.raw_topic).await,
+        as_committed(&zeros)
+    );
+
     let dds_plan = rewind::replay(
         &kafka,
         &stopped(

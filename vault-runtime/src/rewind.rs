@@ -133,6 +133,14 @@ pub struct Move {
     pub clamped: bool,
 }
 
+impl Move {
+    /// Whether the move jumps over messages the group has not processed yet: they would never
+    /// be processed, and the counters would stop being exact.
+    pub fn skips(&self) -> bool {
+        self.target > self.committed.unwrap_or(self.low)
+    }
+}
+
 /// A rewind worked out but not done: what [`apply`] will commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -149,6 +157,15 @@ impl Plan {
             .iter()
             .map(|m| m.committed.unwrap_or(m.low) - m.target)
             .sum()
+    }
+
+    /// The partitions where the move skips unprocessed messages (see [`Move::skips`]).
+    pub fn skipping(&self) -> Vec<i32> {
+        self.moves
+            .iter()
+            .filter(|m| m.skips())
+            .map(|m| m.partition)
+            .collect()
     }
 
     /// The new offsets, by partition.
@@ -199,6 +216,11 @@ pub enum RewindError {
         members.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     )]
     ActiveMembers { group: String, members: Vec<Member> },
+    #[error(
+        "the rewind of {group} would skip messages it has not processed on partitions \
+         {partitions:?}: they would never be counted; pass --allow-skip if that is what you want"
+    )]
+    WouldSkip { group: String, partitions: Vec<i32> },
     #[error("consumer group {group} still had active members after {waited:?}")]
     StillActive { group: String, waited: Duration },
     #[error("topic {topic} does not exist")]
@@ -449,6 +471,8 @@ pub struct Request {
     pub dry_run: bool,
     /// Wait this long for the group to become empty instead of refusing at once.
     pub wait: Option<Duration>,
+    /// Allow moving past messages the group has not processed (they are never processed).
+    pub allow_skip: bool,
 }
 
 /// Plans the rewind, tells `say` what it will do, and does it (unless a dry run). Returns the
@@ -462,6 +486,13 @@ pub async fn replay(
     say(&plan.to_string());
     let active = members(settings, &request.group).await?;
     if request.dry_run {
+        let skipping = plan.skipping();
+        if !skipping.is_empty() && !request.allow_skip {
+            say(&format!(
+                "this skips unprocessed messages on partitions {skipping:?}: a real run needs \
+                 --allow-skip"
+            ));
+        }
         if !active.is_empty() {
             say(&format!(
                 "the group has {} active member(s) now: stop the service before rewinding",
@@ -488,8 +519,15 @@ pub async fn replay(
         plan = self::plan(settings, &request.group, &request.topic, &request.from).await?;
         say(&plan.to_string());
     }
+    let skipping = plan.skipping();
+    if !skipping.is_empty() && !request.allow_skip {
+        return Err(RewindError::WouldSkip {
+            group: plan.group.clone(),
+            partitions: skipping,
+        });
+    }
     apply(settings, &plan).await?;
-    say("done: the service reprocesses from there when it starts");
+    say("done: the service goes on from these offsets when it starts");
     Ok(plan)
 }
 
@@ -543,6 +581,24 @@ mod tests {
     }
 
     #[test]
+    fn a_move_past_what_the_group_processed_skips() {
+        let at = |committed: Option<i64>, target: i64| Move {
+            partition: 0,
+            committed,
+            target,
+            low: 3,
+            high: 50,
+            clamped: false,
+        };
+        assert!(at(Some(10), 11).skips());
+        assert!(!at(Some(10), 10).skips());
+        assert!(!at(Some(10), 0).skips());
+        // Nothing committed: the group would start at the log's start.
+        assert!(at(None, 4).skips());
+        assert!(!at(None, 3).skips());
+    }
+
+    #[test]
     fn the_plan_says_what_moves_and_how_much_is_processed_again() {
         let plan = Plan {
             group: "service-stg".into(),
@@ -568,6 +624,7 @@ mod tests {
             ],
         };
         assert_eq!(plan.reprocessed(), 40);
+        assert!(plan.skipping().is_empty());
         let text = plan.to_string();
         assert!(
             text.contains("partition   0: committed         40 ->          0"),

@@ -5,7 +5,7 @@
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
 //! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
 //! vaultctl replay --service S --from T|N|P:N,...   rewind a service's group to reprocess
-//!          [--dry-run] [--wait SECONDS] [--group G] [--topic T]
+//!          [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]
 //! ```
 //! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
 //! `--wait` it polls until each hop, in pipeline order, has committed everything on its
@@ -13,7 +13,8 @@
 //! `replay` rewinds the consumer group of service S (`stg`, `dds`, `cdm`; default group and
 //! topic names unless `--group`/`--topic` say otherwise) to an RFC 3339 timestamp, an offset
 //! for every partition or offsets per partition, after showing what moves; it refuses while
-//! the group has active members (stop the service first, or `--wait`). See
+//! the group has active members (stop the service first, or `--wait`), and refuses to move
+//! past messages the group has not processed unless `--allow-skip`. See
 //! `vault_runtime::rewind`.
 //! Connection settings come from the environment, as for the services (`DATABASE_URL` or
 //! `PG_WAREHOUSE_*`, `KAFKA_BOOTSTRAP_SERVERS` or `KAFKA_HOST`/`KAFKA_PORT`, ...).
@@ -33,7 +34,7 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--group G] [--topic T]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -166,7 +167,7 @@ async fn replay_group(kafka: &KafkaSettings, args: &[String]) -> ExitCode {
 
 fn replay_request(args: &[String]) -> Result<rewind::Request, String> {
     let (mut service, mut from, mut group, mut topic) = (None, None, None, None);
-    let (mut dry_run, mut wait) = (false, None);
+    let (mut dry_run, mut allow_skip, mut wait) = (false, false, None);
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -186,6 +187,7 @@ fn replay_request(args: &[String]) -> Result<rewind::Request, String> {
                 wait = Some(Duration::from_secs(seconds));
             }
             "--dry-run" => dry_run = true,
+            "--allow-skip" => allow_skip = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -202,6 +204,7 @@ fn replay_request(args: &[String]) -> Result<rewind::Request, String> {
         from,
         dry_run,
         wait,
+        allow_skip,
     })
 }
 
@@ -229,6 +232,12 @@ mod tests {
         assert_eq!((request.group.as_str(), request.topic.as_str()), ("g", "t"));
         assert_eq!(request.wait, Some(Duration::from_secs(30)));
         assert!(!request.dry_run);
+        assert!(!request.allow_skip);
+        assert!(
+            replay_request(&args("--service cdm --from 5 --allow-skip"))
+                .expect("a valid request")
+                .allow_skip
+        );
     }
 
     #[test]
