@@ -10,7 +10,8 @@
 //! [`Stack::committed_offsets`].
 //!
 //! [`pipeline`] builds on this: the three services started in-process on a fresh database and
-//! unique topics. [`servers`] runs Redis, Postgres or a broker of a test's own, for the tests
+//! unique topics. [`oracle`] is the independent model of the counters the end-to-end tests
+//! compare the datamarts with. [`servers`] runs Redis, Postgres or a broker of a test's own, for the tests
 //! that crash and restart a dependency.
 //!
 //! Where each dependency comes from, first match wins:
@@ -30,8 +31,10 @@
 //! them.
 
 pub mod expect;
+pub mod oracle;
 pub mod pipeline;
 pub mod process;
+pub mod produce;
 pub mod servers;
 
 use std::{

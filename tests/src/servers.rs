@@ -123,11 +123,18 @@ impl PrivateRedis {
 /// offsets survive a restart). The binary is `$NISSHI_BIN`, else the one `scripts/stack.sh`
 /// caches, else `nisshi` on `PATH`.
 #[derive(Debug)]
-pub struct PrivateBroker(Scratch);
+pub struct PrivateBroker(Scratch, Option<&'static str>);
 
 impl PrivateBroker {
+    /// Starts one whose groups get their first assignment without delay, as the stack's.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut broker = Self(Scratch::new("vaultline-broker")?);
+        Self::start_with_rebalance_delay(Some("0s")).await
+    }
+
+    /// Starts one with `--group-initial-rebalance-delay` set to `delay` (`None`: Nisshi's
+    /// default).
+    pub async fn start_with_rebalance_delay(delay: Option<&'static str>) -> anyhow::Result<Self> {
+        let mut broker = Self(Scratch::new("vaultline-broker")?, delay);
         broker.restart().await?;
         Ok(broker)
     }
@@ -149,7 +156,11 @@ impl PrivateBroker {
                 &url,
             ])
             .args(["--storage-engine", "sqlite://broker.db"])
-            .args(["--group-initial-rebalance-delay", "0s"])
+            .args(
+                self.1
+                    .iter()
+                    .flat_map(|delay| ["--group-initial-rebalance-delay", delay]),
+            )
             .current_dir(&self.0.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

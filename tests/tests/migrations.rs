@@ -1,6 +1,6 @@
 //! The warehouse schema against a real Postgres: what it creates, that applying it again is a
 //! no-op, that replicas starting together apply it once, and that Data Vault rows are
-//! insert-only.
+//! insert-only (no UPDATE, DELETE or TRUNCATE).
 
 use vault_tests::stack;
 
@@ -129,6 +129,28 @@ async fn data_vault_rows_and_the_counter_floor_are_enforced_by_the_database() ->
         update.to_string().contains("insert-only") || format!("{update:?}").contains("insert-only"),
         "{update:?}"
     );
+    for statement in [
+        "DELETE FROM dds.h_user",
+        "DELETE FROM dds.h_user WHERE user_id = '626a81ce9a8cd1920641e296'",
+        "TRUNCATE dds.h_user",
+        "TRUNCATE dds.h_user CASCADE",
+    ] {
+        let refused = db
+            .batch_execute(statement)
+            .await
+            .expect_err("hubs are insert-only");
+        assert!(
+            format!("{refused:?}").contains("insert-only"),
+            "{statement}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        db.query_one("SELECT count(*) FROM dds.h_user", &[])
+            .await?
+            .get::<_, i64>(0),
+        1,
+        "the row survived"
+    );
     let negative = db
         .batch_execute(
             "INSERT INTO cdm.user_product_counters (user_id, product_id, product_name, order_cnt) \
@@ -136,5 +158,60 @@ async fn data_vault_rows_and_the_counter_floor_are_enforced_by_the_database() ->
         )
         .await;
     assert!(negative.is_err(), "order_cnt must not go below zero");
+    Ok(())
+}
+
+/// Every hub, link and satellite refuses UPDATE, DELETE and TRUNCATE, even when no row
+/// matches (a statement that would change history is a bug whether or not it finds rows
+/// today); the tables that are state, not history, stay writable.
+#[tokio::test]
+async fn every_data_vault_table_refuses_update_delete_and_truncate() -> anyhow::Result<()> {
+    let url = stack().await.fresh_database().await?;
+    vault_migrations::run(&url).await?;
+    let db = client(&url).await?;
+    let tables: Vec<String> = db
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'dds' \
+             AND table_type = 'BASE TABLE' AND table_name ~ '^[hls]_' ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(tables.len() >= 14, "hubs, links and satellites: {tables:?}");
+    for table in &tables {
+        let column: String = db
+            .query_one(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = 'dds' AND table_name = $1 ORDER BY ordinal_position \
+                 LIMIT 1",
+                &[table],
+            )
+            .await?
+            .get(0);
+        for statement in [
+            format!("UPDATE dds.{table} SET {column} = {column}"),
+            format!("DELETE FROM dds.{table}"),
+            format!("TRUNCATE dds.{table}"),
+        ] {
+            let refused = db
+                .batch_execute(&statement)
+                .await
+                .expect_err("the Data Vault is insert-only");
+            assert!(
+                format!("{refused:?}").contains("insert-only"),
+                "{statement}: {refused:?}"
+            );
+        }
+    }
+    // State tables are not history: the services update them.
+    for statement in [
+        "DELETE FROM dds.order_load_state",
+        "UPDATE cdm.order_state SET counted = false",
+        "DELETE FROM cdm.user_product_counters",
+    ] {
+        db.batch_execute(statement).await?;
+    }
     Ok(())
 }

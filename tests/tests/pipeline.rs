@@ -1,15 +1,15 @@
 //! End to end: orders through the real broker, Redis and Postgres, all services in-process,
 //! each test on its own database, topics and consumer groups.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use datagen::dictionary::{synthetic, Dictionary};
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
-use vault_core::counter::{recount, OrderVersion};
-use vault_core::{events, Amount, EntityId, HashKey, OrderId, OrderStatus, RawOrder, Timestamp};
+use vault_core::{Amount, EntityId, HashKey, OrderId, OrderStatus, RawOrder, Timestamp};
+use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
 use vault_tests::{eventually, unique};
 
@@ -76,65 +76,18 @@ fn message(order: &RawOrder) -> (String, Vec<u8>) {
     )
 }
 
-/// Counter rows by (user id, product or category id), as text.
-type Counters = BTreeMap<(String, String), i64>;
-
-/// What the datamarts must hold after `orders`, computed by the pure library alone.
-fn expected_counters(d: &Dictionary, orders: &[RawOrder]) -> (Counters, Counters) {
-    let users: HashMap<&EntityId, _> = d.users.iter().map(|u| (&u.id, u)).collect();
-    let restaurants: HashMap<&EntityId, _> = d.restaurants.iter().map(|r| (&r.id, r)).collect();
-    let versions: Vec<OrderVersion> = orders
-        .iter()
-        .map(|o| {
-            let enriched = vault_core::enrich::enrich(
-                o,
-                users.get(&o.payload.user.id).copied(),
-                restaurants.get(&o.payload.restaurant.id).copied(),
-            )
-            .expect("enrichable");
-            events::order_version(&events::cdm_events(&enriched)).expect("events")
-        })
-        .collect();
-    let counts = recount(&versions);
-    let key = |(a, b): &(HashKey, HashKey)| (a.to_string(), b.to_string());
-    (
-        counts.products.iter().map(|(k, v)| (key(k), *v)).collect(),
-        counts
-            .categories
-            .iter()
-            .map(|(k, v)| (key(k), *v))
-            .collect(),
-    )
-}
-
-async fn stored_counters(p: &Pipeline, table: &str, key: &str) -> Counters {
-    let client = p.db().await.expect("db");
-    client
-        .query(
-            &format!(
-                "SELECT user_id::text, {key}::text, order_cnt::bigint FROM {table} \
-                 WHERE order_cnt > 0"
-            ),
-            &[],
-        )
-        .await
-        .expect("counters")
-        .iter()
-        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-        .collect()
-}
-
+/// The datamarts hold exactly what the independent model (`vault_tests::oracle`) computes
+/// from the messages sent and the dictionary, and agree with the recount over the Data Vault.
 async fn assert_counters_match(p: &Pipeline, d: &Dictionary, sent: &[RawOrder]) {
-    let (products, categories) = expected_counters(d, sent);
-    assert_eq!(
-        stored_counters(p, "cdm.user_product_counters", "product_id").await,
-        products
-    );
-    assert_eq!(
-        stored_counters(p, "cdm.user_category_counters", "category_id").await,
-        categories
-    );
-    assert_eq!(p.counter_mismatches().await.expect("recount"), 0);
+    let mut model = Model::new();
+    model.dictionary(d);
+    for order in sent {
+        let (_, payload) = message(order);
+        model
+            .sent(&payload)
+            .expect("the test sent a countable order");
+    }
+    assert_exact(p, &model).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod monitor;
+pub mod rewind;
 pub mod shutdown;
 pub mod stage;
 pub mod status;

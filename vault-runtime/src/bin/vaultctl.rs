@@ -5,12 +5,20 @@
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
 //! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
 //! vaultctl verify                                  counters against a recount from the vault
+//! vaultctl replay --service S --from T|N|P:N,...   rewind a service's group to reprocess
+//!          [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]
 //! ```
 //! `verify` prints every counter that differs from the recount over the Data Vault (SPEC §3.3)
 //! and exits 1 when there is any, 0 when the datamarts are exact.
 //! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
 //! `--wait` it polls until each hop, in pipeline order, has committed everything on its
 //! topic, and fails when the time runs out.
+//! `replay` rewinds the consumer group of service S (`stg`, `dds`, `cdm`; default group and
+//! topic names unless `--group`/`--topic` say otherwise) to an RFC 3339 timestamp, an offset
+//! for every partition or offsets per partition, after showing what moves; it refuses while
+//! the group has active members (stop the service first, or `--wait`), and refuses to move
+//! past messages the group has not processed unless `--allow-skip`. See
+//! `vault_runtime::rewind`.
 //! Connection settings come from the environment, as for the services (`DATABASE_URL` or
 //! `PG_WAREHOUSE_*`, `KAFKA_BOOTSTRAP_SERVERS` or `KAFKA_HOST`/`KAFKA_PORT`, ...).
 
@@ -18,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
-use vault_runtime::{dead_letter, kafka, stores, verify};
+use vault_runtime::{dead_letter, kafka, rewind, stores, verify};
 
 const PROFILE: Profile = Profile {
     service: "vaultctl",
@@ -29,11 +37,21 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("replay") {
+        // Only Kafka is involved: no database settings needed.
+        return match KafkaSettings::from(&ProcessEnv, PROFILE) {
+            Ok(kafka) => replay_group(&kafka, &args[1..]).await,
+            Err(error) => {
+                eprintln!("vaultctl: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match Settings::from(&ProcessEnv, PROFILE) {
         Ok(settings) => settings,
         Err(error) => {
@@ -147,5 +165,116 @@ async fn verify(settings: &Settings) -> anyhow::Result<()> {
             "{} counter(s) differ from the recount from the Data Vault",
             differences.len()
         )
+    }
+}
+
+/// `vaultctl replay ...`: exit 0 when rewound (or planned, with `--dry-run`), 1 when refused
+/// or failed, 2 on bad arguments.
+async fn replay_group(kafka: &KafkaSettings, args: &[String]) -> ExitCode {
+    let request = match replay_request(args) {
+        Ok(request) => request,
+        Err(problem) => {
+            eprintln!("vaultctl replay: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match rewind::replay(kafka, &request, |line| println!("{line}")).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vaultctl replay: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay_request(args: &[String]) -> Result<rewind::Request, String> {
+    let (mut service, mut from, mut group, mut topic) = (None, None, None, None);
+    let (mut dry_run, mut allow_skip, mut wait) = (false, false, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--service" => service = Some(value()?),
+            "--from" => from = Some(value()?),
+            "--group" => group = Some(value()?),
+            "--topic" => topic = Some(value()?),
+            "--wait" => {
+                let seconds: u64 = value()?
+                    .parse()
+                    .map_err(|_| "--wait takes whole seconds".to_owned())?;
+                wait = Some(Duration::from_secs(seconds));
+            }
+            "--dry-run" => dry_run = true,
+            "--allow-skip" => allow_skip = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let service = service.ok_or("--service is required")?;
+    let (default_group, default_topic) = rewind::default_hop(&service)
+        .ok_or_else(|| format!("unknown service {service} (stg, dds or cdm)"))?;
+    let from = from
+        .ok_or("--from is required")?
+        .parse()
+        .map_err(|e: rewind::StartError| e.to_string())?;
+    Ok(rewind::Request {
+        group: group.unwrap_or_else(|| default_group.to_owned()),
+        topic: topic.unwrap_or_else(|| default_topic.to_owned()),
+        from,
+        dry_run,
+        wait,
+        allow_skip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn replay_takes_the_service_defaults_unless_told_otherwise() {
+        let request = replay_request(&args("--service dds --from 0:10,2:7 --dry-run"))
+            .expect("a valid request");
+        assert_eq!(request.group, "service-dds");
+        assert_eq!(request.topic, "dds_service");
+        assert!(request.dry_run);
+        assert_eq!(request.wait, None);
+
+        let request = replay_request(&args(
+            "--service stg --from 2026-11-22T15:00:00Z --wait 30 --group g --topic t",
+        ))
+        .expect("a valid request");
+        assert_eq!((request.group.as_str(), request.topic.as_str()), ("g", "t"));
+        assert_eq!(request.wait, Some(Duration::from_secs(30)));
+        assert!(!request.dry_run);
+        assert!(!request.allow_skip);
+        assert!(
+            replay_request(&args("--service cdm --from 5 --allow-skip"))
+                .expect("a valid request")
+                .allow_skip
+        );
+    }
+
+    #[test]
+    fn replay_names_what_is_wrong_with_its_arguments() {
+        for (line, problem) in [
+            ("--from 0", "--service is required"),
+            ("--service stg", "--from is required"),
+            ("--service datagen --from 0", "unknown service"),
+            ("--service stg --from soon", "RFC 3339"),
+            ("--service stg --from 0 --wait", "--wait needs a value"),
+            ("--service stg --from 0 --wait 1.5", "whole seconds"),
+            ("--service stg --from 0 --force", "unknown argument --force"),
+        ] {
+            let error = replay_request(&args(line)).expect_err(line);
+            assert!(error.contains(problem), "{line}: {error}");
+        }
     }
 }

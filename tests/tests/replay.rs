@@ -1,0 +1,277 @@
+//! `vaultctl replay` end to end (`vault_runtime::rewind`): an hour of orders, carrying Kafka
+//! message timestamps spread over the last hour, is counted into a live warehouse; then every
+//! stage is rewound — stg to one hour ago, dds to the middle of its topic by offsets, cdm to
+//! offset 0 — and restarted. Every stage reprocesses what it already did, and because each is
+//! idempotent the counters come out exactly as before and as the independent model says. The
+//! tool refuses while a service runs, can wait for it to stop, and resolves a timestamp to
+//! the offsets the messages were written at.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{TimeDelta, Utc};
+use rand::SeedableRng;
+use vault_runtime::config::KafkaSettings;
+use vault_runtime::rewind::{self, Request, RewindError, Start};
+use vault_tests::oracle::{self, Model};
+use vault_tests::pipeline::{Pipeline, Service};
+use vault_tests::produce::{produce_placed, Outgoing};
+
+const SETTLE: Duration = Duration::from_secs(180);
+
+fn kafka_settings(p: &Pipeline) -> anyhow::Result<KafkaSettings> {
+    let env: HashMap<String, String> = HashMap::from([(
+        "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
+        p.stack.kafka_bootstrap.clone(),
+    )]);
+    Ok(KafkaSettings::from(&env, service_stg::PROFILE)?)
+}
+
+/// The committed offsets of `group` on `topic`, `None` where it committed nothing.
+async fn committed(p: &Pipeline, service: Service, topic: &str) -> BTreeMap<i32, Option<i64>> {
+    p.stack
+        .committed_offsets(p.group(service), topic)
+        .await
+        .expect("committed offsets")
+}
+
+fn as_committed(offsets: &BTreeMap<i32, i64>) -> BTreeMap<i32, Option<i64>> {
+    offsets.iter().map(|(p, o)| (*p, Some(*o))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_counters_exact(
+) -> anyhow::Result<()> {
+    let mut p = Pipeline::start(3).await?;
+    let d = datagen::dictionary::synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 12, 3);
+    p.put_dictionary(&d).await?;
+    let mut model = Model::new();
+    model.dictionary(&d);
+
+    // 600 orders and their later versions, stamped evenly over the hour up to now, in send
+    // order (so each partition's timestamps rise with its offsets, as in a live topic).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(43);
+    let orders = datagen::generate::orders(&mut rng, &d, 50_000, 600);
+    let now = Utc::now();
+    let first = now - TimeDelta::minutes(55);
+    let step_ms = TimeDelta::minutes(55).num_milliseconds() / orders.len() as i64;
+    let messages: Vec<Outgoing> = orders
+        .iter()
+        .enumerate()
+        .map(|(n, order)| Outgoing {
+            key: order.object_id.to_string(),
+            payload: serde_json::to_vec(order).expect("serialize"),
+            timestamp_ms: Some(first.timestamp_millis() + n as i64 * step_ms),
+        })
+        .collect();
+    for message in &messages {
+        model.sent(&message.payload).expect("a countable order");
+    }
+    let placed = produce_placed(p.stack, &p.raw_topic, &messages).await?;
+    p.settle(SETTLE).await;
+    oracle::assert_exact(&p, &model).await;
+    let warehouse_before = p.snapshot().await?;
+    let counters_before = oracle::stored(&p).await?;
+    let raw_ends = p.end_offsets(&p.raw_topic).await?;
+    let enriched_ends = p.end_offsets(&p.enriched_topic).await?;
+    let counter_ends = p.end_offsets(&p.counter_topic).await?;
+    assert_eq!(raw_ends.values().sum::<i64>(), messages.len() as i64);
+
+    let kafka = kafka_settings(&p)?;
+    let groups: BTreeMap<Service, String> = Service::ALL
+        .into_iter()
+        .map(|service| (service, p.group(service).to_owned()))
+        .collect();
+    let request = |service: Service, topic: &str, from: Start| Request {
+        group: groups[&service].clone(),
+        topic: topic.to_owned(),
+        from,
+        dry_run: false,
+        wait: None,
+        allow_skip: false,
+    };
+    let an_hour_ago = Start::Timestamp(Utc::now() - TimeDelta::hours(1));
+
+    // While service-stg runs, the rewind is refused, naming the member, and nothing moves.
+    let refused = rewind::replay(
+        &kafka,
+        &request(Service::Stg, &p.raw_topic, an_hour_ago.clone()),
+        |_| {},
+    )
+    .await
+    .expect_err("a rewind of a group with a running member");
+    match &refused {
+        RewindError::ActiveMembers { members, .. } => assert_eq!(members.len(), 1, "{refused}"),
+        other => panic!("refused for another reason: {other}"),
+    }
+    assert!(refused.to_string().contains("stop"), "{refused}");
+    assert_eq!(
+        committed(&p, Service::Stg, &p.raw_topic).await,
+        as_committed(&raw_ends)
+    );
+
+    // A dry run (allowed while running) resolves a timestamp in the middle of the hour to the
+    // offsets the broker wrote the messages at: per partition, the first message stamped at
+    // or after it. Computed here from the delivery reports.
+    let stamp = |message: &Outgoing| message.timestamp_ms.expect("stamped");
+    let middle = stamp(&messages[messages.len() / 2]);
+    let mut expected_targets = raw_ends.clone();
+    for (message, at) in messages.iter().zip(&placed) {
+        if stamp(message) >= middle {
+            let target = expected_targets.get_mut(&at.partition).expect("partition");
+            *target = (*target).min(at.offset);
+        }
+    }
+    let mut said = Vec::new();
+    let dry = rewind::replay(
+        &kafka,
+        &Request {
+            dry_run: true,
+            ..request(
+                Service::Stg,
+                &p.raw_topic,
+                Start::Timestamp(
+                    chrono::DateTime::from_timestamp_millis(middle).expect("timestamp"),
+                ),
+            )
+        },
+        |line| said.push(line.to_owned()),
+    )
+    .await?;
+    eprintln!("{}", said.join("\n"));
+    assert_eq!(dry.targets(), expected_targets, "{}", said.join("\n"));
+    assert!(said.iter().any(|line| line.contains("dry run")), "{said:?}");
+    assert!(dry.reprocessed() > 0 && dry.reprocessed() < messages.len() as i64);
+    assert_eq!(
+        committed(&p, Service::Stg, &p.raw_topic).await,
+        as_committed(&raw_ends),
+        "a dry run changed the offsets"
+    );
+
+    // With --wait the tool waits for the operator to stop the service, then rewinds.
+    let (waiting_tx, waiting) = tokio::sync::oneshot::channel::<()>();
+    let waiting_replay = {
+        let kafka = kafka.clone();
+        let request = Request {
+            wait: Some(Duration::from_secs(120)),
+            ..request(Service::Stg, &p.raw_topic, an_hour_ago.clone())
+        };
+        let mut waiting_tx = Some(waiting_tx);
+        tokio::spawn(async move {
+            rewind::replay(&kafka, &request, |line| {
+                if line.starts_with("waiting") {
+                    if let Some(tx) = waiting_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            })
+            .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .context("the tool never said it was waiting")??;
+    for service in Service::ALL {
+        p.stop_service(service).await?;
+    }
+    let stg_plan = tokio::time::timeout(Duration::from_secs(150), waiting_replay)
+        .await
+        .context("the waiting rewind did not finish")???;
+    // One hour ago is before the first message: every partition goes back to its start.
+    let zeros: BTreeMap<i32, i64> = raw_ends.keys().map(|p| (*p, 0)).collect();
+    assert_eq!(stg_plan.targets(), zeros);
+    assert_eq!(stg_plan.reprocessed(), messages.len() as i64);
+    assert_eq!(
+        committed(&p, Service::Stg, &p.raw_topic).await,
+        as_committed(&zeros)
+    );
+
+    // dds from the middle of its topic, by offsets per partition; cdm from offset 0. Both
+    // are stopped; the wait only covers a broker that takes a moment to forget a member.
+    let halves: BTreeMap<i32, i64> = enriched_ends.iter().map(|(p, end)| (*p, end / 2)).collect();
+    let stopped = |service: Service, topic: &str, from: Start| Request {
+        wait: Some(Duration::from_secs(60)),
+        ..request(service, topic, from)
+    };
+    // Forward past what the group has not processed yet is refused unless asked for: those
+    // messages would never be counted.
+    let skipping = rewind::replay(
+        &kafka,
+        &stopped(Service::Stg, &p.raw_topic, Start::Offset(5)),
+        |_| {},
+    )
+    .await
+    .expect_err("a rewind that skips unprocessed messages");
+    assert!(
+        matches!(&skipping, RewindError::WouldSkip { partitions, .. } if partitions.len() == 3),
+        "{skipping}"
+    );
+    assert_eq!(
+        committed(&p, Service::Stg, &p.raw_topic).await,
+        as_committed(&zeros)
+    );
+
+    let dds_plan = rewind::replay(
+        &kafka,
+        &stopped(
+            Service::Dds,
+            &p.enriched_topic,
+            Start::Offsets(halves.clone()),
+        ),
+        |_| {},
+    )
+    .await?;
+    assert_eq!(dds_plan.targets(), halves);
+    assert_eq!(
+        committed(&p, Service::Dds, &p.enriched_topic).await,
+        as_committed(&halves)
+    );
+    let cdm_plan = rewind::replay(
+        &kafka,
+        &stopped(Service::Cdm, &p.counter_topic, Start::Offset(0)),
+        |_| {},
+    )
+    .await?;
+    assert_eq!(cdm_plan.reprocessed(), counter_ends.values().sum::<i64>());
+    assert_eq!(
+        committed(&p, Service::Cdm, &p.counter_topic).await,
+        as_committed(&counter_ends.keys().map(|p| (*p, 0)).collect())
+    );
+
+    // Restarted, every stage works through its rewound stretch and catches up again.
+    for service in Service::ALL {
+        p.start_service(service).await?;
+    }
+    p.settle(SETTLE).await;
+    for (service, topic) in [
+        (Service::Stg, &p.raw_topic),
+        (Service::Dds, &p.enriched_topic),
+        (Service::Cdm, &p.counter_topic),
+    ] {
+        let ends = p.end_offsets(topic).await?;
+        assert_eq!(
+            committed(&p, service, topic).await,
+            as_committed(&ends),
+            "{service:?} did not reach the end of {topic} again"
+        );
+    }
+    // stg really processed everything again: it republished every raw message. dds found
+    // nothing newer in them (nor in its own rewound half), so it published nothing new.
+    let enriched_after = p.end_offsets(&p.enriched_topic).await?;
+    assert_eq!(
+        enriched_after.values().sum::<i64>(),
+        enriched_ends.values().sum::<i64>() + messages.len() as i64
+    );
+    assert_eq!(p.end_offsets(&p.counter_topic).await?, counter_ends);
+
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_eq!(oracle::stored(&p).await?, counters_before);
+    oracle::assert_exact(&p, &model).await;
+    assert_eq!(
+        p.snapshot().await?,
+        warehouse_before,
+        "the replay changed the warehouse"
+    );
+    p.shutdown().await
+}
