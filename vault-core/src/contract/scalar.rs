@@ -144,8 +144,11 @@ impl fmt::Display for OrderId {
 
 /// A money amount, exact (no binary floating point once parsed).
 ///
-/// Accepts JSON integers, JSON decimals and decimal strings; writes integers as JSON integers
-/// and fractions as JSON numbers.
+/// Accepts JSON integers, JSON decimals and decimal strings. Writes integers as JSON
+/// integers and fractions as JSON numbers when a reader gets the same amount back from the
+/// number, else as a decimal string: a double holds about 16 significant digits, and
+/// `numeric(19,5)` up to 19, so `12345678901234.56789` travels as `"12345678901234.56789"`
+/// (docs/contract.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Amount(Decimal);
 
@@ -192,10 +195,22 @@ impl Serialize for Amount {
                 return serializer.serialize_i64(integer);
             }
         }
-        match value.to_f64() {
+        match self.as_exact_f64() {
             Some(float) => serializer.serialize_f64(float),
             None => serializer.serialize_str(&value.to_string()),
         }
+    }
+}
+
+impl Amount {
+    /// The double that reads back as exactly this amount, if there is one. Readers turn a JSON
+    /// number into the nearest double and that into its shortest decimal text (as
+    /// [`Deserialize`] does), so the amount survives only if that text is the amount itself.
+    fn as_exact_f64(&self) -> Option<f64> {
+        // Parsing the decimal text rounds correctly, unlike arithmetic on the mantissa.
+        let float: f64 = self.0.to_string().parse().ok()?;
+        let back = Amount::parse(&float.to_string()).ok()?;
+        (float.is_finite() && back == *self).then_some(float)
     }
 }
 
@@ -316,6 +331,28 @@ mod tests {
         let d: Amount = serde_json::from_str("0.1").expect("fraction");
         assert_eq!(d.to_string(), "0.1");
         assert_eq!(serde_json::to_string(&d).expect("ser"), "0.1");
+    }
+
+    #[test]
+    fn amounts_a_json_number_cannot_hold_exactly_travel_as_decimal_strings() {
+        // Found by fuzzing: both came back as 100000000000000 and 12345678901234.568.
+        for text in ["99999999999999.99999", "12345678901234.56789", "0.123456789012345678"] {
+            let amount = Amount::parse(text).expect("amount");
+            let wire = serde_json::to_string(&amount).expect("ser");
+            assert_eq!(wire, format!("\"{text}\""));
+            let back: Amount = serde_json::from_str(&wire).expect("de");
+            assert_eq!(back, amount);
+        }
+    }
+
+    #[test]
+    fn amounts_a_json_number_holds_exactly_stay_numbers() {
+        for (text, wire) in [("0.1", "0.1"), ("1410.5", "1410.5"), ("1e-7", "1e-7")] {
+            let amount = Amount::parse(text).expect("amount");
+            assert_eq!(serde_json::to_string(&amount).expect("ser"), wire);
+            let back: Amount = serde_json::from_str(wire).expect("de");
+            assert_eq!(back, amount);
+        }
     }
 
     #[test]
