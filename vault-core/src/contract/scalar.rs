@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, DurationRound, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{
+    DateTime, Datelike, DurationRound, NaiveDateTime, SecondsFormat, TimeDelta, Timelike, Utc,
+};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::de::{self, Visitor};
@@ -14,23 +16,35 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum ScalarError {
     #[error("`{0}` is not a timestamp (expected RFC 3339 or `YYYY-MM-DD HH:MM:SS[.ffffff]`)")]
     Timestamp(String),
+    #[error("`{0}` is outside the years 1 to 9999 (UTC)")]
+    TimestampRange(String),
     #[error("`{0}` is not an entity id (expected 24 hexadecimal characters)")]
     EntityId(String),
     #[error("`{0}` is not a decimal amount")]
     Amount(String),
 }
 
-/// A point in time, always UTC, truncated to microseconds.
+/// A point in time, always UTC, truncated to microseconds, between the years 1 and 9999.
 ///
-/// Truncation matters: Postgres keeps microseconds, and the version comparisons that make
-/// processing idempotent must see the same value before and after a round trip through the
-/// database.
+/// Every value must be the same after a round trip through the database, because the version
+/// comparisons that make processing idempotent compare what arrives with what was stored:
+/// Postgres keeps microseconds, reads a leap second `23:59:60` as the next minute, and has
+/// no year 0; RFC 3339 (the form written to the wire) has four-digit years.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(DateTime<Utc>);
 
 impl Timestamp {
-    /// Wraps a UTC time, truncating it to microseconds.
+    /// Wraps a UTC time, truncating it to microseconds; a leap second becomes the first
+    /// second of the next minute, as in Postgres.
     pub fn from_datetime(at: DateTime<Utc>) -> Self {
+        let at = match at.nanosecond() {
+            // chrono keeps a leap second as the previous second with 1e9 ns or more.
+            nanos if nanos >= 1_000_000_000 => at
+                .with_nanosecond(0)
+                .and_then(|second| second.checked_add_signed(TimeDelta::nanoseconds(nanos.into())))
+                .unwrap_or(at),
+            _ => at,
+        };
         let micros = TimeDelta::microseconds(1);
         Self(at.duration_trunc(micros).unwrap_or(at))
     }
@@ -38,15 +52,22 @@ impl Timestamp {
     /// Parses RFC 3339 with an offset, or a naive `YYYY-MM-DD HH:MM:SS[.f]` taken as UTC.
     pub fn parse(text: &str) -> Result<Self, ScalarError> {
         let text = text.trim();
-        if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-            return Ok(Self::from_datetime(at.with_timezone(&Utc)));
+        let at = DateTime::parse_from_rfc3339(text)
+            .map(|at| at.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .into_iter()
+                    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+                    .map(|naive| naive.and_utc())
+            })
+            .ok_or_else(|| ScalarError::Timestamp(text.to_owned()))?;
+        let at = Self::from_datetime(at);
+        if (1..=9999).contains(&at.0.year()) {
+            Ok(at)
+        } else {
+            Err(ScalarError::TimestampRange(text.to_owned()))
         }
-        for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-            if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-                return Ok(Self::from_datetime(naive.and_utc()));
-            }
-        }
-        Err(ScalarError::Timestamp(text.to_owned()))
     }
 
     pub fn as_datetime(&self) -> DateTime<Utc> {
@@ -307,6 +328,35 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_outside_the_years_1_to_9999_are_rejected() {
+        // Found by fuzzing: these parsed, but their RFC 3339 form did not parse back.
+        for text in [
+            "+10000-01-01 00:00:00",
+            "9999-12-31T23:59:59-05:00",
+            "-0001-01-01 00:00:00",
+            "0000-12-31T23:59:59+00:00",
+        ] {
+            assert_eq!(
+                Timestamp::parse(text),
+                Err(ScalarError::TimestampRange(text.to_owned())),
+                "{text}"
+            );
+        }
+        for text in ["0001-01-01 00:00:00", "9999-12-31T23:59:59.999999+00:00"] {
+            let at = Timestamp::parse(text).expect(text);
+            assert_eq!(Timestamp::parse(&at.to_rfc3339()), Ok(at));
+        }
+    }
+
+    #[test]
+    fn a_leap_second_is_the_first_second_of_the_next_minute_as_in_postgres() {
+        let leap = Timestamp::parse("2016-12-31T23:59:60.5Z").expect("leap second");
+        let next = Timestamp::parse("2017-01-01 00:00:00.5").expect("next minute");
+        assert_eq!(leap, next);
+        assert_eq!(leap.to_rfc3339(), "2017-01-01T00:00:00.500+00:00");
+    }
+
+    #[test]
     fn garbage_is_not_a_timestamp() {
         assert!(Timestamp::parse("yesterday").is_err());
         assert!(Timestamp::parse("2023-13-05 06:28:54").is_err());
@@ -336,7 +386,11 @@ mod tests {
     #[test]
     fn amounts_a_json_number_cannot_hold_exactly_travel_as_decimal_strings() {
         // Found by fuzzing: both came back as 100000000000000 and 12345678901234.568.
-        for text in ["99999999999999.99999", "12345678901234.56789", "0.123456789012345678"] {
+        for text in [
+            "99999999999999.99999",
+            "12345678901234.56789",
+            "0.123456789012345678",
+        ] {
             let amount = Amount::parse(text).expect("amount");
             let wire = serde_json::to_string(&amount).expect("ser");
             assert_eq!(wire, format!("\"{text}\""));
