@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match transition(None, &version) {
         Transition::Applied { state, deltas } => {
-            assert_eq!(deltas.is_empty(), !state.counted || version.products.is_empty());
+            assert_eq!(
+                deltas.is_empty(),
+                !state.counted || version.products.is_empty()
+            );
             assert_eq!(state.counted, version.status.counts());
             // The same version again is a duplicate: it changes nothing.
             assert_eq!(transition(Some(&state), &version), Transition::Stale);

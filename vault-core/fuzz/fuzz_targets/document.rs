@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert!(!holds_nul(&document), "a NUL character got through: {document}");
+    assert!(
+        !holds_nul(&document),
+        "a NUL character got through: {document}"
+    );
     // A document that is itself a string would be unwrapped once more when decoded again.
     if !document.is_string() {
         round_trips(&document, decode::document);

@@ -53,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
 
     // service-dds publishes, service-cdm reads.
     let counter_events = events::cdm_events(&received);
-    assert_eq!(counter_events, events::cdm_events(&received), "events are deterministic");
+    assert_eq!(
+        counter_events,
+        events::cdm_events(&received),
+        "events are deterministic"
+    );
     if counter_events.is_empty() {
         assert!(payload.order_items.is_empty());
         return;
@@ -65,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(&wire)
         )
     });
-    assert_eq!(read, counter_events, "the counter events changed on the wire");
+    assert_eq!(
+        read, counter_events,
+        "the counter events changed on the wire"
+    );
     let version = events::order_version(&read).expect("one order's events fold into a version");
     assert_eq!(version.status, payload.final_status);
     assert_eq!(version.version, payload.update_ts);

@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
     };
     round_trips(&restaurant, decode::restaurant);
     for item in &restaurant.menu {
-        let found = restaurant.menu_item(&item.id).expect("a dish on the menu is found");
+        let found = restaurant
+            .menu_item(&item.id)
+            .expect("a dish on the menu is found");
         assert_eq!(found.id, item.id);
     }
 });

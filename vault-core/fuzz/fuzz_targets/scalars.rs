@@ -36,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(status) = serde_json::from_slice::<OrderStatus>(data) {
         round_trips(&status, from_json::<OrderStatus>);
-        assert_eq!(serde_json::to_string(&status).ok(), Some(format!("\"{status}\"")));
+        assert_eq!(
+            serde_json::to_string(&status).ok(),
+            Some(format!("\"{status}\""))
+        );
     }
 });
