@@ -268,6 +268,15 @@ mod tests {
     }
 
     #[test]
+    fn a_document_with_a_long_number_serializes_back_to_itself() {
+        // Found by fuzzing: the number read back was a different double than the one written.
+        let text = b"411111111111111111111111111111111111111111111111111110011111111";
+        let first = document(text).expect("a number is a document");
+        let wire = serde_json::to_string(&first).expect("serialize");
+        assert_eq!(document(wire.as_bytes()).expect("again"), first, "{wire}");
+    }
+
+    #[test]
     fn a_json_array_is_not_an_order() {
         let err = raw_order(b"[1,2]").expect_err("must fail");
         assert_eq!(err.kind(), "invalid_field");

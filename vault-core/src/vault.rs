@@ -404,14 +404,18 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
     let h_user = HashKey::user(&p.user.id);
     let h_restaurant = HashKey::restaurant(&p.restaurant.id);
 
-    // Keyed maps deduplicate products listed twice and sort by key.
+    // Keyed maps deduplicate products listed twice (the last listing wins, as in the counter
+    // events) and sort by key. Categories come from the deduplicated products, so that no
+    // category hub is loaded for a listing that does not count.
     let mut products = BTreeMap::new();
-    let mut categories = BTreeMap::new();
     for product in &p.products {
         let category = HashKey::category(&product.category);
         products.insert(HashKey::product(&product.id), (product, category));
-        categories.insert(category, product.category.clone());
     }
+    let categories: BTreeMap<HashKey, String> = products
+        .values()
+        .map(|(product, category)| (*category, product.category.clone()))
+        .collect();
 
     let mut l_product_categories: Vec<LProductCategory> = products
         .iter()
@@ -708,6 +712,69 @@ mod tests {
         assert_ne!(
             link.hk_order_product_category_pk,
             LOrderProductCategory::new(o, p, key("другая")).hk_order_product_category_pk
+        );
+    }
+}
+
+/// Inputs the fuzzer found (vault-core/fuzz).
+#[cfg(test)]
+mod found_by_fuzzing {
+    use super::*;
+    use crate::contract::{EnrichedPayload, EnrichedProduct, EntityId, RestaurantRef, UserRef};
+    use crate::events;
+
+    fn entity(id: &str) -> EntityId {
+        EntityId::parse(id).expect("valid entity id")
+    }
+
+    #[test]
+    fn a_product_listed_twice_yields_the_category_of_its_last_listing_only() {
+        // Found by fuzzing: the second listing's category got a hub although neither the
+        // product–category link nor the counter events used it.
+        let at = Timestamp::parse("2023-08-05 06:28:54").expect("timestamp");
+        let listing = |category: &str| EnrichedProduct {
+            id: entity("1b3e42939c414bc1ea69e2fe"),
+            price: Amount::from_i64(250),
+            quantity: 1,
+            name: "Пирог с капустой".to_owned(),
+            category: category.to_owned(),
+        };
+        let order = EnrichedOrder {
+            object_id: OrderId(2301365),
+            object_type: "order".to_owned(),
+            payload: EnrichedPayload {
+                id: OrderId(2301365),
+                date: at,
+                cost: Amount::from_i64(500),
+                payment: Amount::from_i64(500),
+                status: OrderStatus::Closed,
+                update_ts: at,
+                restaurant: RestaurantRef {
+                    id: entity("a51e4e31ae4602047ec52534"),
+                    name: "Пекарня у дома".to_owned(),
+                },
+                user: UserRef {
+                    id: entity("626a81ce9a8cd1920641e296"),
+                    name: "Ирина".to_owned(),
+                    login: "isokolova".to_owned(),
+                },
+                products: vec![listing("Выпечка"), listing("Напитки")],
+            },
+        };
+        let rows = rows(&order);
+        let drinks = HashKey::category("Напитки");
+        let categories: Vec<HashKey> = rows
+            .h_categories
+            .iter()
+            .map(|hub| hub.h_category_pk)
+            .collect();
+        assert_eq!(categories, vec![drinks]);
+        assert_eq!(rows.l_product_categories.len(), 1);
+        assert_eq!(rows.l_product_categories[0].h_category_pk, drinks);
+        let version = events::order_version(&events::cdm_events(&order)).expect("one version");
+        assert_eq!(
+            version.categories.keys().copied().collect::<Vec<_>>(),
+            categories
         );
     }
 }

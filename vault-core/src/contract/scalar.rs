@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, DurationRound, NaiveDateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{
+    DateTime, Datelike, DurationRound, NaiveDateTime, SecondsFormat, TimeDelta, Timelike, Utc,
+};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::de::{self, Visitor};
@@ -14,23 +16,35 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum ScalarError {
     #[error("`{0}` is not a timestamp (expected RFC 3339 or `YYYY-MM-DD HH:MM:SS[.ffffff]`)")]
     Timestamp(String),
+    #[error("`{0}` is outside the years 1 to 9999 (UTC)")]
+    TimestampRange(String),
     #[error("`{0}` is not an entity id (expected 24 hexadecimal characters)")]
     EntityId(String),
     #[error("`{0}` is not a decimal amount")]
     Amount(String),
 }
 
-/// A point in time, always UTC, truncated to microseconds.
+/// A point in time, always UTC, truncated to microseconds, between the years 1 and 9999.
 ///
-/// Truncation matters: Postgres keeps microseconds, and the version comparisons that make
-/// processing idempotent must see the same value before and after a round trip through the
-/// database.
+/// Every value must be the same after a round trip through the database, because the version
+/// comparisons that make processing idempotent compare what arrives with what was stored:
+/// Postgres keeps microseconds, reads a leap second `23:59:60` as the next minute, and has
+/// no year 0; RFC 3339 (the form written to the wire) has four-digit years.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(DateTime<Utc>);
 
 impl Timestamp {
-    /// Wraps a UTC time, truncating it to microseconds.
+    /// Wraps a UTC time, truncating it to microseconds; a leap second becomes the first
+    /// second of the next minute, as in Postgres.
     pub fn from_datetime(at: DateTime<Utc>) -> Self {
+        let at = match at.nanosecond() {
+            // chrono keeps a leap second as the previous second with 1e9 ns or more.
+            nanos if nanos >= 1_000_000_000 => at
+                .with_nanosecond(0)
+                .and_then(|second| second.checked_add_signed(TimeDelta::nanoseconds(nanos.into())))
+                .unwrap_or(at),
+            _ => at,
+        };
         let micros = TimeDelta::microseconds(1);
         Self(at.duration_trunc(micros).unwrap_or(at))
     }
@@ -38,15 +52,22 @@ impl Timestamp {
     /// Parses RFC 3339 with an offset, or a naive `YYYY-MM-DD HH:MM:SS[.f]` taken as UTC.
     pub fn parse(text: &str) -> Result<Self, ScalarError> {
         let text = text.trim();
-        if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-            return Ok(Self::from_datetime(at.with_timezone(&Utc)));
+        let at = DateTime::parse_from_rfc3339(text)
+            .map(|at| at.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                    .into_iter()
+                    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+                    .map(|naive| naive.and_utc())
+            })
+            .ok_or_else(|| ScalarError::Timestamp(text.to_owned()))?;
+        let at = Self::from_datetime(at);
+        if (1..=9999).contains(&at.0.year()) {
+            Ok(at)
+        } else {
+            Err(ScalarError::TimestampRange(text.to_owned()))
         }
-        for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-            if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-                return Ok(Self::from_datetime(naive.and_utc()));
-            }
-        }
-        Err(ScalarError::Timestamp(text.to_owned()))
     }
 
     pub fn as_datetime(&self) -> DateTime<Utc> {
@@ -144,8 +165,11 @@ impl fmt::Display for OrderId {
 
 /// A money amount, exact (no binary floating point once parsed).
 ///
-/// Accepts JSON integers, JSON decimals and decimal strings; writes integers as JSON integers
-/// and fractions as JSON numbers.
+/// Accepts JSON integers, JSON decimals and decimal strings. Writes integers as JSON
+/// integers and fractions as JSON numbers when a reader gets the same amount back from the
+/// number, else as a decimal string: a double holds about 16 significant digits, and
+/// `numeric(19,5)` up to 19, so `12345678901234.56789` travels as `"12345678901234.56789"`
+/// (docs/contract.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Amount(Decimal);
 
@@ -192,10 +216,22 @@ impl Serialize for Amount {
                 return serializer.serialize_i64(integer);
             }
         }
-        match value.to_f64() {
+        match self.as_exact_f64() {
             Some(float) => serializer.serialize_f64(float),
             None => serializer.serialize_str(&value.to_string()),
         }
+    }
+}
+
+impl Amount {
+    /// The double that reads back as exactly this amount, if there is one. Readers turn a JSON
+    /// number into the nearest double and that into its shortest decimal text (as
+    /// [`Deserialize`] does), so the amount survives only if that text is the amount itself.
+    fn as_exact_f64(&self) -> Option<f64> {
+        // Parsing the decimal text rounds correctly, unlike arithmetic on the mantissa.
+        let float: f64 = self.0.to_string().parse().ok()?;
+        let back = Amount::parse(&float.to_string()).ok()?;
+        (float.is_finite() && back == *self).then_some(float)
     }
 }
 
@@ -292,6 +328,35 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_outside_the_years_1_to_9999_are_rejected() {
+        // Found by fuzzing: these parsed, but their RFC 3339 form did not parse back.
+        for text in [
+            "+10000-01-01 00:00:00",
+            "9999-12-31T23:59:59-05:00",
+            "-0001-01-01 00:00:00",
+            "0000-12-31T23:59:59+00:00",
+        ] {
+            assert_eq!(
+                Timestamp::parse(text),
+                Err(ScalarError::TimestampRange(text.to_owned())),
+                "{text}"
+            );
+        }
+        for text in ["0001-01-01 00:00:00", "9999-12-31T23:59:59.999999+00:00"] {
+            let at = Timestamp::parse(text).expect(text);
+            assert_eq!(Timestamp::parse(&at.to_rfc3339()), Ok(at));
+        }
+    }
+
+    #[test]
+    fn a_leap_second_is_the_first_second_of_the_next_minute_as_in_postgres() {
+        let leap = Timestamp::parse("2016-12-31T23:59:60.5Z").expect("leap second");
+        let next = Timestamp::parse("2017-01-01 00:00:00.5").expect("next minute");
+        assert_eq!(leap, next);
+        assert_eq!(leap.to_rfc3339(), "2017-01-01T00:00:00.500+00:00");
+    }
+
+    #[test]
     fn garbage_is_not_a_timestamp() {
         assert!(Timestamp::parse("yesterday").is_err());
         assert!(Timestamp::parse("2023-13-05 06:28:54").is_err());
@@ -316,6 +381,32 @@ mod tests {
         let d: Amount = serde_json::from_str("0.1").expect("fraction");
         assert_eq!(d.to_string(), "0.1");
         assert_eq!(serde_json::to_string(&d).expect("ser"), "0.1");
+    }
+
+    #[test]
+    fn amounts_a_json_number_cannot_hold_exactly_travel_as_decimal_strings() {
+        // Found by fuzzing: both came back as 100000000000000 and 12345678901234.568.
+        for text in [
+            "99999999999999.99999",
+            "12345678901234.56789",
+            "0.123456789012345678",
+        ] {
+            let amount = Amount::parse(text).expect("amount");
+            let wire = serde_json::to_string(&amount).expect("ser");
+            assert_eq!(wire, format!("\"{text}\""));
+            let back: Amount = serde_json::from_str(&wire).expect("de");
+            assert_eq!(back, amount);
+        }
+    }
+
+    #[test]
+    fn amounts_a_json_number_holds_exactly_stay_numbers() {
+        for (text, wire) in [("0.1", "0.1"), ("1410.5", "1410.5"), ("1e-7", "1e-7")] {
+            let amount = Amount::parse(text).expect("amount");
+            assert_eq!(serde_json::to_string(&amount).expect("ser"), wire);
+            let back: Amount = serde_json::from_str(wire).expect("de");
+            assert_eq!(back, amount);
+        }
     }
 
     #[test]

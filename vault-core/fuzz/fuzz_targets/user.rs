@@ -1,0 +1,16 @@
+//! User dictionary entries (Redis, docs/contract.md §2.2): decoding any bytes never panics;
+//! a decoded entry round-trips.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vault_core::decode;
+use vault_core_fuzz::round_trips;
+
+fuzz_target!(|data: &[u8]| {
+    match decode::user(data) {
+        Ok(user) => round_trips(&user, decode::user),
+        Err(error) => {
+            let _ = (error.kind(), error.to_string());
+        }
+    }
+});
