@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::watch;
 
-use crate::config::Settings;
+use crate::config::{Migrations, Settings};
 use crate::consume::{Handler, Worker};
 use crate::http::{self, Dependency, HealthState};
 use crate::kafka;
@@ -177,8 +177,8 @@ async fn prepare(context: &Context) -> anyhow::Result<()> {
     let settings = &context.settings;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match vault_migrations::run(settings.postgres.url.expose()).await {
-            Ok(_) => break,
+        match schema_ready(settings).await {
+            Ok(()) => break,
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "Cannot apply migrations yet; retrying.");
                 context
@@ -206,6 +206,23 @@ async fn prepare(context: &Context) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Applies pending migrations (`MIGRATIONS=apply`), or checks that none is pending
+/// (`MIGRATIONS=verify`: `vaultctl migrate` applies them as the schema's owner).
+async fn schema_ready(settings: &Settings) -> anyhow::Result<()> {
+    let url = settings.postgres.url.expose();
+    match settings.postgres.migrations {
+        Migrations::Apply => vault_migrations::run(url).await.map(drop),
+        Migrations::Verify => {
+            let pending = vault_migrations::pending(url).await?;
+            anyhow::ensure!(
+                pending.is_empty(),
+                "waiting for `vaultctl migrate` to apply {pending:?} (MIGRATIONS=verify)"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Installs the log subscriber: JSON lines when `LOG_FORMAT=json`, text otherwise;

@@ -4,7 +4,12 @@
 //! vaultctl dead-letters list [SERVICE]             pending dead letters, oldest first
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
 //! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
+//! vaultctl migrate                                 apply the schema and grant the service roles
 //! ```
+//! `migrate` is the deployment's one-shot step (a compose service, a Kubernetes Job): run as
+//! the owner of the schemas, it applies pending migrations, then creates and grants the
+//! least-privilege role of each service named by `PG_STG_USER`, `PG_DDS_USER`, `PG_CDM_USER`
+//! (passwords from `PG_STG_PASSWORD`, ...), whose services start with `MIGRATIONS=verify`.
 //! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
 //! `--wait` it polls until each hop, in pipeline order, has committed everything on its
 //! topic, and fails when the time runs out.
@@ -14,7 +19,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
+use vault_migrations::roles::{Layer, ServiceRole};
+use vault_runtime::config::{Env, KafkaSettings, ProcessEnv, Profile, Settings};
 use vault_runtime::{dead_letter, kafka, stores};
 
 const PROFILE: Profile = Profile {
@@ -26,7 +32,7 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl migrate";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -47,6 +53,7 @@ async fn main() -> ExitCode {
         ["dead-letters", "list", rest @ ..] => list(&settings, rest.first().copied()).await,
         ["dead-letters", "replay", rest @ ..] => replay(&settings, &settings.kafka, rest).await,
         ["lag"] => lag(&settings.kafka, None).await,
+        ["migrate"] => migrate(&settings).await,
         ["lag", "--wait", seconds] => match seconds.parse::<u64>() {
             Ok(seconds) => lag(&settings.kafka, Some(Duration::from_secs(seconds))).await,
             Err(_) => {
@@ -126,4 +133,32 @@ async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()
             .await
         }
     }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let url = settings.postgres.url.expose();
+    let applied = vault_migrations::run(url).await?;
+    println!("applied {} migration(s)", applied.len());
+    let roles: Vec<ServiceRole> = Layer::ALL
+        .into_iter()
+        .filter_map(|layer| {
+            let prefix = format!("PG_{}", layer.schema().to_ascii_uppercase());
+            ProcessEnv
+                .get(&format!("{prefix}_USER"))
+                .map(|name| ServiceRole {
+                    layer,
+                    name,
+                    password: ProcessEnv.get(&format!("{prefix}_PASSWORD")),
+                })
+        })
+        .collect();
+    let names: Vec<&str> = roles.iter().map(|role| role.name.as_str()).collect();
+    let names = if names.is_empty() {
+        "none (PG_STG_USER, PG_DDS_USER and PG_CDM_USER are unset)".to_owned()
+    } else {
+        names.join(", ")
+    };
+    vault_migrations::roles::apply(url, roles).await?;
+    println!("service roles granted: {names}");
+    Ok(())
 }
