@@ -7,13 +7,17 @@ Helm v4): lint, render and schema checks of deploy/helm/vaultline without a helm
                                                  chart's own checks) for the reason its
                                                  `# expect:` line names; exits 1 otherwise
     helm_tool.py comments VALUES                 every key of a values file has a comment above it
+    helm_tool.py tojson IN.yaml OUT.json         the YAML documents of IN as one JSON array, for
+                                                 the wiring test (tests/tests/deploy_wiring.rs)
 """
 
+import json
 import re
 import sys
 from pathlib import Path
 
 import helm_python as helm
+import yaml
 
 RELEASE = "vaultline"
 NAMESPACE = "vaultline"
@@ -109,11 +113,20 @@ def comments(path):
     return not missing
 
 
+def tojson(source, out):
+    documents = [d for d in yaml.safe_load_all(Path(source).read_text()) if d is not None]
+    Path(out).write_text(json.dumps(documents, indent=1) + "\n")
+    print(f"  {source} -> {out} ({len(documents)} document(s))")
+    return True
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
     command, chart = argv[1], argv[2]
+    if command == "tojson" and len(argv) == 4:
+        return 0 if tojson(chart, argv[3]) else 1
     if command == "comments":
         return 0 if comments(chart) else 1
     if command == "lint":

@@ -107,12 +107,12 @@ static_checks() {
   # The defaults alone (no .env), then with every variable from .env.example. An .env of the
   # developer's own is kept out of the way.
   : >"$OUT/empty.env"
-  docker-compose --project-directory . --env-file "$OUT/empty.env" -f docker-compose.yml config >"$OUT/compose.yml"
-  docker-compose --project-directory . --env-file .env.example -f docker-compose.yml config >"$OUT/compose-env-example.yml"
-  say "docker-compose config: ok (defaults -> $OUT/compose.yml; .env.example -> $OUT/compose-env-example.yml)"
+  docker-compose --project-directory . --env-file "$OUT/empty.env" -f docker-compose.yml config >"$OUT/compose.yaml"
+  docker-compose --project-directory . --env-file .env.example -f docker-compose.yml config >"$OUT/compose-env-example.yaml"
+  say "docker-compose config: ok (defaults -> $OUT/compose.yaml; .env.example -> $OUT/compose-env-example.yaml)"
   "$bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
   local read_vars listed_vars
-  read_vars=$(grep -o '\${[A-Z_][A-Z0-9_]*' docker-compose.yml | cut -c3- | sort -u)
+  read_vars=$(grep -oE '[$][{][A-Z_][A-Z0-9_]*' docker-compose.yml | cut -c3- | sort -u)
   listed_vars=$(grep -oE '^[A-Z_][A-Z0-9_]*=' .env.example | tr -d = | grep -vx COMPOSE_PROJECT_NAME | sort -u)
   if [[ $read_vars != "$listed_vars" ]]; then
     diff <(printf '%s\n' "$read_vars") <(printf '%s\n' "$listed_vars") >&2 || true
@@ -128,6 +128,11 @@ static_checks() {
   "${helm[@]}" render "$CHART" "$OUT/helm-default.yaml"
   "${helm[@]}" render "$CHART" "$OUT/helm-production.yaml" deploy/helm/examples/production.yaml
   "${helm[@]}" reject "$CHART" deploy/helm/invalid/*.yaml
+  # The wiring test reads JSON (the workspace has no YAML parser).
+  local rendered
+  for rendered in compose helm-default helm-production; do
+    "${helm[@]}" tojson "$OUT/$rendered.yaml" "$OUT/$rendered.json"
+  done
 
   step "kubernetes-validate --strict"
   local version manifest
@@ -142,7 +147,7 @@ static_checks() {
 
 wiring_test() {
   step "wiring: the real binaries with the environment of the compose file and the chart"
-  [[ -s $OUT/compose.yml && -s $OUT/helm-default.yaml && -s $OUT/helm-production.yaml ]] ||
+  [[ -s $OUT/compose.json && -s $OUT/helm-default.json && -s $OUT/helm-production.json ]] ||
     die "no rendered files in $OUT: run scripts/validate-deploy.sh static first"
   cargo build --quiet -p service-stg -p service-dds -p service-cdm -p datagen -p vault-runtime --bins
   local stack_env

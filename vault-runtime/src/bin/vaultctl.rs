@@ -135,21 +135,25 @@ async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()
     }
 }
 
+/// Each service's role: the variables naming it and its password.
+const SERVICE_ROLES: [(Layer, &str, &str); 3] = [
+    (Layer::Stg, "PG_STG_USER", "PG_STG_PASSWORD"),
+    (Layer::Dds, "PG_DDS_USER", "PG_DDS_PASSWORD"),
+    (Layer::Cdm, "PG_CDM_USER", "PG_CDM_PASSWORD"),
+];
+
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let url = settings.postgres.url.expose();
     let applied = vault_migrations::run(url).await?;
     println!("applied {} migration(s)", applied.len());
-    let roles: Vec<ServiceRole> = Layer::ALL
+    let roles: Vec<ServiceRole> = SERVICE_ROLES
         .into_iter()
-        .filter_map(|layer| {
-            let prefix = format!("PG_{}", layer.schema().to_ascii_uppercase());
-            ProcessEnv
-                .get(&format!("{prefix}_USER"))
-                .map(|name| ServiceRole {
-                    layer,
-                    name,
-                    password: ProcessEnv.get(&format!("{prefix}_PASSWORD")),
-                })
+        .filter_map(|(layer, user, password)| {
+            ProcessEnv.get(user).map(|name| ServiceRole {
+                layer,
+                name,
+                password: ProcessEnv.get(password),
+            })
         })
         .collect();
     let names: Vec<&str> = roles.iter().map(|role| role.name.as_str()).collect();
