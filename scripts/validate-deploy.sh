@@ -52,6 +52,12 @@ step() { printf '\n[deploy] ---- %s\n' "$*" >&2; }
 
 install_debian_packages() {
   local missing=() package
+  if ! command -v dpkg-query >/dev/null; then
+    if ! command -v docker-compose >/dev/null || ! command -v shellcheck >/dev/null; then
+      die "not a Debian machine: install docker-compose (v1.29), shellcheck and python3 with venv, then rerun"
+    fi
+    return
+  fi
   for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
       missing+=("$package")
