@@ -18,16 +18,18 @@
 //! built (`VAULTLINE_BIN_DIR`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context as _};
+use futures::FutureExt as _;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use vault_runtime::config::{KafkaSecurity, KafkaSettings, Profile, Settings};
 use vault_tests::pipeline::http;
-use vault_tests::{eventually, stack, unique, Stack};
+use vault_tests::{stack, unique, Stack};
 
 /// The programs a deployment runs, by the name the files give them.
 const MIGRATE: &str = "migrate";
@@ -708,7 +710,10 @@ async fn run_on_local_stack(source: &str, programs: &Programs) -> anyhow::Result
         .await?;
     let logs = std::env::temp_dir().join(unique("vaultline-deploy-wiring"));
     std::fs::create_dir_all(&logs)?;
-    let result = run_in(source, programs, &mut local, stack, &logs).await;
+    // `eventually` panics on a timeout; the clean-up below runs anyway, then the panic goes on.
+    let result = AssertUnwindSafe(run_in(source, programs, &mut local, stack, &logs))
+        .catch_unwind()
+        .await;
     // Clean up whatever happened: the database, then the roles (they own nothing else).
     let client = admin(stack, None).await?;
     client
@@ -719,7 +724,10 @@ async fn run_on_local_stack(source: &str, programs: &Programs) -> anyhow::Result
             .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
             .await?;
     }
-    result.with_context(|| format!("{source} (logs in {})", logs.display()))
+    match result {
+        Ok(result) => result.with_context(|| format!("{source} (logs in {})", logs.display())),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn run_in(
@@ -797,14 +805,16 @@ async fn run_in(
     for program in &running {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], program.http_port));
         let what = format!("{source} {} to answer GET /health with 200", program.name);
-        let healthy = tokio::time::timeout(
-            Duration::from_secs(90),
-            eventually(&what, Duration::from_secs(90), || async move {
-                let (status, _) = http(addr, "GET", "/health", "").await.ok()?;
-                (status == 200).then_some(())
-            }),
-        )
-        .await;
+        // Polled here rather than with `eventually`, to show the program's log on a timeout.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let mut healthy = Err(());
+        while tokio::time::Instant::now() < deadline {
+            if matches!(http(addr, "GET", "/health", "").await, Ok((200, _))) {
+                healthy = Ok(());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if healthy.is_err() {
             bail!("{what}; its log ends:\n{}", tail(&program.log));
         }
