@@ -160,6 +160,8 @@ wiring_test() {
   stack_env=$(scripts/stack.sh up)
   eval "$stack_env"
   export VAULTLINE_DEPLOY_RENDERED="$REPO_ROOT/$OUT"
+  # A failure's message, not a page of anyhow backtrace.
+  export RUST_LIB_BACKTRACE=0
   export VAULTLINE_BIN_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug"
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run -p vault-tests --test deploy_wiring --run-ignored only --no-fail-fast

@@ -399,7 +399,8 @@ fn check_names(source: &str, programs: &Programs) -> anyhow::Result<()> {
                 problems.push(format!("{name}: {variable} is not set"));
             }
         }
-        if !has("KAFKA_BOOTSTRAP_SERVERS") && !has("KAFKA_HOST") {
+        // migrate never talks to Kafka.
+        if name != MIGRATE && !has("KAFKA_BOOTSTRAP_SERVERS") && !has("KAFKA_HOST") {
             problems.push(format!(
                 "{name}: neither KAFKA_BOOTSTRAP_SERVERS nor KAFKA_HOST is set"
             ));
@@ -765,6 +766,7 @@ async fn run_in(
             "VAULTLINE_OWNER_PASSWORD",
             owner_env
                 .get("PG_WAREHOUSE_PASSWORD")
+                .filter(|password| !password.is_empty())
                 .map_or("unused-here", String::as_str),
         )
         .output()
