@@ -726,6 +726,10 @@ async fn run_on_local_stack(source: &str, programs: &Programs) -> anyhow::Result
             .await?;
     }
     match result {
+        Ok(Ok(())) => {
+            std::fs::remove_dir_all(&logs)?;
+            Ok(())
+        }
         Ok(result) => result.with_context(|| format!("{source} (logs in {})", logs.display())),
         Err(panic) => std::panic::resume_unwind(panic),
     }
@@ -849,7 +853,7 @@ async fn run_in(
     ];
     let hops: Vec<(&str, &str)> = hops.iter().map(|(g, t)| (g.as_str(), t.as_str())).collect();
     if let Err(error) =
-        vault_runtime::kafka::wait_caught_up(&kafka, &hops, Duration::from_secs(120), |_, _| {})
+        vault_runtime::kafka::wait_caught_up(&kafka, &hops, Duration::from_secs(60), |_, _| {})
             .await
     {
         let logs: Vec<String> = running
