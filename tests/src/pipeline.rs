@@ -16,6 +16,23 @@ use vault_runtime::config::{Profile, Settings};
 
 use crate::{eventually, stack, unique, Stack};
 
+/// Counts the rows of the datamarts that differ from a recount over the Data Vault (both
+/// tables, both directions): zero when the counters are exact.
+pub const COUNTER_MISMATCHES_SQL: &str = "SELECT (SELECT count(*) FROM ( \
+               (SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters \
+                  WHERE order_cnt > 0 \
+                EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount) \
+               UNION ALL \
+               (SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount \
+                EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters)) d) \
+             + (SELECT count(*) FROM ( \
+               (SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters \
+                  WHERE order_cnt > 0 \
+                EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount) \
+               UNION ALL \
+               (SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount \
+                EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters)) d)";
+
 /// The services of the chain, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Service {
@@ -371,23 +388,7 @@ impl Pipeline {
     /// Rows of the datamarts that differ from a recount over the Data Vault (both tables,
     /// both directions); zero when the counters are exact.
     pub async fn counter_mismatches(&self) -> anyhow::Result<i64> {
-        self.count(
-            "SELECT (SELECT count(*) FROM ( \
-               (SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters \
-                  WHERE order_cnt > 0 \
-                EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount) \
-               UNION ALL \
-               (SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount \
-                EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters)) d) \
-             + (SELECT count(*) FROM ( \
-               (SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters \
-                  WHERE order_cnt > 0 \
-                EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount) \
-               UNION ALL \
-               (SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount \
-                EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters)) d)",
-        )
-        .await
+        self.count(COUNTER_MISMATCHES_SQL).await
     }
 
     /// A fingerprint of every warehouse table (row counts and counter contents), to show that

@@ -28,7 +28,7 @@ use futures::FutureExt as _;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use vault_runtime::config::{KafkaSecurity, KafkaSettings, Profile, Settings};
-use vault_tests::pipeline::http;
+use vault_tests::pipeline::{http, COUNTER_MISMATCHES_SQL};
 use vault_tests::{stack, unique, Stack};
 
 /// The programs a deployment runs, by the name the files give them.
@@ -890,22 +890,7 @@ async fn run_in(
         let rows = count(format!("SELECT count(*) FROM {table} WHERE order_cnt > 0")).await?;
         ensure!(rows > 0, "{table} is empty after {ORDERS} orders");
     }
-    let mismatches = count(
-        "SELECT (SELECT count(*) FROM ( \
-           (SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters WHERE order_cnt > 0 \
-            EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount) \
-           UNION ALL \
-           (SELECT user_id, product_id, order_cnt FROM cdm.v_user_product_recount \
-            EXCEPT SELECT user_id, product_id, order_cnt FROM cdm.user_product_counters)) d) \
-         + (SELECT count(*) FROM ( \
-           (SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters WHERE order_cnt > 0 \
-            EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount) \
-           UNION ALL \
-           (SELECT user_id, category_id, order_cnt FROM cdm.v_user_category_recount \
-            EXCEPT SELECT user_id, category_id, order_cnt FROM cdm.user_category_counters)) d)"
-            .into(),
-    )
-    .await?;
+    let mismatches = count(COUNTER_MISMATCHES_SQL.into()).await?;
     ensure!(
         mismatches == 0,
         "{mismatches} counters differ from the recount over the Data Vault"
