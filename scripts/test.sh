@@ -31,6 +31,9 @@ if command -v psql >/dev/null; then
   [[ -z $stale ]] || printf '[test] dropped %s databases of earlier test runs\n' "$(wc -w <<<"$stale")" >&2
 fi
 
+# Some tests start the services' real binaries (SIGTERM, kill -9): build them first.
+cargo build --workspace --bins --quiet
+
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast --test-threads "$THREADS" "$@"
 else

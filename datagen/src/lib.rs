@@ -4,6 +4,7 @@
 
 pub mod dictionary;
 pub mod generate;
+mod metrics;
 mod server;
 
 use std::future::Future;
@@ -79,6 +80,7 @@ pub(crate) struct State {
     pub(crate) dictionary: RwLock<Option<dictionary::Dictionary>>,
     pub(crate) kafka: KafkaSettings,
     pub(crate) seed: u64,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 pub struct Application {
@@ -111,6 +113,7 @@ impl Application {
                 dictionary: RwLock::new(None),
                 kafka: settings.kafka,
                 seed: settings.seed,
+                metrics: metrics::Metrics::new(),
             }),
             listener,
             http_addr,

@@ -1,4 +1,4 @@
-//! datagen's HTTP API: `GET /health` and `POST /push {"N": n}`, which pushes n orders and
+//! datagen's HTTP API: `GET /health`, `GET /metrics` and `POST /push {"N": n}`, which pushes n orders and
 //! answers `{"status": "success", "messages_pushed": n, ...}`; the later versions of some
 //! orders go out as extra messages, counted in `later_versions`.
 
@@ -34,11 +34,22 @@ pub(crate) fn serve(
         .and(warp::post())
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::bytes())
-        .and(with_state)
+        .and(with_state.clone())
         .then(|body: warp::hyper::body::Bytes, state| push(body.to_vec(), state));
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state)
+        .map(|state: Arc<State>| {
+            warp::reply::with_header(
+                state.metrics.encode(),
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        });
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    Ok(warp::serve(health.or(push))
+    Ok(warp::serve(health.or(push).or(metrics))
         .incoming(listener)
         .graceful(shutdown)
         .run())
@@ -98,11 +109,16 @@ pub(crate) fn parse_push(body: &[u8]) -> Result<u64, String> {
 }
 
 async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
+    let started = std::time::Instant::now();
     let n = match parse_push(&body) {
         Ok(n) => n,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        Err(message) => {
+            state.metrics.failure("bad_request");
+            return error(StatusCode::BAD_REQUEST, message);
+        }
     };
     let Some(dictionary) = state.dictionary.read().await.clone() else {
+        state.metrics.failure("dictionaries_not_loaded");
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "dictionaries are not loaded yet (is Redis up?)",
@@ -110,7 +126,10 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
     };
     let first_id = match crate::allocate_order_ids(&state.redis, n).await {
         Ok(id) => id,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
+        Err(e) => {
+            state.metrics.failure("redis");
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}"));
+        }
     };
     let messages = generate::orders(
         &mut rand::rngs::StdRng::from_os_rng(),
@@ -123,6 +142,7 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
             .iter()
             .map(|order| {
                 serde_json::to_vec(order).map(|payload| OutMessage {
+                    timestamp: None,
                     key: order.object_id.to_string(),
                     payload,
                 })
@@ -130,14 +150,25 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
             .collect();
         let out = match out {
             Ok(out) => out,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            Err(e) => {
+                state.metrics.failure("serialize");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            }
         };
         if let Err(e) = kafka::publish(&state.producer, &state.topic, &out).await {
+            state.metrics.failure("kafka");
+            tracing::warn!(error = %e, "A push failed: Kafka did not take the orders.");
             return error(StatusCode::SERVICE_UNAVAILABLE, format!("Kafka: {e}"));
         }
+        state.metrics.messages.inc_by(out.len() as u64);
     }
     let later_versions = messages.len() as u64 - n;
     tracing::info!(orders = n, later_versions, first_id, "Pushed orders.");
+    state.metrics.orders.inc_by(n);
+    state
+        .metrics
+        .push_seconds
+        .observe(started.elapsed().as_secs_f64());
     reply::with_status(
         reply::json(&json!({
             "status": "success",

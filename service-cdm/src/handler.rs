@@ -9,35 +9,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Transition};
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
-use vault_runtime::dead_letter::{self, DeadLetter};
-use vault_runtime::kafka::InMessage;
-use vault_runtime::stores::PgPool;
-use vault_runtime::{Context, Failure, Handler, Outcome};
+use vault_runtime::kafka::{InMessage, OutMessage};
+use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
 
-pub struct CdmHandler {
-    service: &'static str,
-    pg: PgPool,
-}
-
-impl std::fmt::Debug for CdmHandler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CdmHandler").finish_non_exhaustive()
-    }
-}
-
-impl CdmHandler {
-    pub fn new(context: &Context) -> anyhow::Result<Self> {
-        Ok(Self {
-            service: context.settings.service,
-            pg: context.pg.clone(),
-        })
-    }
-}
+/// The datamart stage.
+#[derive(Debug)]
+pub struct CdmStage;
 
 #[derive(QueryableByName)]
 struct StateRow {
@@ -79,63 +61,91 @@ impl StateRow {
     }
 }
 
-impl Handler for CdmHandler {
-    async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
-        let mut rejects = Vec::new();
-        let mut versions: Vec<OrderVersion> = Vec::with_capacity(batch.len());
-        for message in batch {
-            let decoded = decode::cdm_events(message.payload())
-                .map_err(|e| (e.kind(), e.to_string()))
-                .and_then(|events| order_version(&events).map_err(|e| (e.kind(), e.to_string())));
-            match decoded {
-                Ok(version) => versions.push(version),
-                Err((kind, reason)) => {
-                    tracing::warn!(topic = %message.topic, partition = message.partition,
-                        offset = message.offset, kind, reason = %reason,
-                        "Rejected a message; kept it as a dead letter.");
-                    rejects.push(DeadLetter::new(message, kind, reason));
-                }
+impl Stage for CdmStage {
+    type Item = OrderVersion;
+    type Needs = ();
+    const PUBLISHES: bool = false;
+    const TABLES: &'static [Table] = &[
+        Table {
+            name: "cdm.order_state",
+            columns: &[
+                "order_id",
+                "user_id",
+                "update_ts",
+                "counted",
+                "product_ids",
+                "category_ids",
+                "updated_at",
+            ],
+            privileges: "SELECT, INSERT, UPDATE",
+        },
+        Table {
+            name: Counter::PRODUCTS.table,
+            columns: &[
+                "user_id",
+                "product_id",
+                "product_name",
+                "order_cnt",
+                "updated_at",
+            ],
+            privileges: "SELECT, INSERT, UPDATE",
+        },
+        Table {
+            name: Counter::CATEGORIES.table,
+            columns: &[
+                "user_id",
+                "category_id",
+                "category_name",
+                "order_cnt",
+                "updated_at",
+            ],
+            privileges: "SELECT, INSERT, UPDATE",
+        },
+    ];
+
+    fn new((): (), _: &Settings) -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    fn decode(&self, message: &InMessage) -> Result<OrderVersion, Rejection> {
+        let events = decode::cdm_events(message.payload())?;
+        order_version(&events).map_err(|e| Rejection::new(e.kind(), e.to_string()))
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AsyncPgConnection,
+        versions: Vec<Entry<OrderVersion>>,
+        _: &mut Rejects<'_>,
+    ) -> Result<Vec<OutMessage>, Failure> {
+        let orders: BTreeSet<Uuid> = versions.iter().map(|v| v.item.order.as_uuid()).collect();
+        let orders: Vec<Uuid> = orders.into_iter().collect();
+        let mut states = lock_states(conn, &orders).await?;
+        let mut deltas = Deltas::default();
+        let mut changed = BTreeSet::new();
+        let mut product_names = BTreeMap::new();
+        let mut category_names = BTreeMap::new();
+        for Entry { item: version, .. } in &versions {
+            if let Transition::Applied { state, deltas: d } =
+                transition(states.get(&version.order), version)
+            {
+                deltas.merge(&d);
+                states.insert(version.order, state);
+                changed.insert(version.order);
+                product_names.extend(version.products.clone());
+                category_names.extend(version.categories.clone());
             }
         }
-        let orders: BTreeSet<Uuid> = versions.iter().map(|v| v.order.as_uuid()).collect();
-        let orders: Vec<Uuid> = orders.into_iter().collect();
-
-        let mut conn = self.pg.get().await?;
-        conn.transaction::<_, Failure, _>(async |conn| {
-            let mut states = lock_states(conn, &orders).await?;
-            let mut deltas = Deltas::default();
-            let mut changed = BTreeSet::new();
-            let mut product_names = BTreeMap::new();
-            let mut category_names = BTreeMap::new();
-            for version in &versions {
-                if let Transition::Applied { state, deltas: d } =
-                    transition(states.get(&version.order), version)
-                {
-                    deltas.merge(&d);
-                    states.insert(version.order, state);
-                    changed.insert(version.order);
-                    product_names.extend(version.products.clone());
-                    category_names.extend(version.categories.clone());
-                }
-            }
-            apply_deltas(conn, Counter::PRODUCTS, &deltas.products, &product_names).await?;
-            apply_deltas(
-                conn,
-                Counter::CATEGORIES,
-                &deltas.categories,
-                &category_names,
-            )
-            .await?;
-            save_states(conn, &changed, &states).await?;
-            dead_letter::insert(conn, self.service, &rejects).await?;
-            Ok(())
-        })
+        apply_deltas(conn, Counter::PRODUCTS, &deltas.products, &product_names).await?;
+        apply_deltas(
+            conn,
+            Counter::CATEGORIES,
+            &deltas.categories,
+            &category_names,
+        )
         .await?;
-        Ok(Outcome {
-            processed: versions.len() as u64,
-            rejected: rejects.len() as u64,
-            produced: 0,
-        })
+        save_states(conn, &changed, &states).await?;
+        Ok(Vec::new())
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod handler;
 
-pub use handler::CdmHandler;
+pub use handler::CdmStage;
 use vault_runtime::{Profile, Settings};
 
 pub const PROFILE: Profile = Profile {
@@ -15,9 +15,9 @@ pub const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-pub type Application = vault_runtime::Application<CdmHandler>;
+pub type Application = vault_runtime::Application<CdmStage>;
 
 /// Builds the service from settings (see [`vault_runtime::Application::build`]).
 pub fn build(settings: Settings) -> anyhow::Result<Application> {
-    Application::build(settings, CdmHandler::new)
+    Application::build(settings)
 }

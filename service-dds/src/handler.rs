@@ -8,51 +8,20 @@ use std::collections::{BTreeMap, HashMap};
 
 use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use vault_core::decode;
 use vault_core::events::cdm_events;
 use vault_core::{EnrichedOrder, HashKey};
-use vault_runtime::dead_letter::{self, DeadLetter};
-use vault_runtime::kafka::{self, FutureProducer, InMessage, OutMessage};
-use vault_runtime::stores::PgPool;
-use vault_runtime::{Context, Failure, Handler, Outcome};
+use vault_runtime::kafka::{InMessage, OutMessage};
+use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
 
 use crate::load;
 
-pub struct DdsHandler {
-    service: &'static str,
+/// The Data Vault stage.
+#[derive(Debug)]
+pub struct DdsStage {
+    /// `load_src` of every row this stage writes: the topic it reads.
     load_src: String,
-    pg: PgPool,
-    producer: FutureProducer,
-    destination: String,
-}
-
-impl std::fmt::Debug for DdsHandler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DdsHandler")
-            .field("destination", &self.destination)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DdsHandler {
-    pub fn new(context: &Context) -> anyhow::Result<Self> {
-        let missing = |what: &str| anyhow::anyhow!("service-dds needs {what}");
-        let kafka = &context.settings.kafka;
-        Ok(Self {
-            service: context.settings.service,
-            load_src: kafka.source_topic.clone().unwrap_or_default(),
-            pg: context.pg.clone(),
-            producer: context
-                .producer
-                .clone()
-                .ok_or_else(|| missing("a producer"))?,
-            destination: kafka
-                .destination_topic
-                .clone()
-                .ok_or_else(|| missing("KAFKA_DESTINATION_TOPIC"))?,
-        })
-    }
 }
 
 #[derive(QueryableByName)]
@@ -63,66 +32,69 @@ struct Applied {
     update_ts: chrono::DateTime<chrono::Utc>,
 }
 
-impl Handler for DdsHandler {
-    async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
-        let mut rejects = Vec::new();
+impl Stage for DdsStage {
+    type Item = EnrichedOrder;
+    type Needs = ();
+    const PUBLISHES: bool = true;
+    const TABLES: &'static [Table] = load::TABLES;
+
+    fn new((): (), settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            load_src: settings.kafka.source_topic.clone().unwrap_or_default(),
+        })
+    }
+
+    fn decode(&self, message: &InMessage) -> Result<EnrichedOrder, Rejection> {
+        Ok(decode::enriched_order(message.payload()).and_then(check_amounts)?)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AsyncPgConnection,
+        orders: Vec<Entry<EnrichedOrder>>,
+        _: &mut Rejects<'_>,
+    ) -> Result<Vec<OutMessage>, Failure> {
         // Versions per order, in arrival order.
         let mut versions: BTreeMap<HashKey, Vec<EnrichedOrder>> = BTreeMap::new();
-        let mut processed = 0;
-        for message in batch {
-            match decode::enriched_order(message.payload()).and_then(check_amounts) {
-                Ok(order) => {
-                    processed += 1;
-                    versions
-                        .entry(HashKey::order(order.payload.id))
-                        .or_default()
-                        .push(order);
-                }
-                Err(error) => {
-                    tracing::warn!(topic = %message.topic, partition = message.partition,
-                        offset = message.offset, kind = error.kind(), reason = %error,
-                        "Rejected a message; kept it as a dead letter.");
-                    rejects.push(DeadLetter::new(message, error.kind(), error.to_string()));
-                }
+        let mut sent: HashMap<(i64, vault_core::Timestamp), i64> = HashMap::new();
+        for Entry {
+            item: order,
+            timestamp,
+            ..
+        } in orders
+        {
+            if let Some(timestamp) = timestamp {
+                sent.insert((order.payload.id.0, order.payload.update_ts), timestamp);
             }
+            versions
+                .entry(HashKey::order(order.payload.id))
+                .or_default()
+                .push(order);
         }
         let order_keys: Vec<uuid::Uuid> = versions.keys().map(HashKey::as_uuid).collect();
-
-        let mut conn = self.pg.get().await?;
-        let produced = conn
-            .transaction::<_, Failure, _>(async |conn| {
-                let stored = latest_applied(conn, &order_keys).await?;
-                let mut applied: Vec<&EnrichedOrder> = versions
-                    .iter()
-                    .flat_map(|(key, arrived)| newer_than(stored.get(key).copied(), arrived))
-                    .collect();
-                // Loading in time order makes the newest observation of a shared entity (a
-                // user's name, say) its current satellite row.
-                applied.sort_by_key(|order| (order.payload.update_ts, order.payload.id));
-                load::load(conn, &applied, &self.load_src).await?;
-                dead_letter::insert(conn, self.service, &rejects).await?;
-                let events: Vec<OutMessage> = applied
-                    .iter()
-                    .filter_map(|order| {
-                        let events = cdm_events(order);
-                        (!events.is_empty()).then(|| {
-                            serde_json::to_vec(&events).map(|payload| OutMessage {
-                                key: order.payload.id.to_string(),
-                                payload,
-                            })
-                        })
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Failure::Suspect(e.into()))?;
-                kafka::publish(&self.producer, &self.destination, &events).await?;
-                Ok(events.len() as u64)
-            })
-            .await?;
-        Ok(Outcome {
-            processed,
-            rejected: rejects.len() as u64,
-            produced,
-        })
+        let stored = latest_applied(conn, &order_keys).await?;
+        let mut applied: Vec<&EnrichedOrder> = versions
+            .iter()
+            .flat_map(|(key, arrived)| newer_than(stored.get(key).copied(), arrived))
+            .collect();
+        // Loading in time order makes the newest observation of a shared entity (a user's
+        // name, say) its current satellite row.
+        applied.sort_by_key(|order| (order.payload.update_ts, order.payload.id));
+        load::load(conn, &applied, &self.load_src).await?;
+        let mut events = Vec::with_capacity(applied.len());
+        for order in applied {
+            let order_events = cdm_events(order);
+            if !order_events.is_empty() {
+                events.push(OutMessage {
+                    key: order.payload.id.to_string(),
+                    timestamp: sent
+                        .get(&(order.payload.id.0, order.payload.update_ts))
+                        .copied(),
+                    payload: serde_json::to_vec(&order_events)?,
+                });
+            }
+        }
+        Ok(events)
     }
 }
 

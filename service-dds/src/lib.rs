@@ -4,7 +4,7 @@
 mod handler;
 mod load;
 
-pub use handler::DdsHandler;
+pub use handler::DdsStage;
 use vault_runtime::{Profile, Settings};
 
 pub const PROFILE: Profile = Profile {
@@ -16,9 +16,9 @@ pub const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-pub type Application = vault_runtime::Application<DdsHandler>;
+pub type Application = vault_runtime::Application<DdsStage>;
 
 /// Builds the service from settings (see [`vault_runtime::Application::build`]).
 pub fn build(settings: Settings) -> anyhow::Result<Application> {
-    Application::build(settings, DdsHandler::new)
+    Application::build(settings)
 }

@@ -373,3 +373,101 @@ async fn advance_applied_versions(
     .await
     .map(|_| ())
 }
+
+/// Every table the loader writes, for the warehouse check the runtime runs when a batch is
+/// refused (hubs, links and satellites are insert-only; the load state is updated).
+pub const TABLES: &[vault_runtime::Table] = &{
+    const INSERT: &str = "SELECT, INSERT";
+    const fn table(name: &'static str, columns: &'static [&'static str]) -> vault_runtime::Table {
+        vault_runtime::Table {
+            name,
+            columns,
+            privileges: INSERT,
+        }
+    }
+    [
+        table(
+            "dds.h_order",
+            &["h_order_pk", "order_id", "order_dt", "load_dt", "load_src"],
+        ),
+        table(
+            "dds.h_user",
+            &["h_user_pk", "user_id", "load_dt", "load_src"],
+        ),
+        table("dds.h_restaurant", &["h_restaurant_pk", "restaurant_id"]),
+        table("dds.h_product", &["h_product_pk", "product_id"]),
+        table("dds.h_category", &["h_category_pk", "category_name"]),
+        table(
+            "dds.l_order_user",
+            &["hk_order_user_pk", "h_order_pk", "h_user_pk"],
+        ),
+        table(
+            "dds.l_order_product",
+            &["hk_order_product_pk", "h_order_pk", "h_product_pk"],
+        ),
+        table(
+            "dds.l_product_category",
+            &["hk_product_category_pk", "h_product_pk", "h_category_pk"],
+        ),
+        table(
+            "dds.l_product_restaurant",
+            &[
+                "hk_product_restaurant_pk",
+                "h_product_pk",
+                "h_restaurant_pk",
+            ],
+        ),
+        table(
+            "dds.s_user_names",
+            &[
+                "h_user_pk",
+                "username",
+                "userlogin",
+                "hk_user_names_hashdiff",
+                "update_ts",
+            ],
+        ),
+        table(
+            "dds.s_restaurant_names",
+            &[
+                "h_restaurant_pk",
+                "name",
+                "hk_restaurant_names_hashdiff",
+                "update_ts",
+            ],
+        ),
+        table(
+            "dds.s_product_names",
+            &[
+                "h_product_pk",
+                "name",
+                "hk_product_names_hashdiff",
+                "update_ts",
+            ],
+        ),
+        table(
+            "dds.s_order_cost",
+            &[
+                "h_order_pk",
+                "cost",
+                "payment",
+                "hk_order_cost_hashdiff",
+                "update_ts",
+            ],
+        ),
+        table(
+            "dds.s_order_status",
+            &[
+                "h_order_pk",
+                "status",
+                "hk_order_status_hashdiff",
+                "update_ts",
+            ],
+        ),
+        vault_runtime::Table {
+            name: "dds.order_load_state",
+            columns: &["h_order_pk", "order_id", "update_ts", "load_dt"],
+            privileges: "SELECT, INSERT, UPDATE",
+        },
+    ]
+};

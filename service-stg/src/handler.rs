@@ -1,4 +1,4 @@
-//! The staging step, one batch at a time: decode, look the dictionaries up in one Redis round
+//! The staging stage: decode raw orders, look the dictionaries up in one Redis round trip,
 //! trip, enrich, then in one transaction upsert `stg.order_events`, keep the rejects, and
 //! publish the enriched orders; the transaction commits only once the broker acknowledged them.
 
@@ -6,60 +6,38 @@ use std::collections::{BTreeSet, HashMap};
 
 use bb8_redis::redis::AsyncCommands;
 use diesel::sql_types::{Array, BigInt, Jsonb, Text, Timestamptz};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use vault_core::decode::{self, RawOrderMessage};
 use vault_core::enrich::enrich;
 use vault_core::{EntityId, Restaurant, User};
-use vault_runtime::dead_letter::{self, DeadLetter};
-use vault_runtime::kafka::{self, FutureProducer, InMessage, OutMessage};
-use vault_runtime::stores::{PgPool, RedisPool};
-use vault_runtime::{Context, Failure, Handler, Outcome};
+use vault_runtime::kafka::{InMessage, OutMessage};
+use vault_runtime::stores::RedisPool;
+use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
 
-pub struct StgHandler {
-    service: &'static str,
-    pg: PgPool,
+/// The staging stage.
+pub struct StgStage {
     redis: RedisPool,
-    producer: FutureProducer,
-    destination: String,
 }
 
-impl std::fmt::Debug for StgHandler {
+impl std::fmt::Debug for StgStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StgHandler")
-            .field("destination", &self.destination)
-            .finish_non_exhaustive()
+        f.debug_struct("StgStage").finish_non_exhaustive()
     }
 }
 
-impl StgHandler {
-    pub fn new(context: &Context) -> anyhow::Result<Self> {
-        let missing = |what: &str| anyhow::anyhow!("service-stg needs {what}");
-        Ok(Self {
-            service: context.settings.service,
-            pg: context.pg.clone(),
-            redis: context.redis.clone().ok_or_else(|| missing("Redis"))?,
-            producer: context
-                .producer
-                .clone()
-                .ok_or_else(|| missing("a producer"))?,
-            destination: context
-                .settings
-                .kafka
-                .destination_topic
-                .clone()
-                .ok_or_else(|| missing("KAFKA_DESTINATION_TOPIC"))?,
-        })
-    }
-
+impl StgStage {
     /// Fetches every user and restaurant the orders refer to in one MGET.
     async fn dictionaries(
         &self,
-        orders: &[(usize, RawOrderMessage)],
+        orders: &[Entry<RawOrderMessage>],
     ) -> Result<HashMap<EntityId, String>, Failure> {
         let ids: BTreeSet<&EntityId> = orders
             .iter()
-            .flat_map(|(_, m)| [&m.order.payload.user.id, &m.order.payload.restaurant.id])
+            .flat_map(|m| {
+                let payload = &m.item.order.payload;
+                [&payload.user.id, &payload.restaurant.id]
+            })
             .collect();
         if ids.is_empty() {
             return Ok(HashMap::new());
@@ -84,24 +62,42 @@ struct StagedRow {
     payload: Value,
 }
 
-impl Handler for StgHandler {
-    async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
-        let mut rejects = Vec::new();
-        let mut decoded = Vec::with_capacity(batch.len());
-        for (index, message) in batch.iter().enumerate() {
-            match decode::raw_order(message.payload()) {
-                Ok(order) => decoded.push((index, order)),
-                Err(error) => {
-                    rejects.push(DeadLetter::new(message, error.kind(), error.to_string()))
-                }
-            }
-        }
+impl Stage for StgStage {
+    type Item = RawOrderMessage;
+    type Needs = RedisPool;
+    const PUBLISHES: bool = true;
+    const TABLES: &'static [Table] = &[Table {
+        name: "stg.order_events",
+        columns: &[
+            "object_id",
+            "object_type",
+            "sent_dttm",
+            "update_ts",
+            "payload",
+            "load_dt",
+        ],
+        privileges: "SELECT, INSERT, UPDATE",
+    }];
 
-        let dictionaries = self.dictionaries(&decoded).await?;
+    fn new(redis: RedisPool, _: &Settings) -> anyhow::Result<Self> {
+        Ok(Self { redis })
+    }
+
+    fn decode(&self, message: &InMessage) -> Result<RawOrderMessage, Rejection> {
+        Ok(decode::raw_order(message.payload())?)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AsyncPgConnection,
+        orders: Vec<Entry<RawOrderMessage>>,
+        rejects: &mut Rejects<'_>,
+    ) -> Result<Vec<OutMessage>, Failure> {
+        let dictionaries = self.dictionaries(&orders).await?;
         let mut rows = HashMap::<i64, StagedRow>::new();
-        let mut published = Vec::with_capacity(decoded.len());
-        for (index, message) in &decoded {
-            let order = &message.order;
+        let mut published = Vec::with_capacity(orders.len());
+        for entry in &orders {
+            let order = &entry.item.order;
             let p = &order.payload;
             let user = lookup::<User>(&dictionaries, &p.user.id, decode::user);
             let restaurant =
@@ -109,39 +105,30 @@ impl Handler for StgHandler {
             let (user, restaurant) = match (user, restaurant) {
                 (Ok(user), Ok(restaurant)) => (user, restaurant),
                 (Err(reason), _) | (_, Err(reason)) => {
-                    rejects.push(DeadLetter::new(
-                        &batch[*index],
-                        "invalid_dictionary_entry",
-                        reason,
-                    ));
+                    rejects.reject(entry, Rejection::new("invalid_dictionary_entry", reason));
                     continue;
                 }
             };
-            match enrich(order, user.as_ref(), restaurant.as_ref()) {
-                Ok(enriched) => {
-                    let payload =
-                        serde_json::to_vec(&enriched).map_err(|e| Failure::Suspect(e.into()))?;
-                    published.push(OutMessage {
-                        key: order.object_id.to_string(),
-                        payload,
-                    });
-                }
+            let enriched = match enrich(order, user.as_ref(), restaurant.as_ref()) {
+                Ok(enriched) => enriched,
                 Err(error) => {
-                    rejects.push(DeadLetter::new(
-                        &batch[*index],
-                        error.kind(),
-                        error.to_string(),
-                    ));
+                    rejects.reject(entry, Rejection::new(error.kind(), error.to_string()));
                     continue;
                 }
-            }
+            };
+            published.push(OutMessage {
+                key: order.object_id.to_string(),
+                timestamp: entry.timestamp,
+                payload: serde_json::to_vec(&enriched)?,
+            });
             // Within a batch, the newest version of an order is the one staged.
             let row = StagedRow {
                 object_id: order.object_id.0,
                 object_type: order.object_type.clone(),
                 sent_dttm: order.sent_dttm.as_datetime(),
                 update_ts: p.update_ts.as_datetime(),
-                payload: message
+                payload: entry
+                    .item
                     .document
                     .get("payload")
                     .cloned()
@@ -154,27 +141,10 @@ impl Handler for StgHandler {
                 }
             }
         }
-        for letter in &rejects {
-            tracing::warn!(topic = %letter.topic, partition = letter.partition, offset = letter.offset,
-                kind = %letter.kind, reason = %letter.reason, "Rejected a message; kept it as a dead letter.");
-        }
-
         let mut rows: Vec<StagedRow> = rows.into_values().collect();
         rows.sort_by_key(|row| row.object_id);
-        let service = self.service;
-        let mut conn = self.pg.get().await?;
-        conn.transaction::<_, Failure, _>(async |conn| {
-            upsert_orders(conn, &rows).await?;
-            dead_letter::insert(conn, service, &rejects).await?;
-            kafka::publish(&self.producer, &self.destination, &published).await?;
-            Ok(())
-        })
-        .await?;
-        Ok(Outcome {
-            processed: published.len() as u64,
-            rejected: rejects.len() as u64,
-            produced: published.len() as u64,
-        })
+        upsert_orders(conn, &rows).await?;
+        Ok(published)
     }
 }
 
@@ -195,7 +165,7 @@ fn lookup<T>(
 /// Upserts the newest version of each order: an older or equal version never replaces a
 /// newer one.
 async fn upsert_orders(
-    conn: &mut diesel_async::AsyncPgConnection,
+    conn: &mut AsyncPgConnection,
     rows: &[StagedRow],
 ) -> diesel::QueryResult<usize> {
     if rows.is_empty() {

@@ -4,7 +4,7 @@
 
 mod handler;
 
-pub use handler::StgHandler;
+pub use handler::StgStage;
 use vault_runtime::{Profile, Settings};
 
 pub const PROFILE: Profile = Profile {
@@ -16,9 +16,9 @@ pub const PROFILE: Profile = Profile {
     uses_redis: true,
 };
 
-pub type Application = vault_runtime::Application<StgHandler>;
+pub type Application = vault_runtime::Application<StgStage>;
 
 /// Builds the service from settings (see [`vault_runtime::Application::build`]).
 pub fn build(settings: Settings) -> anyhow::Result<Application> {
-    Application::build(settings, StgHandler::new)
+    Application::build(settings)
 }

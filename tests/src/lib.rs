@@ -29,7 +29,9 @@
 //! `docker rm -f vaultline-test-kafka vaultline-test-postgres vaultline-test-redis` removes
 //! them.
 
+pub mod expect;
 pub mod pipeline;
+pub mod process;
 pub mod servers;
 
 use std::{
@@ -155,6 +157,40 @@ impl Stack {
             tracing::warn!(%error, "The Postgres admin connection ended with an error.");
         }
         Ok(url)
+    }
+
+    /// Creates a fresh database owned by a new role that is not a superuser (so that its
+    /// privileges can be revoked), and returns the database's admin URL and the role's URL.
+    pub async fn fresh_database_with_role(&self) -> anyhow::Result<(String, String)> {
+        let admin_url = self.fresh_database().await?;
+        let database = admin_url
+            .rsplit('/')
+            .next()
+            .and_then(|tail| tail.split('?').next())
+            .unwrap_or_default()
+            .to_owned();
+        let role = format!("vaultline_role_{}", Uuid::new_v4().simple());
+        let password = Uuid::new_v4().simple().to_string();
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_admin_url, tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN NOSUPERUSER PASSWORD '{password}'; \
+                 ALTER DATABASE {database} OWNER TO {role}"
+            ))
+            .await
+            .with_context(|| format!("creating role {role}"))?;
+        drop(client);
+        let _ = connection.await;
+        let scheme_end = admin_url
+            .find("://")
+            .ok_or_else(|| anyhow!("DATABASE_URL must be a postgres:// URL"))?
+            + "://".len();
+        let rest = &admin_url[scheme_end..];
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let role_url = format!("{}{role}:{password}@{host}", &admin_url[..scheme_end]);
+        Ok((admin_url, role_url))
     }
 
     /// Creates `names` with `partitions` partitions each (replication factor 1) and waits until

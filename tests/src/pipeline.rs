@@ -282,6 +282,7 @@ impl Pipeline {
         let messages: Vec<vault_runtime::OutMessage> = messages
             .iter()
             .map(|(key, payload)| vault_runtime::OutMessage {
+                timestamp: None,
                 key: key.clone(),
                 payload: payload.clone(),
             })

@@ -10,100 +10,87 @@ use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::watch;
 
 use crate::config::{Migrations, Settings};
-use crate::consume::{Handler, Worker};
+use crate::consume::{Backoff, Worker};
 use crate::http::{self, Dependency, HealthState};
 use crate::kafka;
+use crate::stage::{Needs, Output, Runner, Stage};
 use crate::status::{Status, WorkerState};
-use crate::stores::{self, PgPool, RedisPool};
-
-/// What a handler is built from.
-#[derive(Clone)]
-pub struct Context {
-    pub settings: Settings,
-    pub pg: PgPool,
-    pub redis: Option<RedisPool>,
-    /// Present when the service publishes (it has a destination topic).
-    pub producer: Option<FutureProducer>,
-    pub status: Arc<Status>,
-}
-
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("service", &self.settings.service)
-            .finish_non_exhaustive()
-    }
-}
+use crate::stores;
 
 /// A built service: HTTP bound, clients created, nothing running yet.
-pub struct Application<H> {
-    context: Context,
-    worker: Worker<H>,
+pub struct Application<S> {
+    settings: Settings,
+    status: Arc<Status>,
+    /// Flushed at shutdown, when the stage publishes.
+    producer: Option<FutureProducer>,
+    worker: Worker<S>,
     http_addr: SocketAddr,
     health: HealthState,
     listener: std::net::TcpListener,
 }
 
-impl<H> std::fmt::Debug for Application<H> {
+impl<S> std::fmt::Debug for Application<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
-            .field("service", &self.context.settings.service)
+            .field("service", &self.settings.service)
             .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
 }
 
-impl<H: Handler> Application<H> {
+impl<S: Stage> Application<S> {
     /// Creates clients and binds the HTTP port. Connections are made lazily: a dependency
-    /// that is down at start is waited for, not a reason to exit.
-    pub fn build(
-        settings: Settings,
-        make_handler: impl FnOnce(&Context) -> anyhow::Result<H>,
-    ) -> anyhow::Result<Self> {
+    /// that is down at start is waited for, not a reason to exit. What the stage needs that
+    /// the settings do not give (a destination topic, Redis) is a configuration error here.
+    pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let status = Arc::new(Status::new(settings.service));
-        let pg = stores::pg_pool(&settings.postgres);
-        let redis = settings
-            .redis
-            .as_ref()
-            .map(stores::redis_pool)
-            .transpose()?;
-        let producer = match &settings.kafka.destination_topic {
-            Some(_) => Some(kafka::producer(&settings.kafka)?),
-            None => None,
+        let pool = stores::pg_pool(&settings.postgres);
+        let mut dependencies = vec![Dependency::Postgres(pool.clone())];
+        let needs = S::Needs::build(&settings, &mut dependencies)?;
+        let output = if S::PUBLISHES {
+            let topic = settings.kafka.destination_topic.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid configuration: KAFKA_DESTINATION_TOPIC: is required by {}",
+                    settings.service
+                )
+            })?;
+            Some(Output {
+                producer: kafka::producer(&settings.kafka)?,
+                topic,
+            })
+        } else {
+            None
         };
         let source = settings.kafka.source_topic.clone().ok_or_else(|| {
             anyhow::anyhow!("invalid configuration: KAFKA_SOURCE_TOPIC: is required")
         })?;
         let consumer = kafka::consumer(&settings.kafka)?;
-        let mut dependencies = vec![Dependency::Postgres(pg.clone())];
-        if let Some(redis) = &redis {
-            dependencies.push(Dependency::Redis(redis.clone()));
-        }
+        let producer = output.as_ref().map(|output| output.producer.clone());
         let kafka_probe = match &producer {
             Some(producer) => producer.clone(),
             None => kafka::producer(&settings.kafka)?,
         };
         dependencies.push(Dependency::Kafka(kafka_probe));
-        let context = Context {
-            settings: settings.clone(),
-            pg: pg.clone(),
-            redis,
-            producer,
-            status: status.clone(),
-        };
-        let handler = make_handler(&context)?;
+        let stage = S::new(needs, &settings)?;
         let (listener, http_addr) = http::bind(settings.http_addr)?;
         let worker = Worker {
             consumer,
             topic: source,
-            handler,
-            pool: pg,
+            runner: Runner {
+                stage,
+                service: settings.service,
+                pool,
+                output,
+                status: status.clone(),
+            },
             dependencies: dependencies.clone(),
             batch: settings.batch,
             status: status.clone(),
         };
         Ok(Self {
-            context,
+            settings,
+            status: status.clone(),
+            producer,
             worker,
             http_addr,
             health: HealthState {
@@ -120,7 +107,7 @@ impl<H: Handler> Application<H> {
     }
 
     pub fn status(&self) -> Arc<Status> {
-        self.context.status.clone()
+        self.status.clone()
     }
 
     /// Runs until `shutdown` completes: applies migrations (waiting for Postgres), creates
@@ -128,22 +115,30 @@ impl<H: Handler> Application<H> {
     /// uncommitted, durable offsets are committed and the producer is flushed.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let service = self.context.settings.service;
+        let service = self.settings.service;
         let mut http_stop = stop_rx.clone();
         let (_, server) = http::serve_listener(self.listener, self.health.clone(), async move {
             let _ = http_stop.wait_for(|stop| *stop).await;
         })?;
         let server = tokio::spawn(server);
+        let monitor = tokio::spawn(crate::monitor::run(
+            self.settings.clone(),
+            self.worker.topic.clone(),
+            self.status.clone(),
+            self.health.dependencies.clone(),
+            stop_rx.clone(),
+        ));
         tracing::info!(service, http = %self.http_addr, "Service starting.");
 
-        let context = self.context.clone();
+        let settings = self.settings.clone();
+        let status = self.status.clone();
         let worker = self.worker;
         let mut prepare_stop = stop_rx.clone();
         let work = async move {
             let ready = tokio::select! {
                 biased;
                 _ = prepare_stop.wait_for(|stop| *stop) => false,
-                result = prepare(&context) => { result?; true }
+                () = prepare(&settings, &status) => true
             };
             if ready {
                 worker.run(stop_rx).await?;
@@ -160,35 +155,30 @@ impl<H: Handler> Application<H> {
             }
         };
         let _ = stop_tx.send(true);
-        if let Some(producer) = &self.context.producer {
+        if let Some(producer) = &self.producer {
             let _ = producer.flush(Duration::from_secs(10));
         }
         if result.is_err() {
-            self.context.status.set_state(WorkerState::Failed);
+            self.status.set_state(WorkerState::Failed);
         }
         let _ = server.await;
+        let _ = monitor.await;
         tracing::info!(service, "Service stopped.");
         result
     }
 }
 
 /// Applies migrations and creates topics, retrying while dependencies are down.
-async fn prepare(context: &Context) -> anyhow::Result<()> {
-    let settings = &context.settings;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match schema_ready(settings).await {
-            Ok(()) => break,
-            Err(error) => {
+async fn prepare(settings: &Settings, status: &Status) {
+    Backoff::DEFAULT
+        .retry(
+            || schema_ready(settings),
+            |error, _| {
                 tracing::warn!(error = %format!("{error:#}"), "Cannot apply migrations yet; retrying.");
-                context
-                    .status
-                    .record_error(format!("migrations: {error:#}"));
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
+                status.record_error(format!("migrations: {error:#}"));
+            },
+        )
+        .await;
     if let Some(partitions) = settings.kafka.create_topics_partitions {
         let topics: Vec<&str> = [
             &settings.kafka.source_topic,
@@ -198,14 +188,16 @@ async fn prepare(context: &Context) -> anyhow::Result<()> {
         .flatten()
         .map(String::as_str)
         .collect();
-        let mut backoff = Duration::from_millis(200);
-        while let Err(error) = kafka::ensure_topics(&settings.kafka, &topics, partitions).await {
-            tracing::warn!(error = %format!("{error:#}"), "Cannot create topics yet; retrying.");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+        Backoff::DEFAULT
+            .retry(
+                || kafka::ensure_topics(&settings.kafka, &topics, partitions),
+                |error, _| {
+                    tracing::warn!(error = %format!("{error:#}"), "Cannot create topics yet; retrying.");
+                    status.record_error(format!("topics: {error:#}"));
+                },
+            )
+            .await;
     }
-    Ok(())
 }
 
 /// Applies pending migrations (`MIGRATIONS=apply`), or checks that none is pending
@@ -241,10 +233,7 @@ pub fn init_tracing() {
 
 /// The body of every service's `main`: settings from the environment (one clear line and
 /// exit code 2 when they are bad), then run until SIGTERM/SIGINT.
-pub async fn main_for<H: Handler>(
-    profile: crate::config::Profile,
-    make_handler: impl FnOnce(&Context) -> anyhow::Result<H>,
-) -> std::process::ExitCode {
+pub async fn main_for<S: Stage>(profile: crate::config::Profile) -> std::process::ExitCode {
     init_tracing();
     let settings = match Settings::from_env(profile) {
         Ok(settings) => settings,
@@ -253,7 +242,7 @@ pub async fn main_for<H: Handler>(
             return std::process::ExitCode::from(2);
         }
     };
-    let app = match Application::build(settings, make_handler) {
+    let app = match Application::<S>::build(settings) {
         Ok(app) => app,
         Err(error) => {
             eprintln!("{}: {error:#}", profile.service);

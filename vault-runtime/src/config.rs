@@ -67,6 +67,9 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     pub redis: Option<RedisSettings>,
     pub batch: BatchSettings,
+    /// How long the consumer group may have lag without committing anything before `/health`
+    /// reports the worker stalled (`WORKER_STALL_SECONDS`).
+    pub stall_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +84,13 @@ pub struct KafkaSettings {
     /// When set, the service creates its missing topics with this many partitions at start
     /// (`KAFKA_TOPIC_PARTITIONS`; `0` turns it off). Existing topics are left alone.
     pub create_topics_partitions: Option<i32>,
+    /// How long the group waits for a member that stopped heartbeating (a process killed
+    /// with -9) before it gives that member's partitions to others (`KAFKA_SESSION_TIMEOUT_MS`).
+    pub session_timeout: Duration,
+    /// Static group membership (`KAFKA_GROUP_INSTANCE_ID`, e.g. the pod name): a restarted
+    /// member with the same id takes its partitions back at once, without a rebalance. Must be
+    /// unique among the group's live members.
+    pub group_instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +180,7 @@ impl Settings {
                 max_messages,
                 linger: Duration::from_millis(parse_or(env, "BATCH_LINGER_MS", 20)?),
             },
+            stall_after: Duration::from_secs(parse_or(env, "WORKER_STALL_SECONDS", 30)?),
         })
     }
 }
@@ -198,6 +209,8 @@ impl KafkaSettings {
             idempotence: parse_or(env, "KAFKA_ENABLE_IDEMPOTENCE", true)?,
             create_topics_partitions: Some(parse_or(env, "KAFKA_TOPIC_PARTITIONS", 3)?)
                 .filter(|partitions: &i32| *partitions > 0),
+            session_timeout: session_timeout(env)?,
+            group_instance_id: env.get("KAFKA_GROUP_INSTANCE_ID"),
         })
     }
 }
@@ -209,6 +222,18 @@ impl RedisSettings {
             pool_size: parse_or(env, "REDIS_POOL_SIZE", 8)?,
         })
     }
+}
+
+/// Kafka brokers accept 6 s to 30 min by default (`group.min/max.session.timeout.ms`).
+fn session_timeout(env: &impl Env) -> Result<Duration, ConfigError> {
+    let millis: u64 = parse_or(env, "KAFKA_SESSION_TIMEOUT_MS", 10_000)?;
+    if !(6_000..=1_800_000).contains(&millis) {
+        return Err(ConfigError::new(
+            "KAFKA_SESSION_TIMEOUT_MS",
+            "must be between 6000 and 1800000",
+        ));
+    }
+    Ok(Duration::from_millis(millis))
 }
 
 /// Parses an optional variable, naming it when malformed.

@@ -2,13 +2,15 @@
 //!
 //! The loop follows the at-least-once pattern of rust-rdkafka's `at_least_once.rs` and
 //! Vector's Kafka source: auto offset store is off, and a batch's offsets are stored only after
-//! its handler returned, i.e. after its database transaction committed and everything it
-//! published was acknowledged. Handlers are idempotent, so a redelivery after a crash changes
-//! nothing. Batches run one at a time, so offsets advance in receive order per partition.
+//! its attempt returned, i.e. after its database transaction committed and everything it
+//! published was acknowledged ([`crate::stage`]). Stages are idempotent, so a redelivery after
+//! a crash changes nothing. Batches run one at a time, so offsets advance in receive order per
+//! partition.
 //!
-//! Failures (see [`Failure`]): a transient one retries the same batch with back-off, skipping
-//! nothing; a suspect one bisects the batch to isolate the message at fault and, when a single
-//! message keeps failing while its dependencies are healthy, keeps it as a dead letter.
+//! Failures (docs/failures.md): a systemic one pauses the worker and retries the same batch
+//! with back-off, skipping nothing and rejecting nothing; a suspect one bisects the batch to
+//! isolate the message at fault and, when a single message keeps failing while the warehouse
+//! and every dependency check out healthy, keeps it as a dead letter.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -23,41 +25,68 @@ use tokio::sync::watch;
 
 use crate::config::BatchSettings;
 use crate::dead_letter::{self, DeadLetter};
-use crate::failure::Failure;
+use crate::failure::{self, Failure};
 use crate::http::Dependency;
 use crate::kafka::InMessage;
+use crate::stage::{Outcome, Runner, Stage};
 use crate::status::{Status, WorkerState};
-use crate::stores::PgPool;
-
-/// What a handler did with a batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub processed: u64,
-    pub rejected: u64,
-    pub produced: u64,
-}
-
-/// A service's processing step. `handle` must be idempotent, and when it returns `Ok` every
-/// effect of the batch must be durable (committed, acknowledged).
-pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, batch: &[InMessage]) -> impl Future<Output = Result<Outcome, Failure>> + Send;
-}
 
 /// How many times a lone message may fail as suspect before it is rejected.
 const SUSPECT_ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Retry pacing: the first pause, doubled after each failure up to the maximum. The one
+/// back-off of the runtime: the consume loop, start-up and the consumer use it.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub const DEFAULT: Backoff = Backoff {
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(10),
+    };
+
+    #[cfg(test)]
+    pub(crate) const fn new(first: Duration, max: Duration) -> Self {
+        Self { first, max }
+    }
+
+    pub fn first(&self) -> Duration {
+        self.first
+    }
+
+    /// The pause after `pause`.
+    pub fn next(&self, pause: Duration) -> Duration {
+        (pause * 2).min(self.max)
+    }
+
+    /// Runs `attempt` until it succeeds, pausing between tries; `failed` hears of each error.
+    pub async fn retry<T, E, F: Future<Output = Result<T, E>>>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+        mut failed: impl FnMut(&E, Duration),
+    ) -> T {
+        let mut pause = self.first;
+        loop {
+            match attempt().await {
+                Ok(value) => return value,
+                Err(error) => failed(&error, pause),
+            }
+            tokio::time::sleep(pause).await;
+            pause = self.next(pause);
+        }
+    }
+}
 
 /// The loop's state; one per service process.
-pub struct Worker<H> {
+pub struct Worker<S> {
     /// Polled only by this loop, so a batch in hand and the offsets it stores can never
     /// interleave with another batch's.
     pub(crate) consumer: StreamConsumer,
     pub(crate) topic: String,
-    pub(crate) handler: H,
-    /// For dead letters of messages the handler keeps refusing: written outside the
-    /// handler's transaction, which is the one that fails.
-    pub(crate) pool: PgPool,
+    pub(crate) runner: Runner<S>,
     /// Checked before a refused message is rejected, so an outage is never mistaken for a
     /// bad message.
     pub(crate) dependencies: Vec<Dependency>,
@@ -66,7 +95,7 @@ pub struct Worker<H> {
     pub(crate) status: Arc<Status>,
 }
 
-impl<H> std::fmt::Debug for Worker<H> {
+impl<S> std::fmt::Debug for Worker<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("topic", &self.topic)
@@ -79,7 +108,7 @@ impl<H> std::fmt::Debug for Worker<H> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Abandoned;
 
-impl<H: Handler> Worker<H> {
+impl<S: Stage> Worker<S> {
     /// Runs until `stop` turns true, then commits what is durable and returns.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         self.consumer.subscribe(&[self.topic.as_str()])?;
@@ -91,7 +120,7 @@ impl<H: Handler> Worker<H> {
                 () = stopped(&mut stop) => break,
                 batch = self.next_batch() => batch,
             };
-            match self.process(&batch, &mut stop).await {
+            match process_batch(&self, &self.status, &batch, &mut stop, Backoff::DEFAULT).await {
                 Ok(()) => self.store_and_commit(&batch, CommitMode::Async),
                 Err(Abandoned) => break,
             }
@@ -101,7 +130,8 @@ impl<H: Handler> Worker<H> {
             Ok(())
             | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
-                tracing::warn!(%error, "Final offset commit failed; the uncommitted tail will be redelivered.")
+                tracing::warn!(%error, "Final offset commit failed; the uncommitted tail will be redelivered.");
+                self.status.metrics.error("offset_commit");
             }
         }
         self.status.set_state(WorkerState::Stopped);
@@ -138,25 +168,9 @@ impl<H: Handler> Worker<H> {
 
     async fn consumer_error(&self, error: KafkaError) {
         tracing::warn!(%error, "Kafka consumer error; retrying.");
+        self.status.metrics.error("kafka_consumer");
         self.status.record_error(format!("kafka consumer: {error}"));
-        tokio::time::sleep(FIRST_BACKOFF).await;
-    }
-
-    /// Processes a batch to the end, or until told to stop.
-    async fn process(
-        &self,
-        batch: &[InMessage],
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), Abandoned> {
-        process_batch(
-            &self.handler,
-            self,
-            &self.status,
-            batch,
-            stop,
-            Backoff::DEFAULT,
-        )
-        .await
+        tokio::time::sleep(Backoff::DEFAULT.first()).await;
     }
 
     /// Stores the next offset of every partition in the batch and commits them.
@@ -177,29 +191,42 @@ impl<H: Handler> Worker<H> {
         if let Err(error) = self.consumer.store_offsets(&tpl) {
             // Partitions revoked meanwhile: their new owner redelivers, harmlessly.
             tracing::warn!(%error, "Cannot store offsets; the batch will be redelivered to the partitions' new owner.");
+            self.status.metrics.error("offset_store");
             return;
         }
         if let Err(error) = self.consumer.commit_consumer_state(mode) {
             tracing::warn!(%error, "Offset commit failed; it is retried with the next batch.");
+            self.status.metrics.error("offset_commit");
         }
     }
 }
 
-impl<H: Handler> Escalation for Worker<H> {
-    async fn healthy(&self) -> bool {
+impl<S: Stage> Attempts for Worker<S> {
+    async fn attempt(&self, slice: &[InMessage]) -> Result<Outcome, Failure> {
+        self.runner.attempt(slice).await
+    }
+
+    async fn warehouse_problems(&self) -> Vec<String> {
+        match self.runner.pool.get().await {
+            Ok(mut conn) => failure::diagnose(&mut conn, S::TABLES).await,
+            Err(error) => vec![format!("cannot reach Postgres: {error}")],
+        }
+    }
+
+    async fn unhealthy(&self) -> Option<String> {
         for dependency in &self.dependencies {
-            if dependency.check().await.is_err() {
-                return false;
+            if let Err(error) = dependency.check().await {
+                return Some(format!("{} is down: {error}", dependency.name()));
             }
         }
-        true
+        None
     }
 
     /// Keeps a message that keeps failing as a dead letter; true when that is durable.
     async fn reject(&self, message: &InMessage, error: &anyhow::Error) -> bool {
         let letter = DeadLetter::new(message, "processing_failed", format!("{error:#}"));
         let stored = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.runner.pool.get().await.map_err(|e| e.to_string())?;
             dead_letter::insert(
                 &mut conn,
                 self.status.service,
@@ -213,16 +240,22 @@ impl<H: Handler> Escalation for Worker<H> {
             Ok(_) => true,
             Err(store_error) => {
                 tracing::warn!(error = %store_error, "Cannot store a dead letter; retrying.");
+                self.status.metrics.error("dead_letter_store");
                 false
             }
         }
     }
 }
 
-/// What batch processing escalates to when a handler fails.
-pub(crate) trait Escalation: Sync {
-    /// Whether every dependency answers now.
-    fn healthy(&self) -> impl Future<Output = bool> + Send;
+/// What batch processing needs: run one attempt, and what it escalates to when one fails.
+pub(crate) trait Attempts: Sync {
+    /// One attempt at `slice`, committed when it returns `Ok`.
+    fn attempt(&self, slice: &[InMessage])
+        -> impl Future<Output = Result<Outcome, Failure>> + Send;
+    /// What keeps the warehouse from taking the stage's writes; empty when nothing does.
+    fn warehouse_problems(&self) -> impl Future<Output = Vec<String>> + Send;
+    /// The first dependency that does not answer now, if any.
+    fn unhealthy(&self) -> impl Future<Output = Option<String>> + Send;
     /// Keeps `message` as a dead letter; true once that is durable.
     fn reject(
         &self,
@@ -231,27 +264,16 @@ pub(crate) trait Escalation: Sync {
     ) -> impl Future<Output = bool> + Send;
 }
 
-/// Retry pacing: the first pause, doubled after each failure up to the maximum.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    first: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    const DEFAULT: Backoff = Backoff {
-        first: FIRST_BACKOFF,
-        max: MAX_BACKOFF,
-    };
-}
-
-/// Drives one batch through `handler` until all of it is processed or rejected, or until
-/// told to stop. Transient failures retry the same slice; a suspect failure splits the slice
-/// in halves (first half first, so order is kept); a lone message that stays suspect for
-/// [`SUSPECT_ATTEMPTS`] attempts while the dependencies are healthy is rejected.
-pub(crate) async fn process_batch<H: Handler, E: Escalation>(
-    handler: &H,
-    escalation: &E,
+/// Drives one batch until all of it is committed or rejected, or until told to stop.
+///
+/// A systemic failure pauses: the same slice is retried with back-off, and `/health` names
+/// the cause until it clears. A suspect failure is first checked against the warehouse (a
+/// missing table or a revoked grant makes it systemic); otherwise the slice is split in halves
+/// (first half first, so order is kept), and a lone message that stays suspect for
+/// [`SUSPECT_ATTEMPTS`] attempts while the warehouse and the dependencies are healthy is
+/// rejected.
+pub(crate) async fn process_batch<A: Attempts>(
+    attempts: &A,
     status: &Status,
     batch: &[InMessage],
     stop: &mut watch::Receiver<bool>,
@@ -265,7 +287,7 @@ pub(crate) async fn process_batch<H: Handler, E: Escalation>(
             return Err(Abandoned);
         }
         let started = Instant::now();
-        let failure = match handler.handle(slice).await {
+        let failure = match attempts.attempt(slice).await {
             Ok(outcome) => {
                 status.record_batch(
                     outcome.processed,
@@ -273,27 +295,41 @@ pub(crate) async fn process_batch<H: Handler, E: Escalation>(
                     outcome.produced,
                     started.elapsed(),
                 );
-                status.set_state(WorkerState::Running);
+                status.resume();
                 backoff = pacing.first;
                 suspect_attempts = 0;
                 continue;
             }
             Err(failure) => failure,
         };
-        status
-            .retries
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        status.record_error(failure.to_string());
+        let failure = match failure {
+            Failure::Suspect(error) => {
+                let problems = attempts.warehouse_problems().await;
+                if problems.is_empty() {
+                    Failure::Suspect(error)
+                } else {
+                    Failure::Systemic(error.context(problems.join("; ")))
+                }
+            }
+            systemic => systemic,
+        };
+        status.record_retry(if failure.is_systemic() {
+            "systemic"
+        } else {
+            "suspect"
+        });
         match failure {
-            Failure::Transient(error) => {
-                tracing::warn!(error = %format!("{error:#}"), retry_in = ?backoff,
-                    "A dependency is unavailable; retrying the same batch.");
-                status.set_state(WorkerState::Retrying);
+            Failure::Systemic(error) => {
+                let cause = format!("{error:#}");
+                tracing::warn!(error = %cause, retry_in = ?backoff,
+                    "The warehouse or a dependency cannot take the batch; paused, retrying the same batch.");
+                status.pause(cause);
                 queue.push_front(slice);
             }
             Failure::Suspect(error) if slice.len() > 1 => {
                 tracing::warn!(error = %format!("{error:#}"), size = slice.len(),
                     "A batch was refused; splitting it to isolate the message at fault.");
+                status.record_error(format!("{error:#}"));
                 let (first, second) = slice.split_at(slice.len() / 2);
                 queue.push_front(second);
                 queue.push_front(first);
@@ -302,18 +338,26 @@ pub(crate) async fn process_batch<H: Handler, E: Escalation>(
             Failure::Suspect(error) => {
                 suspect_attempts += 1;
                 let message = &slice[0];
-                if suspect_attempts >= SUSPECT_ATTEMPTS
-                    && escalation.healthy().await
-                    && escalation.reject(message, &error).await
-                {
-                    tracing::error!(topic = %message.topic, partition = message.partition,
-                        offset = message.offset, error = %format!("{error:#}"),
-                        "A message kept failing while its dependencies were healthy; kept it as a dead letter.");
-                    status.record_batch(0, 1, 0, Duration::ZERO);
-                    suspect_attempts = 0;
-                    continue;
+                status.record_error(format!("{error:#}"));
+                if suspect_attempts >= SUSPECT_ATTEMPTS {
+                    match attempts.unhealthy().await {
+                        Some(cause) => status.pause(cause),
+                        None if attempts.reject(message, &error).await => {
+                            tracing::error!(topic = %message.topic, partition = message.partition,
+                                offset = message.offset, key = %message.key_text(),
+                                error = %format!("{error:#}"),
+                                "A message kept failing while the warehouse and its dependencies were healthy; kept it as a dead letter.");
+                            status.record_batch(0, 1, 0, Duration::ZERO);
+                            status.record_rejects(["processing_failed"]);
+                            suspect_attempts = 0;
+                            continue;
+                        }
+                        None => {}
+                    }
                 }
                 tracing::warn!(error = %format!("{error:#}"), attempt = suspect_attempts,
+                    topic = %message.topic, partition = message.partition,
+                    offset = message.offset, key = %message.key_text(),
                     "A message was refused; retrying it before rejecting it.");
                 queue.push_front(slice);
             }
@@ -323,7 +367,7 @@ pub(crate) async fn process_batch<H: Handler, E: Escalation>(
             () = stopped(stop) => return Err(Abandoned),
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(pacing.max);
+        backoff = pacing.next(backoff);
     }
     Ok(())
 }
@@ -341,6 +385,7 @@ fn owned(message: &BorrowedMessage<'_>) -> InMessage {
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
+        timestamp: message.timestamp().to_millis(),
     }
 }
 
@@ -350,10 +395,7 @@ mod tests {
 
     use super::*;
 
-    const FAST: Backoff = Backoff {
-        first: Duration::from_millis(1),
-        max: Duration::from_millis(4),
-    };
+    const FAST: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
 
     fn batch(offsets: std::ops::Range<i64>) -> Vec<InMessage> {
         offsets
@@ -363,38 +405,50 @@ mod tests {
                 offset,
                 key: None,
                 payload: Some(offset.to_string().into_bytes()),
+                timestamp: None,
             })
             .collect()
     }
 
-    /// Refuses any slice holding a poison offset; fails transiently `outages` times first.
-    struct FakeHandler {
+    /// Refuses any slice holding a poison offset; fails systemically `outages` times first;
+    /// `problems` is what a warehouse check finds.
+    struct Fake {
         poison: Vec<i64>,
         outages: Mutex<u32>,
         processed: Mutex<Vec<i64>>,
+        healthy: bool,
+        problems: Vec<String>,
+        rejected: Mutex<Vec<i64>>,
     }
 
-    impl FakeHandler {
-        fn new(poison: &[i64], outages: u32) -> Self {
+    impl Fake {
+        fn new(poison: &[i64], outages: u32, healthy: bool) -> Self {
             Self {
                 poison: poison.to_vec(),
                 outages: Mutex::new(outages),
                 processed: Mutex::new(Vec::new()),
+                healthy,
+                problems: Vec::new(),
+                rejected: Mutex::new(Vec::new()),
             }
         }
 
         fn processed(&self) -> Vec<i64> {
             self.processed.lock().expect("lock").clone()
         }
+
+        fn rejected(&self) -> Vec<i64> {
+            self.rejected.lock().expect("lock").clone()
+        }
     }
 
-    impl Handler for FakeHandler {
-        async fn handle(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
+    impl Attempts for Fake {
+        async fn attempt(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
             {
                 let mut outages = self.outages.lock().expect("lock");
                 if *outages > 0 {
                     *outages -= 1;
-                    return Err(Failure::Transient(anyhow::anyhow!("database down")));
+                    return Err(Failure::Systemic(anyhow::anyhow!("database down")));
                 }
             }
             if batch.iter().any(|m| self.poison.contains(&m.offset)) {
@@ -409,25 +463,13 @@ mod tests {
                 ..Outcome::default()
             })
         }
-    }
 
-    struct FakeEscalation {
-        healthy: bool,
-        rejected: Mutex<Vec<i64>>,
-    }
-
-    impl FakeEscalation {
-        fn new(healthy: bool) -> Self {
-            Self {
-                healthy,
-                rejected: Mutex::new(Vec::new()),
-            }
+        async fn warehouse_problems(&self) -> Vec<String> {
+            self.problems.clone()
         }
-    }
 
-    impl Escalation for FakeEscalation {
-        async fn healthy(&self) -> bool {
-            self.healthy
+        async fn unhealthy(&self) -> Option<String> {
+            (!self.healthy).then(|| "postgres is down".to_owned())
         }
 
         async fn reject(&self, message: &InMessage, _: &anyhow::Error) -> bool {
@@ -438,44 +480,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_batch_is_bisected_and_only_the_message_at_fault_is_rejected() {
-        let handler = FakeHandler::new(&[7, 12], 0);
-        let escalation = FakeEscalation::new(true);
+        let fake = Fake::new(&[7, 12], 0, true);
         let status = Status::new("test");
         let (_tx, mut stop) = watch::channel(false);
         let messages = batch(0..20);
-        let result =
-            process_batch(&handler, &escalation, &status, &messages, &mut stop, FAST).await;
+        let result = process_batch(&fake, &status, &messages, &mut stop, FAST).await;
         assert_eq!(result, Ok(()));
         let expected: Vec<i64> = (0..20).filter(|o| *o != 7 && *o != 12).collect();
         assert_eq!(
-            handler.processed(),
+            fake.processed(),
             expected,
             "everything else, once, in order"
         );
-        assert_eq!(*escalation.rejected.lock().expect("lock"), vec![7, 12]);
+        assert_eq!(fake.rejected(), vec![7, 12]);
         assert_eq!(status.snapshot().rejected, 2);
     }
 
     #[tokio::test]
     async fn a_dependency_outage_retries_the_same_batch_and_skips_nothing() {
-        let handler = FakeHandler::new(&[], 3);
-        let escalation = FakeEscalation::new(true);
+        let fake = Fake::new(&[], 3, true);
         let status = Status::new("test");
         let (_tx, mut stop) = watch::channel(false);
         let messages = batch(0..10);
-        let result =
-            process_batch(&handler, &escalation, &status, &messages, &mut stop, FAST).await;
+        let result = process_batch(&fake, &status, &messages, &mut stop, FAST).await;
         assert_eq!(result, Ok(()));
-        assert_eq!(handler.processed(), (0..10).collect::<Vec<_>>());
-        assert!(escalation.rejected.lock().expect("lock").is_empty());
+        assert_eq!(fake.processed(), (0..10).collect::<Vec<_>>());
+        assert!(fake.rejected().is_empty());
         assert_eq!(status.snapshot().retries, 3);
         assert_eq!(status.state(), WorkerState::Running);
     }
 
     #[tokio::test]
     async fn nothing_is_rejected_while_a_dependency_is_unhealthy() {
-        let handler = FakeHandler::new(&[3], 0);
-        let escalation = FakeEscalation::new(false);
+        let fake = Fake::new(&[3], 0, false);
         let status = Status::new("test");
         let (tx, mut stop) = watch::channel(false);
         let messages = batch(0..6);
@@ -487,15 +524,43 @@ mod tests {
             let _ = tx.send(true);
         };
         let (result, ()) = tokio::join!(
-            process_batch(&handler, &escalation, &status, &messages, &mut stop, FAST),
+            process_batch(&fake, &status, &messages, &mut stop, FAST),
             stopper
         );
         assert_eq!(result, Err(Abandoned));
-        assert!(escalation.rejected.lock().expect("lock").is_empty());
+        assert!(fake.rejected().is_empty());
         assert_eq!(
-            handler.processed(),
+            fake.processed(),
             vec![0, 1, 2],
             "the part before the fault went through"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_the_warehouse_check_explains_pauses_and_rejects_nothing() {
+        // Every slice is refused (as when a table is missing), and the check says why.
+        let mut fake = Fake::new(&[0, 1, 2, 3], 0, true);
+        fake.problems = vec!["table cdm.user_product_counters does not exist".to_owned()];
+        let status = Status::new("test");
+        let (tx, mut stop) = watch::channel(false);
+        let messages = batch(0..4);
+        let stopper = async {
+            while status.snapshot().retries < u64::from(SUSPECT_ATTEMPTS) * 3 {
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.send(true);
+        };
+        let (result, ()) = tokio::join!(
+            process_batch(&fake, &status, &messages, &mut stop, FAST),
+            stopper
+        );
+        assert_eq!(result, Err(Abandoned));
+        assert!(
+            fake.rejected().is_empty(),
+            "a systemic fault rejects nothing"
+        );
+        assert_eq!(status.state(), WorkerState::Retrying);
+        let cause = status.snapshot().cause.expect("a cause");
+        assert!(cause.contains("cdm.user_product_counters"), "{cause}");
     }
 }

@@ -1,45 +1,54 @@
-//! How a batch can fail, sorted at the adapter boundary (STYLE §5).
+//! How a batch can fail, sorted at the adapter boundary (docs/failures.md).
 //!
-//! *Transient*: a dependency is down or busy; back off and retry the same batch, skip nothing.
-//! *Suspect*: the dependency answered but refused the work, which may be the fault of one
-//! message in the batch; the consume loop bisects the batch to find it and, if one message
-//! keeps failing while its dependencies are healthy, rejects it with the reason.
-//! Messages that are plainly bad (undecodable, unknown ids) are not failures at all: handlers
-//! reject them themselves and carry on.
+//! *Systemic*: a dependency is down or busy, or the warehouse cannot take writes (a missing
+//! table or column, a revoked grant, a read-only database, a full disk). It says nothing about
+//! the messages: the worker pauses and retries the same batch with back-off, reports the cause
+//! on `/health`, and never rejects a message because of it.
+//! *Suspect*: the database answered but refused the batch for a reason that may lie in one
+//! message; the consume loop bisects the batch to find it. Before a lone message is rejected
+//! the runtime checks the warehouse ([`diagnose`]) and the dependencies, so a systemic fault
+//! that the database reported vaguely still pauses instead of rejecting.
+//! Messages that are plainly bad (undecodable, unknown ids) are not failures at all: stages
+//! reject them while decoding or applying, and processing goes on.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Array, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::stage::Table;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    #[error("dependency unavailable: {0:#}")]
-    Transient(anyhow::Error),
+    #[error("{0:#}")]
+    Systemic(anyhow::Error),
     #[error("batch refused: {0:#}")]
     Suspect(anyhow::Error),
 }
 
 impl Failure {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+    pub fn is_systemic(&self) -> bool {
+        matches!(self, Self::Systemic(_))
     }
 }
 
 impl From<DieselError> for Failure {
     fn from(error: DieselError) -> Self {
-        let transient = matches!(
-            &error,
-            DieselError::DatabaseError(
+        let systemic = match &error {
+            DieselError::DatabaseError(kind, _) => matches!(
+                kind,
                 DatabaseErrorKind::UnableToSendCommand
                     | DatabaseErrorKind::ClosedConnection
                     | DatabaseErrorKind::SerializationFailure
-                    | DatabaseErrorKind::ReadOnlyTransaction,
-                _
-            ) | DieselError::BrokenTransactionManager
-                | DieselError::AlreadyInTransaction
-        );
+                    | DatabaseErrorKind::ReadOnlyTransaction
+            ),
+            DieselError::BrokenTransactionManager | DieselError::AlreadyInTransaction => true,
+            _ => false,
+        };
         let error = anyhow::Error::new(error).context("Postgres");
-        if transient {
-            Self::Transient(error)
+        if systemic {
+            Self::Systemic(error)
         } else {
             Self::Suspect(error)
         }
@@ -48,27 +57,118 @@ impl From<DieselError> for Failure {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<bb8::RunError<E>> for Failure {
     fn from(error: bb8::RunError<E>) -> Self {
-        Self::Transient(anyhow::anyhow!("connection pool: {error}"))
+        Self::Systemic(anyhow::anyhow!("connection pool: {error}"))
     }
 }
 
 impl From<KafkaError> for Failure {
     fn from(error: KafkaError) -> Self {
-        let permanent = matches!(
+        let message_fault = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage)
         );
         let error = anyhow::Error::new(error).context("Kafka producer");
-        if permanent {
+        if message_fault {
             Self::Suspect(error)
         } else {
-            Self::Transient(error)
+            Self::Systemic(error)
         }
     }
 }
 
 impl From<bb8_redis::redis::RedisError> for Failure {
     fn from(error: bb8_redis::redis::RedisError) -> Self {
-        Self::Transient(anyhow::Error::new(error).context("Redis"))
+        Self::Systemic(anyhow::Error::new(error).context("Redis"))
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    /// Serializing what a stage publishes fails only for a value that cannot be written, which
+    /// belongs to the message it came from.
+    fn from(error: serde_json::Error) -> Self {
+        Self::Suspect(anyhow::Error::new(error).context("serializing output"))
+    }
+}
+
+#[derive(QueryableByName)]
+struct Problem {
+    #[diesel(sql_type = Text)]
+    problem: String,
+}
+
+/// Checks that the warehouse can take a stage's writes: every table exists with its columns,
+/// this role may use its schema and has the privileges, and the session is not read-only.
+/// Returns every problem found, as sentences an operator can act on; empty when none. A
+/// connection failure is itself reported as a problem.
+pub async fn diagnose(conn: &mut AsyncPgConnection, tables: &[Table]) -> Vec<String> {
+    let names: Vec<&str> = tables.iter().map(|t| t.name).collect();
+    let columns: Vec<String> = tables.iter().map(|t| t.columns.join(",")).collect();
+    let privileges: Vec<&str> = tables.iter().map(|t| t.privileges).collect();
+    // Catalog lookups by name instead of regclass casts: those raise errors (no USAGE on the
+    // schema) where a problem should be reported.
+    let query = diesel::sql_query(
+        "WITH wanted AS ( \
+             SELECT split_part(name, '.', 1) AS schema, split_part(name, '.', 2) AS tab, name, \
+                    string_to_array(cols, ',') AS cols, privs \
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS w(name, cols, privs)), \
+         found AS ( \
+             SELECT w.*, n.oid AS nsp, c.oid AS rel FROM wanted w \
+             LEFT JOIN pg_namespace n ON n.nspname = w.schema \
+             LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.tab) \
+         SELECT problem FROM ( \
+             SELECT CASE \
+                 WHEN nsp IS NULL THEN format('schema %s does not exist', schema) \
+                 WHEN NOT has_schema_privilege(nsp, 'USAGE') \
+                     THEN format('no USAGE privilege on schema %s', schema) \
+                 WHEN rel IS NULL THEN format('table %s does not exist', name) \
+                 WHEN NOT has_table_privilege(rel, privs) \
+                     THEN format('missing privilege on %s (needs %s)', name, privs) \
+                 ELSE (SELECT format('table %s has no column %s', name, string_agg(col, ', ')) \
+                       FROM unnest(cols) AS col \
+                       WHERE col <> '' AND NOT EXISTS (SELECT 1 FROM pg_attribute a \
+                           WHERE a.attrelid = rel AND a.attname = col AND NOT a.attisdropped) \
+                       HAVING count(*) > 0) \
+             END AS problem FROM found \
+             UNION ALL \
+             SELECT 'the database is read-only (transaction_read_only is on)' \
+             WHERE current_setting('transaction_read_only') = 'on' \
+             UNION ALL \
+             SELECT 'the database is a standby in recovery' WHERE pg_is_in_recovery() \
+         ) AS p WHERE problem IS NOT NULL",
+    )
+    .bind::<Array<Text>, _>(names)
+    .bind::<Array<Text>, _>(columns)
+    .bind::<Array<Text>, _>(privileges);
+    match query.load::<Problem>(conn).await {
+        Ok(rows) => rows.into_iter().map(|row| row.problem).collect(),
+        Err(error) => vec![format!("cannot check the warehouse: {error}")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_systemic_and_a_check_violation_is_suspect() {
+        let closed = DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new("server closed the connection".to_owned()),
+        );
+        assert!(Failure::from(closed).is_systemic());
+        let check = DieselError::DatabaseError(
+            DatabaseErrorKind::CheckViolation,
+            Box::new("violates check constraint".to_owned()),
+        );
+        assert!(!Failure::from(check).is_systemic());
+    }
+
+    #[test]
+    fn a_read_only_database_is_systemic() {
+        let read_only = DieselError::DatabaseError(
+            DatabaseErrorKind::ReadOnlyTransaction,
+            Box::new("cannot execute INSERT in a read-only transaction".to_owned()),
+        );
+        assert!(Failure::from(read_only).is_systemic());
     }
 }

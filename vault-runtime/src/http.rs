@@ -78,6 +78,7 @@ impl HealthState {
         }
         let worker = self.status.snapshot();
         healthy &= matches!(worker.state, WorkerState::Running | WorkerState::Starting);
+        healthy &= worker.stalled.is_none();
         let doc = json!({
             "service": self.status.service,
             "status": if healthy { "healthy" } else { "unhealthy" },
@@ -127,9 +128,9 @@ pub fn serve_listener(
         .and(warp::get())
         .map(move || {
             warp::reply::with_header(
-                metrics_status.prometheus(),
+                metrics_status.metrics.encode(),
                 "content-type",
-                "text/plain; version=0.0.4",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
         });
     let routes = health.or(metrics);

@@ -25,11 +25,19 @@ pub struct InMessage {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The message's timestamp (ms since the epoch): when the order it carries was first sent,
+    /// since every stage publishes with the timestamp of what it consumed.
+    pub timestamp: Option<i64>,
 }
 
 impl InMessage {
     pub fn payload(&self) -> &[u8] {
         self.payload.as_deref().unwrap_or_default()
+    }
+
+    /// The key as text, for log lines (the order id, for every topic of the pipeline).
+    pub fn key_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.key.as_deref().unwrap_or_default())
     }
 }
 
@@ -39,6 +47,10 @@ impl InMessage {
 pub struct OutMessage {
     pub key: String,
     pub payload: Vec<u8>,
+    /// The timestamp to publish with (ms since the epoch), carried over from the message this
+    /// one derives from, so that the last stage can measure latency from the original send;
+    /// `None` stamps the time of publishing.
+    pub timestamp: Option<i64>,
 }
 
 /// The settings shared by every client.
@@ -68,8 +80,17 @@ pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
 /// A consumer that never stores or commits offsets by itself: the consume loop stores an
 /// offset only after everything its message caused is durable.
 pub fn consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
-    base_config(settings)
+    let mut config = base_config(settings);
+    if let Some(instance) = &settings.group_instance_id {
+        config.set("group.instance.id", instance);
+    }
+    let session = settings.session_timeout.as_millis();
+    config
         .set("group.id", &settings.consumer_group)
+        // A member killed with -9 never says goodbye: the group notices when its session
+        // expires, and only then gives its partitions to the restarted process.
+        .set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 4).min(3000).to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -107,9 +128,12 @@ pub async fn publish(
     messages: &[OutMessage],
 ) -> Result<(), KafkaError> {
     let deliveries = messages.iter().map(|message| {
-        let record = FutureRecord::to(topic)
+        let mut record = FutureRecord::to(topic)
             .key(message.key.as_bytes())
             .payload(&message.payload);
+        if let Some(timestamp) = message.timestamp {
+            record = record.timestamp(timestamp);
+        }
         async move {
             producer
                 .send(record, Timeout::After(Duration::from_secs(30)))
@@ -161,41 +185,78 @@ pub async fn reachable(producer: &FutureProducer, timeout: Duration) -> Result<(
     .map_err(|e| e.to_string())?
 }
 
-/// How many messages of `topic` `group` has not committed yet (all partitions together).
-pub async fn lag(settings: &KafkaSettings, group: &str, topic: &str) -> anyhow::Result<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+/// Where a consumer group stands on one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: i32,
+    /// The next offset the group will read (0 when it has committed nothing).
+    pub committed: i64,
+    /// The partition's high watermark.
+    pub end: i64,
+}
+
+impl PartitionProgress {
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
+}
+
+/// A client that reads a group's committed offsets and the topic's watermarks; it never joins
+/// the group.
+pub fn offsets_reader(
+    settings: &KafkaSettings,
+    group: &str,
+) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+    base_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("cannot create the Kafka offsets reader")
+}
+
+/// The group's progress on every partition of `topic`. Blocking: call it off the async threads.
+pub fn progress(
+    reader: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+) -> anyhow::Result<Vec<PartitionProgress>> {
+    use rdkafka::consumer::Consumer;
     use rdkafka::{Offset, TopicPartitionList};
     const TIMEOUT: Duration = Duration::from_secs(10);
 
-    let config = {
-        let mut config = base_config(settings);
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false");
-        config
-    };
+    let metadata = reader.fetch_metadata(Some(topic), TIMEOUT)?;
+    let mut partitions = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            partitions.add_partition(topic, p.id());
+        }
+    }
+    let committed = reader.committed_offsets(partitions, TIMEOUT)?;
+    let mut progress = Vec::new();
+    for element in committed.elements() {
+        let (_, end) = reader.fetch_watermarks(topic, element.partition(), TIMEOUT)?;
+        let committed = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        };
+        progress.push(PartitionProgress {
+            partition: element.partition(),
+            committed,
+            end,
+        });
+    }
+    Ok(progress)
+}
+
+/// How many messages of `topic` `group` has not committed yet (all partitions together).
+pub async fn lag(settings: &KafkaSettings, group: &str, topic: &str) -> anyhow::Result<i64> {
+    let reader = offsets_reader(settings, group)?;
     let topic = topic.to_owned();
     // Offset and watermark fetches block: off the async threads.
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config.create()?;
-        let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
-        let mut partitions = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                partitions.add_partition(&topic, p.id());
-            }
-        }
-        let committed = consumer.committed_offsets(partitions, TIMEOUT)?;
-        let mut lag = 0;
-        for element in committed.elements() {
-            let (_, high) = consumer.fetch_watermarks(&topic, element.partition(), TIMEOUT)?;
-            let done = match element.offset() {
-                Offset::Offset(offset) => offset,
-                _ => 0,
-            };
-            lag += (high - done).max(0);
-        }
-        Ok(lag)
+        Ok(progress(&reader, &topic)?
+            .iter()
+            .map(PartitionProgress::lag)
+            .sum())
     })
     .await?
 }

@@ -1,6 +1,7 @@
 //! The adapters Vaultline's services share, written once: configuration from the environment,
 //! Kafka, Postgres and Redis clients, the `/health` and `/metrics` server, shutdown, the
-//! dead-letter store and the consume loop. A service is a [`consume::Handler`] plus a profile.
+//! dead-letter store, the batch protocol and the consume loop. A service is a [`Stage`] plus a
+//! profile.
 
 pub mod app;
 pub mod config;
@@ -9,12 +10,15 @@ pub mod dead_letter;
 pub mod failure;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
+pub mod monitor;
 pub mod shutdown;
+pub mod stage;
 pub mod status;
 pub mod stores;
 
-pub use app::{Application, Context};
+pub use app::Application;
 pub use config::{Profile, Settings};
-pub use consume::{Handler, Outcome};
 pub use failure::Failure;
 pub use kafka::{InMessage, OutMessage};
+pub use stage::{Entry, Outcome, Rejection, Rejects, Stage, Table};

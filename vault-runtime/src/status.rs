@@ -1,11 +1,12 @@
 //! The worker's observable state: what `/health` reports and `/metrics` exports.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::metrics::{KindLabel, Metrics};
 
 /// The phase of a service's worker loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -13,7 +14,8 @@ use serde::Serialize;
 pub enum WorkerState {
     Starting,
     Running,
-    /// A dependency failed; the same batch is being retried with back-off.
+    /// Paused by a systemic fault (a dependency down, a warehouse that cannot take writes):
+    /// the same batch is being retried with back-off; `cause` says why.
     Retrying,
     Stopping,
     Stopped,
@@ -30,18 +32,34 @@ pub struct Status {
     /// The most recent failure, kept for operators (never holds credentials: errors from
     /// the clients do not include them).
     last_error: Mutex<Option<String>>,
+    /// Why the worker is paused; `None` while it runs.
+    cause: Mutex<Option<String>>,
+    /// Why the consumer group counts as stalled (the monitor's finding); `None` when it moves.
+    stalled: Mutex<Option<String>>,
+    /// The group's lag on the source topic at the monitor's last look.
+    lag: AtomicI64,
     pub batches: AtomicU64,
     pub processed: AtomicU64,
     pub rejected: AtomicU64,
     pub produced: AtomicU64,
     pub retries: AtomicU64,
     pub batch_micros: AtomicU64,
+    /// What `/metrics` exports; updated with the counters above.
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusSnapshot {
     pub state: WorkerState,
     pub last_error: Option<String>,
+    /// Why the worker is paused, while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// Why the worker counts as stalled, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
+    /// Messages of the source topic the group has not committed yet.
+    pub lag: i64,
     pub batches: u64,
     pub processed: u64,
     pub rejected: u64,
@@ -55,12 +73,16 @@ impl Status {
             service,
             state: Mutex::new(WorkerState::Starting),
             last_error: Mutex::new(None),
+            cause: Mutex::new(None),
+            stalled: Mutex::new(None),
+            lag: AtomicI64::new(0),
             batches: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             produced: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             batch_micros: AtomicU64::new(0),
+            metrics: Metrics::new(service),
         }
     }
 
@@ -83,6 +105,26 @@ impl Status {
         }
     }
 
+    /// The worker is paused by a systemic fault: `/health` reports it, with the cause.
+    pub fn pause(&self, cause: String) {
+        self.set_state(WorkerState::Retrying);
+        self.metrics.paused.set(1);
+        self.record_error(cause.clone());
+        if let Ok(mut guard) = self.cause.lock() {
+            *guard = Some(cause);
+        }
+    }
+
+    /// A batch went through: the worker runs (again).
+    pub fn resume(&self) {
+        self.set_state(WorkerState::Running);
+        self.metrics.paused.set(0);
+        if let Ok(mut guard) = self.cause.lock() {
+            *guard = None;
+        }
+        self.set_stalled(None);
+    }
+
     pub fn record_batch(&self, processed: u64, rejected: u64, produced: u64, took: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.processed.fetch_add(processed, Ordering::Relaxed);
@@ -90,66 +132,63 @@ impl Status {
         self.produced.fetch_add(produced, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.batch_micros.fetch_add(micros, Ordering::Relaxed);
+        self.metrics.messages_in.inc_by(processed + rejected);
+        self.metrics.messages_out.inc_by(produced);
+        if processed + rejected > 0 {
+            self.metrics
+                .batch_size
+                .observe((processed + rejected) as f64);
+            self.metrics.batch_seconds.observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn set_lag(&self, lag: i64) {
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    /// The monitor's finding: why the group counts as stalled, or `None` when it moves.
+    pub fn set_stalled(&self, stalled: Option<String>) {
+        self.metrics.stalled.set(i64::from(stalled.is_some()));
+        if let Ok(mut guard) = self.stalled.lock() {
+            *guard = stalled;
+        }
+    }
+
+    /// Counts a failed batch attempt by fault class (`systemic`, `suspect`).
+    pub fn record_retry(&self, class: &str) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .retries
+            .get_or_create(&KindLabel {
+                kind: class.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts rejected messages by kind (the totals are counted by `record_batch`).
+    pub fn record_rejects<'a>(&self, kinds: impl IntoIterator<Item = &'a str>) {
+        for kind in kinds {
+            self.metrics
+                .rejected
+                .get_or_create(&KindLabel {
+                    kind: kind.to_owned(),
+                })
+                .inc();
+        }
     }
 
     pub fn snapshot(&self) -> StatusSnapshot {
         StatusSnapshot {
             state: self.state(),
             last_error: self.last_error.lock().ok().and_then(|guard| guard.clone()),
+            cause: self.cause.lock().ok().and_then(|guard| guard.clone()),
+            stalled: self.stalled.lock().ok().and_then(|guard| guard.clone()),
+            lag: self.lag.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             processed: self.processed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             produced: self.produced.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
         }
-    }
-
-    /// The Prometheus text exposition of the counters.
-    pub fn prometheus(&self) -> String {
-        let s = self.snapshot();
-        let service = self.service;
-        let mut out = String::new();
-        let counters = [
-            ("vaultline_batches_total", "Batches committed.", s.batches),
-            (
-                "vaultline_messages_processed_total",
-                "Messages processed and committed.",
-                s.processed,
-            ),
-            (
-                "vaultline_messages_rejected_total",
-                "Messages rejected and kept as dead letters.",
-                s.rejected,
-            ),
-            (
-                "vaultline_messages_produced_total",
-                "Messages published downstream and acknowledged.",
-                s.produced,
-            ),
-            (
-                "vaultline_batch_retries_total",
-                "Batch attempts that failed and were retried.",
-                s.retries,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name}{{service=\"{service}\"}} {value}");
-        }
-        let seconds = self.batch_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "# HELP vaultline_batch_seconds_total Time spent processing batches.\n\
-             # TYPE vaultline_batch_seconds_total counter\n\
-             vaultline_batch_seconds_total{{service=\"{service}\"}} {seconds}"
-        );
-        let up = u8::from(matches!(s.state, WorkerState::Running));
-        let _ = writeln!(
-            out,
-            "# HELP vaultline_worker_running Whether the worker loop is running normally.\n\
-             # TYPE vaultline_worker_running gauge\n\
-             vaultline_worker_running{{service=\"{service}\"}} {up}"
-        );
-        out
     }
 }

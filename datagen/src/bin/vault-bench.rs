@@ -138,6 +138,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
             .iter()
             .map(|order| {
                 serde_json::to_vec(order).map(|payload| OutMessage {
+                    timestamp: None,
                     key: order.object_id.to_string(),
                     payload,
                 })

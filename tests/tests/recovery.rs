@@ -1,0 +1,118 @@
+//! Recovery after `kill -9` (docs/failures.md, "Crashes"): the real service-stg binary is
+//! killed under load and started again; it must be committing again within 15 s, with
+//! nothing lost or counted twice. Once with dynamic group membership (the group notices the
+//! dead member when its session expires) and once with static membership
+//! (`KAFKA_GROUP_INSTANCE_ID`, as the Helm chart sets it from the pod name).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use datagen::dictionary::synthetic;
+use rand::SeedableRng;
+use vault_tests::expect::{expected, stored};
+use vault_tests::pipeline::{http, Pipeline, Service};
+use vault_tests::process::{free_port, spawn, terminate};
+use vault_tests::{eventually, unique};
+
+const SETTLE: Duration = Duration::from_secs(180);
+/// The promise: processing again within this long after the restart.
+const RESUME_WITHIN: Duration = Duration::from_secs(15);
+
+async fn committed_total(p: &Pipeline) -> i64 {
+    p.stack
+        .committed_offsets(p.group(Service::Stg), &p.raw_topic)
+        .await
+        .expect("committed offsets")
+        .values()
+        .map(|offset| offset.unwrap_or(0))
+        .sum()
+}
+
+async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::Result<()> {
+    let mut p = Pipeline::start(3).await?;
+    p.stop_service(Service::Stg).await?;
+    let port = free_port();
+    let mut env = p.env(Service::Stg);
+    env.insert("HTTP_PORT".into(), port.to_string());
+    env.insert("RUST_LOG".into(), "info".into());
+    env.insert("BATCH_MAX_MESSAGES".into(), "200".into());
+    if static_membership {
+        env.insert("KAFKA_GROUP_INSTANCE_ID".into(), unique("stg-pod"));
+    }
+    let log = format!("{}.log", unique("recovery-stg"));
+    let mut child = spawn("service-stg", &env, &log)?;
+
+    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 50, 5);
+    p.put_dictionary(&d).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(if static_membership { 5 } else { 7 });
+    let sent = datagen::generate::orders(&mut rng, &d, 50_000, 12_000);
+    let messages: Vec<(String, Vec<u8>)> = sent
+        .iter()
+        .map(|o| {
+            (
+                o.object_id.to_string(),
+                serde_json::to_vec(o).expect("serialize"),
+            )
+        })
+        .collect();
+    p.produce_raw(&messages).await?;
+    let total: i64 = p.end_offsets(&p.raw_topic).await?.values().sum();
+    eventually("stg to be part way through", SETTLE, || async {
+        let done = committed_total(&p).await;
+        (done > 1000 && done < total).then_some(())
+    })
+    .await;
+
+    // kill -9, then start it again at once, as a supervisor would.
+    child.kill()?;
+    child.wait()?;
+    let at_kill = committed_total(&p).await;
+    assert!(at_kill < total, "the kill came while work was pending");
+    let restarted = Instant::now();
+    let child = spawn("service-stg", &env, &log)?;
+    let resumed = eventually("stg to commit again after the restart", SETTLE, || async {
+        (committed_total(&p).await > at_kill).then(|| restarted.elapsed())
+    })
+    .await;
+    assert!(
+        resumed <= RESUME_WITHIN,
+        "processing resumed {resumed:?} after the restart (static membership: {static_membership})"
+    );
+    eprintln!("static membership {static_membership}: resumed {resumed:?} after the restart");
+
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    let (products, categories) = expected(&d, &sent);
+    assert_eq!(
+        stored(&p, "cdm.user_product_counters", "product_id").await?,
+        products
+    );
+    assert_eq!(
+        stored(&p, "cdm.user_category_counters", "category_id").await?,
+        categories
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM stg.order_events").await?,
+        12_000
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    eventually("stg to report healthy", Duration::from_secs(30), || async {
+        let (status, _) = http(addr, "GET", "/health", "").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+
+    assert_eq!(terminate(child).await?, Some(0));
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_killed_under_load_commits_again_within_15_s() -> anyhow::Result<()> {
+    killed_under_load_resumes_quickly(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_static_membership_a_killed_service_takes_its_partitions_back_at_once(
+) -> anyhow::Result<()> {
+    killed_under_load_resumes_quickly(true).await
+}

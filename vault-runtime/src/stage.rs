@@ -1,0 +1,244 @@
+//! The batch protocol, written once (docs/architecture.md, "One batch").
+//!
+//! A service is a [`Stage`]: it decodes one message (pure) and applies a batch of decoded items
+//! inside a transaction it is given, returning what to publish. Everything else happens here,
+//! the same way for every stage: rejection bookkeeping, the transaction, dead letters in that
+//! transaction, publishing and waiting for the broker's acknowledgements before the commit.
+//! The consume loop (`consume.rs`) adds offsets, bisection and back-off around it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use rdkafka::producer::FutureProducer;
+
+use crate::config::Settings;
+use crate::dead_letter::{self, DeadLetter};
+use crate::failure::Failure;
+use crate::http::Dependency;
+use crate::kafka::{self, InMessage, OutMessage};
+use crate::status::Status;
+use crate::stores::{self, PgPool, RedisPool};
+
+/// Why a message cannot be used: a message fault (docs/failures.md). It becomes a dead letter
+/// with this reason, in the batch's transaction, and processing goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// A short stable name (`invalid_json`, `unknown_user`, ...), for grouping and metrics.
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<vault_core::decode::DecodeError> for Rejection {
+    fn from(error: vault_core::decode::DecodeError) -> Self {
+        Self::new(error.kind(), error.to_string())
+    }
+}
+
+/// A decoded item and the position of the message it came from.
+#[derive(Debug)]
+pub struct Entry<T> {
+    pub item: T,
+    position: usize,
+    /// The source message's timestamp, for the messages derived from it.
+    pub timestamp: Option<i64>,
+}
+
+/// The messages of one attempt rejected so far; the runtime stores them as dead letters.
+#[derive(Debug)]
+pub struct Rejects<'a> {
+    messages: &'a [InMessage],
+    letters: Vec<DeadLetter>,
+}
+
+impl<'a> Rejects<'a> {
+    fn new(messages: &'a [InMessage]) -> Self {
+        Self {
+            messages,
+            letters: Vec::new(),
+        }
+    }
+
+    /// Rejects the message `entry` was decoded from.
+    pub fn reject<T>(&mut self, entry: &Entry<T>, rejection: Rejection) {
+        self.reject_at(entry.position, rejection);
+    }
+
+    fn reject_at(&mut self, position: usize, rejection: Rejection) {
+        let message = &self.messages[position];
+        tracing::warn!(topic = %message.topic, partition = message.partition,
+            offset = message.offset, key = %message.key_text(), kind = rejection.kind,
+            reason = %rejection.reason, "Rejected a message; kept it as a dead letter.");
+        self.letters
+            .push(DeadLetter::new(message, rejection.kind, rejection.reason));
+    }
+
+    pub fn len(&self) -> usize {
+        self.letters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.letters.is_empty()
+    }
+}
+
+/// The tables a stage writes, with the columns and privileges it relies on. When the database
+/// refuses a batch, the runtime checks them to tell a warehouse that cannot take writes (a
+/// systemic fault: pause, never reject) from a message the database refuses.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// `schema.table`.
+    pub name: &'static str,
+    pub columns: &'static [&'static str],
+    /// As `has_table_privilege` takes them: `"SELECT, INSERT, UPDATE"`.
+    pub privileges: &'static str,
+}
+
+/// What a stage needs from the runtime besides Postgres and Kafka, built from the settings at
+/// start (a missing one is a configuration error, reported before anything runs).
+pub trait Needs: Sized + Send + 'static {
+    /// Builds the clients and adds each to `dependencies`, which `/health` checks live.
+    fn build(settings: &Settings, dependencies: &mut Vec<Dependency>) -> anyhow::Result<Self>;
+}
+
+/// A stage that needs nothing more.
+impl Needs for () {
+    fn build(_: &Settings, _: &mut Vec<Dependency>) -> anyhow::Result<Self> {
+        Ok(())
+    }
+}
+
+/// A stage that reads the Redis dictionaries.
+impl Needs for RedisPool {
+    fn build(settings: &Settings, dependencies: &mut Vec<Dependency>) -> anyhow::Result<Self> {
+        let redis = settings.redis.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid configuration: REDIS_URL: is required by {}",
+                settings.service
+            )
+        })?;
+        let pool = stores::redis_pool(redis)?;
+        dependencies.push(Dependency::Redis(pool.clone()));
+        Ok(pool)
+    }
+}
+
+/// One service's domain: decode a message, apply a batch. `apply` must be idempotent: a batch
+/// whose commit was not acknowledged is delivered again.
+pub trait Stage: Send + Sync + Sized + 'static {
+    /// One decoded message.
+    type Item: Send + Sync;
+    /// What the stage is built from besides the settings: `()` or a `RedisPool`.
+    type Needs: Needs;
+    /// Whether `apply` returns messages to publish (the settings must then name a destination
+    /// topic; a stage that does not publish must return none).
+    const PUBLISHES: bool;
+    /// Every table `apply` writes (the dead-letter table is the runtime's).
+    const TABLES: &'static [Table];
+
+    fn new(needs: Self::Needs, settings: &Settings) -> anyhow::Result<Self>;
+
+    /// Decodes one message. An error is a message fault: the message becomes a dead letter.
+    fn decode(&self, message: &InMessage) -> Result<Self::Item, Rejection>;
+
+    /// Applies the decoded items of a batch, in arrival order, inside the transaction the
+    /// runtime opened on `conn`; an item it cannot use goes to `rejects`. Returns the messages
+    /// to publish: the transaction commits only after the broker acknowledged all of them.
+    fn apply(
+        &self,
+        conn: &mut AsyncPgConnection,
+        items: Vec<Entry<Self::Item>>,
+        rejects: &mut Rejects<'_>,
+    ) -> impl Future<Output = Result<Vec<OutMessage>, Failure>> + Send;
+}
+
+/// What one committed attempt did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub processed: u64,
+    pub rejected: u64,
+    pub produced: u64,
+}
+
+/// Where a stage's output goes.
+#[derive(Clone)]
+pub(crate) struct Output {
+    pub producer: FutureProducer,
+    pub topic: String,
+}
+
+/// A stage with what the runtime needs to run one attempt of a batch.
+pub(crate) struct Runner<S> {
+    pub stage: S,
+    pub service: &'static str,
+    pub pool: PgPool,
+    /// Present exactly when `S::PUBLISHES` (checked at build).
+    pub output: Option<Output>,
+    /// Where rejects by kind and latencies are counted.
+    pub status: Arc<Status>,
+}
+
+impl<S: Stage> Runner<S> {
+    /// One attempt at `batch`: decode, then in one transaction apply, keep the rejects and
+    /// publish; returns once everything is committed and acknowledged.
+    pub async fn attempt(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
+        let started = Instant::now();
+        let mut rejects = Rejects::new(batch);
+        let mut items = Vec::with_capacity(batch.len());
+        for (position, message) in batch.iter().enumerate() {
+            match self.stage.decode(message) {
+                Ok(item) => items.push(Entry {
+                    item,
+                    position,
+                    timestamp: message.timestamp,
+                }),
+                Err(rejection) => rejects.reject_at(position, rejection),
+            }
+        }
+        let decoded = items.len();
+        let undecodable = rejects.letters;
+        let mut conn = self.pool.get().await?;
+        let (produced, rejected) = conn
+            .transaction::<_, Failure, _>(async |conn| {
+                let mut rejects = Rejects {
+                    messages: batch,
+                    letters: undecodable,
+                };
+                let output = self.stage.apply(conn, items, &mut rejects).await?;
+                dead_letter::insert(conn, self.service, &rejects.letters).await?;
+                match &self.output {
+                    Some(Output { producer, topic }) => {
+                        kafka::publish(producer, topic, &output).await?;
+                    }
+                    None => debug_assert!(output.is_empty(), "a stage that does not publish"),
+                }
+                self.status
+                    .record_rejects(rejects.letters.iter().map(|letter| letter.kind.as_str()));
+                Ok((output.len(), rejects.letters.len()))
+            })
+            .await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for sent in batch.iter().filter_map(|message| message.timestamp) {
+            let seconds = (now - sent).max(0) as f64 / 1000.0;
+            self.status.metrics.latency_seconds.observe(seconds);
+        }
+        tracing::debug!(service = self.service, messages = batch.len(), took = ?started.elapsed(),
+            "Committed a batch.");
+        let rejected_in_apply = rejected.saturating_sub(batch.len() - decoded);
+        Ok(Outcome {
+            processed: decoded.saturating_sub(rejected_in_apply) as u64,
+            rejected: rejected as u64,
+            produced: produced as u64,
+        })
+    }
+}
