@@ -16,6 +16,10 @@ use vault_runtime::config::{Profile, Settings};
 
 use crate::{eventually, stack, unique, Stack};
 
+/// Counts the counters that differ from the recount over the Data Vault (the one recount,
+/// `cdm.v_counter_differences`): zero when the datamarts are exact.
+pub const COUNTER_MISMATCHES_SQL: &str = "SELECT count(*) FROM cdm.v_counter_differences";
+
 /// The services of the chain, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Service {
@@ -373,8 +377,7 @@ impl Pipeline {
     /// directions; the recount views of the migrations, as `vaultctl verify` reads them);
     /// zero when the counters are exact.
     pub async fn counter_mismatches(&self) -> anyhow::Result<i64> {
-        self.count("SELECT count(*) FROM cdm.v_counter_differences")
-            .await
+        self.count(COUNTER_MISMATCHES_SQL).await
     }
 
     /// A fingerprint of every warehouse table (row counts and counter contents), to show that

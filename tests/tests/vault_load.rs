@@ -25,6 +25,7 @@ async fn warehouse() -> anyhow::Result<(PgPool, tokio_postgres::Client)> {
     let pool = pg_pool(&PostgresSettings {
         url: Secret::new(&url),
         pool_size: 2,
+        migrations: vault_runtime::config::Migrations::Apply,
     });
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);

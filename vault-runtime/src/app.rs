@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::watch;
 
-use crate::config::Settings;
+use crate::config::{Migrations, Settings};
 use crate::consume::{Backoff, Worker};
 use crate::http::{self, Dependency, HealthState};
 use crate::kafka;
@@ -172,7 +172,7 @@ impl<S: Stage> Application<S> {
 async fn prepare(settings: &Settings, status: &Status) {
     Backoff::DEFAULT
         .retry(
-            || vault_migrations::run(settings.postgres.url.expose()),
+            || schema_ready(settings),
             |error, _| {
                 tracing::warn!(error = %format!("{error:#}"), "Cannot apply migrations yet; retrying.");
                 status.record_error(format!("migrations: {error:#}"));
@@ -197,6 +197,23 @@ async fn prepare(settings: &Settings, status: &Status) {
                 },
             )
             .await;
+    }
+}
+
+/// Applies pending migrations (`MIGRATIONS=apply`), or checks that none is pending
+/// (`MIGRATIONS=verify`: `vaultctl migrate` applies them as the schema's owner).
+async fn schema_ready(settings: &Settings) -> anyhow::Result<()> {
+    let url = settings.postgres.url.expose();
+    match settings.postgres.migrations {
+        Migrations::Apply => vault_migrations::run(url).await.map(drop),
+        Migrations::Verify => {
+            let pending = vault_migrations::pending(url).await?;
+            anyhow::ensure!(
+                pending.is_empty(),
+                "waiting for `vaultctl migrate` to apply {pending:?} (MIGRATIONS=verify)"
+            );
+            Ok(())
+        }
     }
 }
 

