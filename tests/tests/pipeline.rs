@@ -182,8 +182,21 @@ async fn pushed_orders_come_out_exact_and_a_full_replay_changes_nothing() -> any
         assert_eq!(body["worker"]["state"], "running");
         let (status, metrics) = http(addr, "GET", "/metrics", "").await?;
         assert_eq!(status, 200);
+        let counted = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.rsplit(' ').next())
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0)
+        };
+        assert!(counted("vaultline_messages_in_total{") > 0.0, "{metrics}");
         assert!(
-            metrics.contains("vaultline_messages_processed_total"),
+            counted("vaultline_batch_duration_seconds_count{") > 0.0,
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("vaultline_consumer_lag_messages{"),
             "{metrics}"
         );
     }
