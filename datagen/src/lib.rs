@@ -1,6 +1,6 @@
 //! datagen: feeds Vaultline. At start it makes sure Redis holds dictionaries (seeding a
 //! synthetic set when it holds none); `POST /push {"N": n}` then generates n order messages
-//! from them and produces them, keyed by order id, to the raw topic (SPEC §5).
+//! from them and produces them, keyed by order id, to the raw topic (docs/contract.md §5).
 
 pub mod dictionary;
 pub mod generate;

@@ -1,4 +1,4 @@
-//! The warehouse schema (SPEC §3) as diesel migrations, embedded in the binary.
+//! The warehouse schema (docs/contract.md §3) as diesel migrations, embedded in the binary.
 //!
 //! Every service applies them at start. Several replicas may start at once, so the run holds a
 //! Postgres advisory lock: one applies, the others wait and then find nothing pending.

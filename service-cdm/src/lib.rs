@@ -1,5 +1,5 @@
 //! service-cdm: applies counter events (topic `cdm_service`) to the datamarts
-//! `cdm.user_product_counters` and `cdm.user_category_counters`, exactly (SPEC §3.3).
+//! `cdm.user_product_counters` and `cdm.user_category_counters`, exactly (docs/contract.md §3.3).
 
 mod handler;
 

@@ -1,4 +1,4 @@
-//! An independent model of what the datamarts must hold (SPEC §3.3), for end-to-end
+//! An independent model of what the datamarts must hold (docs/contract.md §3.3), for end-to-end
 //! expectations.
 //!
 //! It shares no code with what it checks: no vault-core decoder, enrichment, counter events,
@@ -13,8 +13,8 @@
 //!   version ([`Model::sent`] reads the menus the model holds at that moment, so a test that
 //!   changes a menu tells the model at the same point: [`Model::dictionary`]).
 //!
-//! Hash keys are computed here from the SPEC's definition (UUID v3, X.500 namespace, over the
-//! business key), checked against the SPEC's vectors in the unit tests below.
+//! Hash keys are computed here from the contract's definition (docs/contract.md §3.1) (UUID v3, X.500 namespace, over the
+//! business key), checked against its test vectors in the unit tests below.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -234,7 +234,7 @@ fn text<'a>(value: &'a Value, what: &str) -> anyhow::Result<&'a str> {
         .ok_or_else(|| anyhow!("{what} is not a string"))
 }
 
-/// RFC 3339, or naive `YYYY-MM-DD HH:MM:SS[.fraction]` as UTC (SPEC §2), kept to the
+/// RFC 3339, or naive `YYYY-MM-DD HH:MM:SS[.fraction]` as UTC (docs/contract.md §2), kept to the
 /// microsecond because that is what a `timestamptz` holds.
 fn timestamp(text: &str) -> anyhow::Result<DateTime<Utc>> {
     let at = match DateTime::parse_from_rfc3339(text) {
@@ -246,7 +246,7 @@ fn timestamp(text: &str) -> anyhow::Result<DateTime<Utc>> {
     Ok(at.duration_trunc(TimeDelta::microseconds(1))?)
 }
 
-/// The hub key of a business key (SPEC §3.1), as lower-case hyphenated text.
+/// The hub key of a business key (docs/contract.md §3.1), as lower-case hyphenated text.
 fn key(business_key: &str) -> String {
     Uuid::new_v3(&Uuid::NAMESPACE_X500, business_key.as_bytes()).to_string()
 }

@@ -1,4 +1,4 @@
-//! Order effectivity end to end (SPEC §3.3, clarified): an order counts for the dishes of its
+//! Order effectivity end to end (docs/contract.md §3.3, clarified): an order counts for the dishes of its
 //! latest version, each under the category it had in that version. A dish moved between
 //! categories in the menu, a dish a later version drops, and the `verify` check that compares
 //! the datamarts with the recount over the Data Vault — all through the real broker, Redis
@@ -19,7 +19,7 @@ const SETTLE: Duration = Duration::from_secs(180);
 /// Counter rows by (user hub key, product or category hub key), as text.
 type Counters = BTreeMap<(String, String), i64>;
 
-/// A hub key computed here, from SPEC §3.1 alone.
+/// A hub key computed here, from docs/contract.md §3.1 alone.
 fn hub_key(business_key: &str) -> String {
     Uuid::new_v3(&Uuid::NAMESPACE_X500, business_key.as_bytes()).to_string()
 }
@@ -36,7 +36,7 @@ struct Sent {
     dishes: Vec<(String, String)>,
 }
 
-/// The model of SPEC §3.3: each order's latest version; if CLOSED, +1 for each distinct dish
+/// The model of docs/contract.md §3.3: each order's latest version; if CLOSED, +1 for each distinct dish
 /// and each distinct category of that version.
 fn expected(sent: &[Sent]) -> (Counters, Counters) {
     let mut latest: BTreeMap<i64, &Sent> = BTreeMap::new();

@@ -32,12 +32,12 @@ async fn caught_up(p: &Pipeline, service: Service, topic: &str) {
     .await;
 }
 
-/// A hub key as the services write it (SPEC §3.1), for hand-written counter events.
+/// A hub key as the services write it (docs/contract.md §3.1), for hand-written counter events.
 fn key(business_key: &str) -> String {
     uuid::Uuid::new_v3(&uuid::Uuid::NAMESPACE_X500, business_key.as_bytes()).to_string()
 }
 
-/// An enriched order (SPEC §2.3) written out by hand: valid until a test breaks it.
+/// An enriched order (docs/contract.md §2.3) written out by hand: valid until a test breaks it.
 fn enriched(order_id: i64) -> Value {
     json!({
         "object_id": order_id,
@@ -62,7 +62,7 @@ fn enriched(order_id: i64) -> Value {
     })
 }
 
-/// One counter event (SPEC §2.4) of a made-up order, written out by hand.
+/// One counter event (docs/contract.md §2.4) of a made-up order, written out by hand.
 fn event(order: &str, product: &str) -> Value {
     json!({
         "object_id": key(&format!("{order}_{product}")),

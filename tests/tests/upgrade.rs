@@ -191,7 +191,7 @@ async fn the_new_migrations_keep_old_rows_and_give_old_orders_their_effectivity(
             (2, x.clone(), pizza.clone(), line(&o2, &x, &pizza)),
             (3, y.clone(), dessert.clone(), line(&o3, &y, &dessert)),
         ],
-        "the migration's keys are the loader's (SPEC §3.1)"
+        "the migration's keys are the loader's (docs/contract.md §3.1)"
     );
 
     // The recount now means what the counters mean.

@@ -1,6 +1,6 @@
 //! The Data Vault loader against a real Postgres, without a broker: each table written from
 //! its row type, insert-once and history semantics, and the order effectivity the recount
-//! views read (SPEC §3.2, §3.3).
+//! views read (docs/contract.md §3.2, §3.3).
 
 use std::collections::BTreeSet;
 

@@ -1,4 +1,4 @@
-//! The exact counter logic (SPEC §3.3) as a pure state transition.
+//! The exact counter logic (docs/contract.md §3.3) as a pure state transition.
 //!
 //! `order_cnt` of (user, product) is the number of distinct orders of that user containing
 //! that product whose *latest known* status is CLOSED; likewise per category, where an order

@@ -1,4 +1,4 @@
-//! Raw order + dictionaries → enriched order (SPEC §2.3).
+//! Raw order + dictionaries → enriched order (docs/contract.md §2.3).
 
 use crate::contract::{
     EnrichedOrder, EnrichedPayload, EnrichedProduct, EntityId, OrderId, RawOrder, Restaurant,

@@ -1,4 +1,4 @@
-//! Enriched order → counter events (SPEC §2.4), and counter events → the order version the
+//! Enriched order → counter events (docs/contract.md §2.4), and counter events → the order version the
 //! counter logic consumes.
 
 use std::collections::BTreeMap;

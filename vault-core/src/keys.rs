@@ -1,4 +1,4 @@
-//! Data Vault hash keys and hashdiffs (SPEC §3.1), compatible with the Python reference.
+//! Data Vault hash keys and hashdiffs (docs/contract.md §3.1), compatible with the Python reference.
 //!
 //! A hub key is a UUID version 3 (MD5) in the X.500 namespace over the business key as text;
 //! a link key is the same over `"<hub key 1>_<hub key 2>"`; a hashdiff is the same over the

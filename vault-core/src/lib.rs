@@ -1,10 +1,10 @@
 //! Vaultline's pure domain library.
 //!
 //! Everything Vaultline knows about orders lives here, free of I/O so that any Rust tool can
-//! embed it: the wire contracts of SPEC §2 ([`contract`]), decoding with precise errors
-//! ([`decode`]), the Data Vault hash keys of SPEC §3.1 ([`keys`]), the transformations from a
+//! embed it: the wire contracts of docs/contract.md §2 ([`contract`]), decoding with precise errors
+//! ([`decode`]), the Data Vault hash keys of docs/contract.md §3.1 ([`keys`]), the transformations from a
 //! raw order to an enriched order ([`enrich`]), to Data Vault rows ([`vault`]) and to counter
-//! events ([`events`]), the exact counter state transition of SPEC §3.3 ([`counter`]), and the one rule
+//! events ([`events`]), the exact counter state transition of docs/contract.md §3.3 ([`counter`]), and the one rule
 //! that orders an order's versions ([`version`]).
 //!
 //! The crate deliberately depends on no runtime, broker, database or cache client; CI checks

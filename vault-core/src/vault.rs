@@ -1,4 +1,4 @@
-//! Enriched order → Data Vault rows (SPEC §3.2, §3.3): one typed row per table.
+//! Enriched order → Data Vault rows (docs/contract.md §3.2, §3.3): one typed row per table.
 //!
 //! Each Data Vault table is a struct here whose fields are the table's columns, declared once
 //! with [`table!`]: the struct, the table's name and its column list (name, SQL type, how to
@@ -6,7 +6,7 @@
 //! its type alone — nothing is matched by position. Rows carry no load time or source: the
 //! loader stamps those, since they describe the load, not the order.
 //!
-//! Besides the tables of SPEC §3.2, an order version yields its effectivity (SPEC §3.3, see
+//! Besides the tables of docs/contract.md §3.2, an order version yields its effectivity (docs/contract.md §3.3, see
 //! the migration `order_effectivity`): a [`SOrderVersion`] row, and for every dish of the
 //! version an [`LOrderProductCategory`] link (dish, order and the category the dish has in
 //! this version) with a [`SOrderProductCategoryEffectivity`] row saying the link is in effect
@@ -224,7 +224,7 @@ table! {
     }
 }
 table! {
-    /// A dish in an order under the category it had there (SPEC §3.3).
+    /// A dish in an order under the category it had there (docs/contract.md §3.3).
     LOrderProductCategory = "dds.l_order_product_category" {
         hk_order_product_category_pk: HashKey as Key,
         h_order_pk: HashKey as Key,
@@ -540,7 +540,7 @@ mod tests {
         Timestamp::parse(text).expect("timestamp")
     }
 
-    /// Every table: its name, and its columns with their SQL types (SPEC §3.2.1).
+    /// Every table: its name, and its columns with their SQL types (docs/contract.md §3.2.1).
     fn all_tables() -> Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
         fn of<R: Table>() -> (&'static str, Vec<&'static str>, Vec<&'static str>) {
             (R::NAME, names::<R>(), types::<R>())

@@ -1,4 +1,4 @@
-//! Version ordering of orders (SPEC §2.1, §3.2): an order's versions are ordered by
+//! Version ordering of orders (docs/contract.md §2.1, §3.2): an order's versions are ordered by
 //! `update_ts`, and the newest wins. A version equal to one already seen is a repeat, never an
 //! update, so ties keep what was there first.
 //!

@@ -1,10 +1,10 @@
-//! The counter invariant (SPEC §3.3): `order_cnt` is the number of distinct orders of the user
+//! The counter invariant (docs/contract.md §3.3): `order_cnt` is the number of distinct orders of the user
 //! with that product (or category) whose *latest known* status is CLOSED, after any mix of
 //! duplicates, replays, restarts, crashes and reordered versions.
 //!
 //! Unit tests pin the transitions by hand; property tests drive the [`Ledger`] with hostile
 //! delivery sequences and compare it after every step with [`spec_counts`], a model of
-//! SPEC §3.3 written here from the versions delivered so far. The model shares nothing with
+//! docs/contract.md §3.3 written here from the versions delivered so far. The model shares nothing with
 //! `vault_core::counter` (not its transition, not its `recount`), so a bug there cannot hide
 //! by being on both sides of the comparison.
 
@@ -325,7 +325,7 @@ const PRODUCTS: [&str; 5] = [
     "2f0e7a1c9b8d4e6f5a4b3c2d",
     "aaaaaaaaaaaaaaaaaaaaaaaa",
 ];
-/// The empty name is a real category (SPEC §2.2).
+/// The empty name is a real category (docs/contract.md §2.2).
 const CATEGORIES: [&str; 3] = ["Выпечка", "Напитки", ""];
 
 fn entity(id: &str) -> EntityId {
@@ -531,7 +531,7 @@ impl Datamart {
 }
 
 /// Distinct orders whose latest version is CLOSED, per (user, product) and (user, category):
-/// SPEC §3.3 spelled out, independently of `recount` and `transition`. The latest version is
+/// docs/contract.md §3.3 spelled out, independently of `recount` and `transition`. The latest version is
 /// the one with the greatest `update_ts`; of two with the same `update_ts` the one delivered
 /// first (earlier in `versions`) is the version.
 fn spec_counts(versions: &[OrderVersion]) -> Deltas {

@@ -2,7 +2,7 @@
 //! they decode, enrichment turns the raw example into the enriched example, and the counter
 //! events of the enriched example are those of the CDM example.
 //!
-//! Expected values come from the example files and the SPEC test vectors, never from the code
+//! Expected values come from the example files and the contract's test vectors, never from the code
 //! under test.
 
 use std::collections::BTreeSet;
@@ -20,7 +20,7 @@ const REDIS_RESTAURANT: &str = include_str!("data/redis_restaurant.json");
 const DDS_MESSAGE: &str = include_str!("data/dds_message.json");
 const CDM_MESSAGE: &str = include_str!("data/cdm_message.json");
 
-/// The hub key of the empty category name (SPEC §3.1).
+/// The hub key of the empty category name (docs/contract.md §3.1).
 const EMPTY_CATEGORY_KEY: &str = "7aaf118c-f174-3eba-9ec5-680cd791a020";
 
 fn raw(text: &str) -> RawOrder {

@@ -1,4 +1,4 @@
-//! The Data Vault rows of an enriched order (SPEC §3.1, §3.2): hub keys reproduce the SPEC test
+//! The Data Vault rows of an enriched order (docs/contract.md §3.1, §3.2): hub keys reproduce the contract's test
 //! vectors, link keys combine their hubs in the order of the link table's name, repeated
 //! products and shared categories yield one row each, and hashdiffs follow the content.
 
@@ -12,7 +12,7 @@ use vault_core::{decode, EntityId, HashKey, OrderId, Timestamp};
 
 const DDS_MESSAGE: &str = include_str!("data/dds_message.json");
 
-// SPEC §3.1 test vectors.
+// docs/contract.md §3.1 test vectors.
 const H_ORDER: &str = "55993f56-f356-3556-b280-96f5bbcaee7f";
 const H_USER: &str = "a9e6edc4-db91-3f11-a278-f773f3273ae0";
 const H_PRODUCT_KHACHAPURI: &str = "82667bef-ab83-3961-bb99-60ee9b3cdbb9";
@@ -400,7 +400,7 @@ proptest! {
     }
 }
 
-// ---------------------------------------------------------------- effectivity (SPEC §3.3)
+// ---------------------------------------------------------------- effectivity (docs/contract.md §3.3)
 
 fn effective_lines(rows: &VaultRows) -> BTreeSet<(HashKey, HashKey, HashKey, Timestamp)> {
     let links: std::collections::BTreeMap<HashKey, _> = rows

@@ -1,4 +1,4 @@
-//! Typed settings from the environment (SPEC §1).
+//! Typed settings from the environment (docs/contract.md §1).
 //!
 //! Accepts the Python reference deployment's names (`KAFKA_HOST`, `PG_WAREHOUSE_HOST`, ...) and
 //! the single-URL forms (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`, `REDIS_URL`). Reading is

@@ -1,4 +1,4 @@
-//! Rejected messages (SPEC §4): kept in `ops.dead_letters` with their reason and source
+//! Rejected messages (docs/failures.md, message faults): kept in `ops.dead_letters` with their reason and source
 //! position, listed and replayed from there.
 //!
 //! Handlers write dead letters in the same transaction as the rest of their batch, so a

@@ -1,4 +1,4 @@
-//! The HTTP server every service runs: `GET /health` (SPEC §5) and `GET /metrics`.
+//! The HTTP server every service runs: `GET /health` (docs/contract.md §5) and `GET /metrics`.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! The counter check (SPEC §3.3): every datamart counter against a recount from the Data
+//! The counter check (docs/contract.md §3.3): every datamart counter against a recount from the Data
 //! Vault. The recount itself is written once, as the views of the `order_effectivity`
 //! migration (`cdm.v_user_product_recount`, `cdm.v_user_category_recount`, compared in
 //! `cdm.v_counter_differences`); `vaultctl verify`, `scripts/run.sh`, the tests and any

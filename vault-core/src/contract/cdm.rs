@@ -1,4 +1,4 @@
-//! Counter events on topic `cdm_service` (SPEC §2.4): one JSON array per applied order
+//! Counter events on topic `cdm_service` (docs/contract.md §2.4): one JSON array per applied order
 //! version, one element per distinct product.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Dictionary entries kept in Redis (SPEC §2.2): key = entity id, value = JSON.
+//! Dictionary entries kept in Redis (docs/contract.md §2.2): key = entity id, value = JSON.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! The enriched order on topic `dds_service` (SPEC §2.3).
+//! The enriched order on topic `dds_service` (docs/contract.md §2.3).
 
 use serde::{Deserialize, Serialize};
 

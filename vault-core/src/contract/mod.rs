@@ -1,4 +1,4 @@
-//! Typed wire contracts (SPEC §2): every message and dictionary entry Vaultline reads or writes.
+//! Typed wire contracts (docs/contract.md §2): every message and dictionary entry Vaultline reads or writes.
 //!
 //! A value that deserialized into one of these types is valid: scalars are newtypes that check
 //! their form while parsing ([`Timestamp`], [`Amount`], [`EntityId`], [`OrderId`]).

@@ -1,4 +1,4 @@
-//! The raw order on topic `stg_service` (SPEC §2.1).
+//! The raw order on topic `stg_service` (docs/contract.md §2.1).
 
 use serde::{Deserialize, Serialize};
 

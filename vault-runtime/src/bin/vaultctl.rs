@@ -9,7 +9,7 @@
 //!          [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]
 //! vaultctl migrate                                 apply the schema and grant the service roles
 //! ```
-//! `verify` prints every counter that differs from the recount over the Data Vault (SPEC §3.3)
+//! `verify` prints every counter that differs from the recount over the Data Vault (docs/contract.md §3.3)
 //! and exits 1 when there is any, 0 when the datamarts are exact.
 //! `migrate` is the deployment's one-shot step (a compose service, a Kubernetes Job): run as
 //! the owner of the schemas, it applies pending migrations, then creates and grants the
