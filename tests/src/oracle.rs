@@ -13,8 +13,8 @@
 //!   version ([`Model::sent`] reads the menus the model holds at that moment, so a test that
 //!   changes a menu tells the model at the same point: [`Model::dictionary`]).
 //!
-//! Hash keys are computed here from the contract's definition (docs/contract.md §3.1) (UUID v3, X.500 namespace, over the
-//! business key), checked against its test vectors in the unit tests below.
+//! Hash keys are computed here from their definition in docs/contract.md §3.1 (UUID v3, X.500
+//! namespace, over the business key), checked against its test vectors in the unit tests below.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
