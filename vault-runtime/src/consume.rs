@@ -352,7 +352,11 @@ pub(crate) async fn process_batch<A: Attempts>(
                             suspect_attempts = 0;
                             continue;
                         }
-                        None => {}
+                        // The dead letter could not be stored either (a full disk, say): the
+                        // warehouse takes no writes at all, which is systemic.
+                        None => status.pause(format!(
+                            "the database refuses the batch and its dead letter: {error:#}"
+                        )),
                     }
                 }
                 tracing::warn!(error = %format!("{error:#}"), attempt = suspect_attempts,
