@@ -11,7 +11,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use vault_core::decode;
 use vault_core::events::cdm_events;
-use vault_core::{EnrichedOrder, HashKey};
+use vault_core::{version, EnrichedOrder, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
 use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
 
@@ -75,7 +75,10 @@ impl Stage for DdsStage {
         let stored = latest_applied(conn, &order_keys).await?;
         let mut applied: Vec<&EnrichedOrder> = versions
             .iter()
-            .flat_map(|(key, arrived)| newer_than(stored.get(key).copied(), arrived))
+            .flat_map(|(key, arrived)| {
+                let floor = stored.get(key).copied().map(Timestamp::from_datetime);
+                version::applicable(floor, arrived, |order| order.payload.update_ts)
+            })
             .collect();
         // Loading in time order makes the newest observation of a shared entity (a user's
         // name, say) its current satellite row.
@@ -96,24 +99,6 @@ impl Stage for DdsStage {
         }
         Ok(events)
     }
-}
-
-/// The versions that apply, in arrival order: each must be newer than everything applied or
-/// arrived before it, so a late older version changes nothing whether it comes in the same
-/// batch as the newer one or later.
-fn newer_than(
-    mut floor: Option<chrono::DateTime<chrono::Utc>>,
-    arrived: &[EnrichedOrder],
-) -> Vec<&EnrichedOrder> {
-    let mut applied = Vec::new();
-    for order in arrived {
-        let version = order.payload.update_ts.as_datetime();
-        if floor.is_none_or(|floor| version > floor) {
-            floor = Some(version);
-            applied.push(order);
-        }
-    }
-    applied
 }
 
 /// The latest applied version of each order, with its row locked for the transaction.

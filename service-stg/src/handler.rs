@@ -10,7 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use vault_core::decode::{self, RawOrderMessage};
 use vault_core::enrich::enrich;
-use vault_core::{EntityId, Restaurant, User};
+use vault_core::{version, EntityId, Restaurant, Timestamp, User};
 use vault_runtime::kafka::{InMessage, OutMessage};
 use vault_runtime::stores::RedisPool;
 use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
@@ -121,7 +121,8 @@ impl Stage for StgStage {
                 timestamp: entry.timestamp,
                 payload: serde_json::to_vec(&enriched)?,
             });
-            // Within a batch, the newest version of an order is the one staged.
+            // Within a batch, the newest version of an order is the one staged (the database
+            // applies the same rule against what is stored: a newer `update_ts` only).
             let row = StagedRow {
                 object_id: order.object_id.0,
                 object_type: order.object_type.clone(),
@@ -134,11 +135,11 @@ impl Stage for StgStage {
                     .cloned()
                     .unwrap_or(Value::Null),
             };
-            match rows.get(&row.object_id) {
-                Some(existing) if existing.update_ts >= row.update_ts => {}
-                _ => {
-                    rows.insert(row.object_id, row);
-                }
+            let current = rows
+                .get(&row.object_id)
+                .map(|existing| Timestamp::from_datetime(existing.update_ts));
+            if version::is_newer(p.update_ts, current) {
+                rows.insert(row.object_id, row);
             }
         }
         let mut rows: Vec<StagedRow> = rows.into_values().collect();
