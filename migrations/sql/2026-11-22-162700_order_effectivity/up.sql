@@ -55,10 +55,16 @@ BEGIN
         EXECUTE format(
             'CREATE TRIGGER insert_only BEFORE UPDATE OR DELETE ON dds.%I '
             'FOR EACH ROW EXECUTE FUNCTION dds.refuse_update()', t);
+        -- Statement-level as well, so that an UPDATE or DELETE matching no row is refused too
+        -- (as for every other Data Vault table since 2026-11-22-100000).
+        EXECUTE format('DROP TRIGGER IF EXISTS insert_only_statement ON dds.%I', t);
+        EXECUTE format(
+            'CREATE TRIGGER insert_only_statement BEFORE UPDATE OR DELETE ON dds.%I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION dds.refuse_change()', t);
         EXECUTE format('DROP TRIGGER IF EXISTS insert_only_truncate ON dds.%I', t);
         EXECUTE format(
             'CREATE TRIGGER insert_only_truncate BEFORE TRUNCATE ON dds.%I '
-            'FOR EACH STATEMENT EXECUTE FUNCTION dds.refuse_update()', t);
+            'FOR EACH STATEMENT EXECUTE FUNCTION dds.refuse_change()', t);
     END LOOP;
 END;
 $$;
