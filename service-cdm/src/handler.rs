@@ -65,6 +65,7 @@ impl Stage for CdmStage {
     type Item = OrderVersion;
     type Needs = ();
     const PUBLISHES: bool = false;
+    const VERIFIES: bool = true;
     const TABLES: &'static [Table] = &[
         Table {
             name: "cdm.order_state",

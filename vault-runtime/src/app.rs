@@ -121,11 +121,16 @@ impl<S: Stage> Application<S> {
             let _ = http_stop.wait_for(|stop| *stop).await;
         })?;
         let server = tokio::spawn(server);
+        let verify = S::VERIFIES
+            .then_some(self.settings.verify_every)
+            .flatten()
+            .map(|every| (self.worker.runner.pool.clone(), every));
         let monitor = tokio::spawn(crate::monitor::run(
             self.settings.clone(),
             self.worker.topic.clone(),
             self.status.clone(),
             self.health.dependencies.clone(),
+            verify,
             stop_rx.clone(),
         ));
         tracing::info!(service, http = %self.http_addr, "Service starting.");

@@ -70,6 +70,9 @@ pub struct Settings {
     /// How long the consumer group may have lag without committing anything before `/health`
     /// reports the worker stalled (`WORKER_STALL_SECONDS`).
     pub stall_after: Duration,
+    /// How often a stage that verifies (the datamart) compares its counters with the recount
+    /// over the Data Vault (`VERIFY_INTERVAL_SECONDS`; `0` turns it off).
+    pub verify_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +184,12 @@ impl Settings {
                 linger: Duration::from_millis(parse_or(env, "BATCH_LINGER_MS", 20)?),
             },
             stall_after: Duration::from_secs(parse_or(env, "WORKER_STALL_SECONDS", 30)?),
+            verify_every: Some(Duration::from_secs(parse_or(
+                env,
+                "VERIFY_INTERVAL_SECONDS",
+                60,
+            )?))
+            .filter(|every| !every.is_zero()),
         })
     }
 }

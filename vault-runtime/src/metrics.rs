@@ -61,6 +61,9 @@ pub struct Metrics {
     pub lag: Family<PartitionLabel, Gauge>,
     /// 1 when the dependency answered its last check, 0 when not.
     pub dependency_up: Family<DependencyLabel, Gauge>,
+    /// Counters that differed from the recount over the Data Vault at the last periodic check
+    /// (the datamart stage only; taken while the group had no lag).
+    pub counter_differences: Gauge,
 }
 
 impl Metrics {
@@ -82,6 +85,7 @@ impl Metrics {
             stalled: Gauge::default(),
             lag: Family::default(),
             dependency_up: Family::default(),
+            counter_differences: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -143,6 +147,11 @@ impl Metrics {
             "dependency_up",
             "1 when the dependency answered its last check",
             metrics.dependency_up.clone(),
+        );
+        registry.register(
+            "counter_differences",
+            "Counters that differed from the recount over the Data Vault at the last check",
+            metrics.counter_differences.clone(),
         );
         Self {
             registry,

@@ -14,6 +14,7 @@ use crate::http::Dependency;
 use crate::kafka::{self, PartitionProgress};
 use crate::metrics::{DependencyLabel, PartitionLabel};
 use crate::status::Status;
+use crate::stores::PgPool;
 
 /// How often the monitor looks.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -61,8 +62,10 @@ pub(crate) async fn run(
     topic: String,
     status: Arc<Status>,
     dependencies: Vec<Dependency>,
+    verify: Option<(PgPool, Duration)>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut verified: Option<Instant> = None;
     let reader = match kafka::offsets_reader(&settings.kafka, &settings.kafka.consumer_group) {
         Ok(reader) => Arc::new(reader),
         Err(error) => {
@@ -103,6 +106,13 @@ pub(crate) async fn run(
                 let stalled = detector.observe(&progress, Instant::now());
                 let lag: i64 = progress.iter().map(PartitionProgress::lag).sum();
                 status.set_lag(lag);
+                if let Some((pool, every)) = &verify {
+                    let due = verified.is_none_or(|at| at.elapsed() >= *every);
+                    if lag == 0 && due {
+                        verified = Some(Instant::now());
+                        check_counters(pool, &status).await;
+                    }
+                }
                 status.set_stalled(stalled.map(|waited| {
                     format!(
                         "no offset committed on {topic} for {}s while {lag} messages wait",
@@ -119,6 +129,34 @@ pub(crate) async fn run(
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
             () = tokio::time::sleep(INTERVAL) => {}
+        }
+    }
+}
+
+/// Compares the datamarts with the recount over the Data Vault and exports how many counters
+/// differ. Taken only while the group has no lag: mid-stream, counters trail the Data Vault by
+/// the events still on their way.
+async fn check_counters(pool: &PgPool, status: &Status) {
+    let differences = match pool.get().await {
+        Ok(mut conn) => crate::verify::differences(&mut conn)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match differences {
+        Ok(differences) => {
+            if !differences.is_empty() {
+                tracing::error!(count = differences.len(), first = %differences[0],
+                    "Counters differ from the recount over the Data Vault; run `vaultctl verify`.");
+            }
+            status
+                .metrics
+                .counter_differences
+                .set(i64::try_from(differences.len()).unwrap_or(i64::MAX));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Cannot check the counters against the recount.");
+            status.metrics.error("verify");
         }
     }
 }

@@ -145,6 +145,10 @@ pub trait Stage: Send + Sync + Sized + 'static {
     const PUBLISHES: bool;
     /// Every table `apply` writes (the dead-letter table is the runtime's).
     const TABLES: &'static [Table];
+    /// Whether the service checks the datamarts against the recount over the Data Vault
+    /// periodically (`VERIFY_INTERVAL_SECONDS`) and exports the result as a metric: the
+    /// datamart stage does.
+    const VERIFIES: bool = false;
 
     fn new(needs: Self::Needs, settings: &Settings) -> anyhow::Result<Self>;
 

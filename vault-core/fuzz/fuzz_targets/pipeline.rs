@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(received, enriched, "the enriched order changed on the wire");
 
     let rows = vault::rows(&received);
-    assert_eq!(rows.h_order.pk, HashKey::order(order.object_id));
+    assert_eq!(rows.h_order.h_order_pk, HashKey::order(order.object_id));
 
     // service-dds publishes, service-cdm reads.
     let counter_events = events::cdm_events(&received);
