@@ -2,7 +2,7 @@
 //! killed under load and started again; it must be committing again within 15 s, with
 //! nothing lost or counted twice. Once with dynamic group membership (the group notices the
 //! dead member when its session expires) and once with static membership
-//! (`KAFKA_GROUP_INSTANCE_ID`, as the Helm chart sets it from the pod name).
+//! (`KAFKA_GROUP_INSTANCE_ID`, e.g. a pod name, stable across restarts of its container).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
