@@ -166,6 +166,7 @@ impl Pipeline {
             ("KAFKA_TOPIC_PARTITIONS", "0"),
             ("BATCH_LINGER_MS", "10"),
             ("BATCH_MAX_MESSAGES", "500"),
+            ("VERIFY_INTERVAL_SECONDS", "1"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
