@@ -73,3 +73,32 @@ pub async fn stored(p: &Pipeline, table: &str, key: &str) -> anyhow::Result<Coun
         .map(|row| ((row.get(0), row.get(1)), row.get(2)))
         .collect())
 }
+
+/// The orders as (key, payload) messages for the raw topic.
+pub fn messages(orders: &[RawOrder]) -> Vec<(String, Vec<u8>)> {
+    orders
+        .iter()
+        .map(|o| {
+            (
+                o.object_id.to_string(),
+                serde_json::to_vec(o).expect("serialize"),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that nothing was rejected and both datamarts hold exactly what `orders` must
+/// produce.
+pub async fn assert_exact(p: &Pipeline, d: &Dictionary, orders: &[RawOrder]) -> anyhow::Result<()> {
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    let (products, categories) = expected(d, orders);
+    assert_eq!(
+        stored(p, "cdm.user_product_counters", "product_id").await?,
+        products
+    );
+    assert_eq!(
+        stored(p, "cdm.user_category_counters", "category_id").await?,
+        categories
+    );
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
-use vault_tests::expect::{expected, stored};
+use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{http, Pipeline, Service};
 use vault_tests::process::{free_port, spawn, terminate};
 use vault_tests::{eventually, unique};
@@ -46,15 +46,7 @@ async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::R
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(if static_membership { 5 } else { 7 });
     let sent = datagen::generate::orders(&mut rng, &d, 50_000, 12_000);
-    let messages: Vec<(String, Vec<u8>)> = sent
-        .iter()
-        .map(|o| {
-            (
-                o.object_id.to_string(),
-                serde_json::to_vec(o).expect("serialize"),
-            )
-        })
-        .collect();
+    let messages = messages(&sent);
     p.produce_raw(&messages).await?;
     let total: i64 = p.end_offsets(&p.raw_topic).await?.values().sum();
     eventually("stg to be part way through", SETTLE, || async {
@@ -81,16 +73,7 @@ async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::R
     eprintln!("static membership {static_membership}: resumed {resumed:?} after the restart");
 
     p.settle(SETTLE).await;
-    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
-    let (products, categories) = expected(&d, &sent);
-    assert_eq!(
-        stored(&p, "cdm.user_product_counters", "product_id").await?,
-        products
-    );
-    assert_eq!(
-        stored(&p, "cdm.user_category_counters", "category_id").await?,
-        categories
-    );
+    assert_exact(&p, &d, &sent).await?;
     assert_eq!(
         p.count("SELECT count(*) FROM stg.order_events").await?,
         12_000

@@ -8,7 +8,7 @@ use std::time::Duration;
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_tests::eventually;
-use vault_tests::expect::{expected, stored};
+use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::process::{free_port, log, spawn, terminate};
 
@@ -52,15 +52,7 @@ async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> any
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let sent = datagen::generate::orders(&mut rng, &d, 70_000 + seed as i64 * 10_000, 3_000);
-    let messages: Vec<(String, Vec<u8>)> = sent
-        .iter()
-        .map(|o| {
-            (
-                o.object_id.to_string(),
-                serde_json::to_vec(o).expect("serialize"),
-            )
-        })
-        .collect();
+    let messages = messages(&sent);
     p.produce_raw(&messages).await?;
     eventually("the service to be part way through", SETTLE, || async {
         (committed(&p, service).await > 100).then_some(())
@@ -76,16 +68,7 @@ async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> any
     // Started again, it goes on from there.
     let child = spawn(binary(service), &env, &log_name)?;
     p.settle(SETTLE).await;
-    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
-    let (products, categories) = expected(&d, &sent);
-    assert_eq!(
-        stored(&p, "cdm.user_product_counters", "product_id").await?,
-        products
-    );
-    assert_eq!(
-        stored(&p, "cdm.user_category_counters", "category_id").await?,
-        categories
-    );
+    assert_exact(&p, &d, &sent).await?;
     assert_eq!(terminate(child).await?, Some(0));
     p.shutdown().await
 }

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
-use vault_core::RawOrder;
-use vault_tests::expect::{expected, stored};
+use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
 use vault_tests::{database_with_role, eventually};
 
@@ -15,18 +14,6 @@ const SETTLE: Duration = Duration::from_secs(180);
 /// How long the faults last: long enough that every back-off step and every bisection
 /// would have had its chance to reject something.
 const FAULT: Duration = Duration::from_secs(30);
-
-fn messages(orders: &[RawOrder]) -> Vec<(String, Vec<u8>)> {
-    orders
-        .iter()
-        .map(|o| {
-            (
-                o.object_id.to_string(),
-                serde_json::to_vec(o).expect("serialize"),
-            )
-        })
-        .collect()
-}
 
 /// Waits until `service` answers 503 with a pause cause that mentions `needle`; on time-out
 /// the panic shows the last answer.
@@ -142,16 +129,7 @@ async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing
         ))
         .await?;
     p.settle(SETTLE).await;
-    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
-    let (products, categories) = expected(&d, &sent);
-    assert_eq!(
-        stored(&p, "cdm.user_product_counters", "product_id").await?,
-        products
-    );
-    assert_eq!(
-        stored(&p, "cdm.user_category_counters", "category_id").await?,
-        categories
-    );
+    assert_exact(&p, &d, &sent).await?;
     for service in Service::ALL {
         let what = format!("{service:?} to report healthy again");
         eventually(&what, Duration::from_secs(30), || async {
