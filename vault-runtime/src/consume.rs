@@ -482,6 +482,27 @@ mod tests {
         }
     }
 
+    /// Processes `messages` until they have been retried well past the point where a lone
+    /// suspect message would be rejected, then stops the loop.
+    async fn run_past_the_suspect_limit(
+        fake: &Fake,
+        status: &Status,
+        messages: &[InMessage],
+    ) -> Result<(), Abandoned> {
+        let (tx, mut stop) = watch::channel(false);
+        let stopper = async {
+            while status.snapshot().retries < u64::from(SUSPECT_ATTEMPTS) * 3 {
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.send(true);
+        };
+        let (result, ()) = tokio::join!(
+            process_batch(fake, status, messages, &mut stop, FAST),
+            stopper
+        );
+        result
+    }
+
     #[tokio::test]
     async fn a_refused_batch_is_bisected_and_only_the_message_at_fault_is_rejected() {
         let fake = Fake::new(&[7, 12], 0, true);
@@ -518,19 +539,7 @@ mod tests {
     async fn nothing_is_rejected_while_a_dependency_is_unhealthy() {
         let fake = Fake::new(&[3], 0, false);
         let status = Status::new("test");
-        let (tx, mut stop) = watch::channel(false);
-        let messages = batch(0..6);
-        let stopper = async {
-            // Stop once the lone poison message has been retried well past the limit.
-            while status.snapshot().retries < u64::from(SUSPECT_ATTEMPTS) * 3 {
-                tokio::task::yield_now().await;
-            }
-            let _ = tx.send(true);
-        };
-        let (result, ()) = tokio::join!(
-            process_batch(&fake, &status, &messages, &mut stop, FAST),
-            stopper
-        );
+        let result = run_past_the_suspect_limit(&fake, &status, &batch(0..6)).await;
         assert_eq!(result, Err(Abandoned));
         assert!(fake.rejected().is_empty());
         assert_eq!(
@@ -546,18 +555,7 @@ mod tests {
         let mut fake = Fake::new(&[0, 1, 2, 3], 0, true);
         fake.problems = vec!["table cdm.user_product_counters does not exist".to_owned()];
         let status = Status::new("test");
-        let (tx, mut stop) = watch::channel(false);
-        let messages = batch(0..4);
-        let stopper = async {
-            while status.snapshot().retries < u64::from(SUSPECT_ATTEMPTS) * 3 {
-                tokio::task::yield_now().await;
-            }
-            let _ = tx.send(true);
-        };
-        let (result, ()) = tokio::join!(
-            process_batch(&fake, &status, &messages, &mut stop, FAST),
-            stopper
-        );
+        let result = run_past_the_suspect_limit(&fake, &status, &batch(0..4)).await;
         assert_eq!(result, Err(Abandoned));
         assert!(
             fake.rejected().is_empty(),
