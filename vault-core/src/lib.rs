@@ -16,6 +16,7 @@ pub mod decode;
 pub mod enrich;
 pub mod events;
 pub mod keys;
+pub mod tags;
 pub mod vault;
 pub mod version;
 
