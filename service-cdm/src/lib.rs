@@ -9,7 +9,8 @@ use vault_runtime::{Profile, Settings};
 pub const PROFILE: Profile = Profile {
     service: "service-cdm",
     source_topic: Some("cdm_service"),
-    destination_topic: None,
+    // The tag events (docs/contract.md §6.3), published from the outbox, not by the batches.
+    destination_topic: Some("user_tags"),
     consumer_group: "service-cdm",
     http_port: 5014,
     uses_redis: false,

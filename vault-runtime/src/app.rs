@@ -13,7 +13,7 @@ use crate::config::{Migrations, Settings};
 use crate::consume::{Backoff, Worker};
 use crate::http::{self, Dependency, HealthState};
 use crate::kafka;
-use crate::stage::{Needs, Output, Runner, Stage};
+use crate::stage::{Companion, Context, Needs, Output, Routes, Runner, Stage};
 use crate::status::{Status, WorkerState};
 use crate::stores;
 
@@ -27,6 +27,9 @@ pub struct Application<S> {
     http_addr: SocketAddr,
     health: HealthState,
     listener: std::net::TcpListener,
+    routes: Option<Routes>,
+    companions: Vec<Companion>,
+    stop: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
 impl<S> std::fmt::Debug for Application<S> {
@@ -72,6 +75,14 @@ impl<S: Stage> Application<S> {
         };
         dependencies.push(Dependency::Kafka(kafka_probe));
         let stage = S::new(needs, &settings)?;
+        let context = Context {
+            settings: settings.clone(),
+            pool: pool.clone(),
+            status: status.clone(),
+        };
+        let stop = watch::channel(false);
+        let routes = stage.routes(&context);
+        let companions = stage.companions(&context, stop.1.clone())?;
         let (listener, http_addr) = http::bind(settings.http_addr)?;
         let worker = Worker {
             consumer,
@@ -98,6 +109,9 @@ impl<S: Stage> Application<S> {
                 dependencies,
             },
             listener,
+            routes,
+            companions,
+            stop,
         })
     }
 
@@ -114,12 +128,17 @@ impl<S: Stage> Application<S> {
     /// missing topics, then consumes. On shutdown the in-flight batch is finished or abandoned
     /// uncommitted, durable offsets are committed and the producer is flushed.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = self.stop;
         let service = self.settings.service;
         let mut http_stop = stop_rx.clone();
-        let (_, server) = http::serve_listener(self.listener, self.health.clone(), async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        })?;
+        let (_, server) = http::serve_listener(
+            self.listener,
+            self.health.clone(),
+            self.routes,
+            async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            },
+        )?;
         let server = tokio::spawn(server);
         let verify = S::VERIFIES
             .then_some(self.settings.verify_every)
@@ -138,6 +157,7 @@ impl<S: Stage> Application<S> {
         let settings = self.settings.clone();
         let status = self.status.clone();
         let worker = self.worker;
+        let companions = self.companions;
         let mut prepare_stop = stop_rx.clone();
         let work = async move {
             let ready = tokio::select! {
@@ -146,7 +166,9 @@ impl<S: Stage> Application<S> {
                 () = prepare(&settings, &status) => true
             };
             if ready {
-                worker.run(stop_rx).await?;
+                // Companions and the worker run together; the first error ends them all.
+                let companions = futures::future::try_join_all(companions);
+                tokio::try_join!(worker.run(stop_rx), companions)?;
             }
             anyhow::Ok(())
         };

@@ -100,10 +100,11 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, SocketAd
 }
 
 /// Serves on an already bound listener and returns the server future, which ends when
-/// `shutdown` completes.
+/// `shutdown` completes. `extra` routes are tried after `/health` and `/metrics`.
 pub fn serve_listener(
     listener: std::net::TcpListener,
     state: HealthState,
+    extra: Option<crate::stage::Routes>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(SocketAddr, impl Future<Output = ()>)> {
     let health_state = state.clone();
@@ -133,7 +134,14 @@ pub fn serve_listener(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
         });
-    let routes = health.or(metrics);
+    let routes = health
+        .or(metrics)
+        .map(|reply| Box::new(reply) as Box<dyn warp::Reply>)
+        .boxed();
+    let routes = match extra {
+        Some(extra) => routes.or(extra).unify().boxed(),
+        None => routes,
+    };
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -23,4 +23,4 @@ pub use app::Application;
 pub use config::{Profile, Settings};
 pub use failure::Failure;
 pub use kafka::{InMessage, OutMessage};
-pub use stage::{Entry, Outcome, Rejection, Rejects, Stage, Table};
+pub use stage::{Companion, Context, Entry, Outcome, Rejection, Rejects, Routes, Stage, Table};

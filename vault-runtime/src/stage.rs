@@ -7,11 +7,13 @@
 //! The consume loop (`consume.rs`) adds offsets, bisection and back-off around it.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::dead_letter::{self, DeadLetter};
@@ -133,6 +135,31 @@ impl Needs for RedisPool {
     }
 }
 
+/// What a stage's routes and companions are built with.
+#[derive(Clone)]
+pub struct Context {
+    pub settings: Settings,
+    /// The service's Postgres pool (the one the batches use).
+    pub pool: PgPool,
+    pub status: Arc<Status>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("service", &self.settings.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Work a service runs beside its consume loop (service-cdm: the rule watcher and the tag
+/// outbox relay). It starts once the schema is ready and must end soon after its `stop`
+/// receiver turns true; an error ends the service.
+pub type Companion = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// HTTP routes a service serves beside `/health` and `/metrics`.
+pub type Routes = warp::filters::BoxedFilter<(Box<dyn warp::Reply>,)>;
+
 /// One service's domain: decode a message, apply a batch. `apply` must be idempotent: a batch
 /// whose commit was not acknowledged is delivered again.
 pub trait Stage: Send + Sync + Sized + 'static {
@@ -164,6 +191,21 @@ pub trait Stage: Send + Sync + Sized + 'static {
         items: Vec<Entry<Self::Item>>,
         rejects: &mut Rejects<'_>,
     ) -> impl Future<Output = Result<Vec<OutMessage>, Failure>> + Send;
+
+    /// Routes served beside `/health` and `/metrics` (service-cdm: the read API and the
+    /// dashboard). None by default.
+    fn routes(&self, _context: &Context) -> Option<Routes> {
+        None
+    }
+
+    /// Work run beside the consume loop, each until `stop` turns true. None by default.
+    fn companions(
+        &self,
+        _context: &Context,
+        _stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<Companion>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What one committed attempt did.
