@@ -2,6 +2,7 @@
 //! `cdm.user_product_counters` and `cdm.user_category_counters`, exactly (docs/contract.md §3.3).
 
 mod handler;
+pub mod tags;
 
 pub use handler::CdmStage;
 use vault_runtime::{Profile, Settings};

@@ -32,6 +32,7 @@
 
 pub mod expect;
 pub mod oracle;
+pub mod orders;
 pub mod pipeline;
 pub mod process;
 pub mod produce;
