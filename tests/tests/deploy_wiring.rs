@@ -285,7 +285,10 @@ impl Manifests {
                 found
             } else if let Some(path) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 // The downward API: the pod's own fields, as Kubernetes would fill them in.
-                let pod = format!("{}-7d9f8b6c5-x2k4q", container["name"].as_str().unwrap_or("pod"));
+                let pod = format!(
+                    "{}-7d9f8b6c5-x2k4q",
+                    container["name"].as_str().unwrap_or("pod")
+                );
                 match path {
                     "metadata.name" => Some(pod),
                     "metadata.namespace" => Some("default".to_owned()),

@@ -430,3 +430,99 @@ async fn tags_equal_the_recount_when_rules_change_mid_stream() -> anyhow::Result
     assert_topic_matches_outbox(&p).await?;
     p.shutdown().await
 }
+
+/// Runs `vaultctl` with `args` against `database_url`; returns (exit code, stdout + stderr).
+fn vaultctl(database_url: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let output = std::process::Command::new(vault_tests::process::binary("vaultctl"))
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+        .args(args)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.code().unwrap_or(-1), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_file_is_applied_by_vaultctl_and_takes_effect_without_a_restart(
+) -> anyhow::Result<()> {
+    let p = Pipeline::start(1).await?;
+    let d = random_dictionary(1, 1);
+    p.put_dictionary(&d).await?;
+    p.migrated().await;
+    let dish = &d.restaurants[0].menu[0];
+    let user = HashKey::user(&d.users[0].id).to_string();
+    p.produce_raw(&[
+        message(&order(&d, 1, 0, 0, &[0], OrderStatus::Closed, 10)),
+        message(&order(&d, 2, 0, 0, &[0], OrderStatus::Closed, 10)),
+    ])
+    .await?;
+    p.settle(SETTLE).await;
+    let dir = std::env::temp_dir().join(vault_tests::unique("rules"));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("rules.json");
+    let write = |rules: serde_json::Value| -> anyhow::Result<String> {
+        std::fs::write(
+            &file,
+            serde_json::to_vec(&serde_json::json!({ "rules": rules }))?,
+        )?;
+        Ok(file.display().to_string())
+    };
+    let both = write(serde_json::json!([
+        {"tag": "Lover", "scope": "category", "target": dish.category, "threshold": 2},
+        {"tag": "Fan", "scope": "product", "target": dish.id.as_str(), "threshold": 3,
+         "description": "three of one dish"}
+    ]))?;
+
+    // A dry run shows the plan and writes nothing.
+    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &both, "--dry-run"])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("+ \"Lover\"") && out.contains("dry run"),
+        "{out}"
+    );
+    assert_eq!(p.count("SELECT count(*) FROM cdm.tag_rules").await?, 0);
+
+    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &both])?;
+    assert_eq!(code, 0, "{out}");
+    holds(&p, &user, &["Lover", "Fan"], &[("Lover", 2)]).await;
+    rules_applied(&p).await;
+    let (code, out) = vaultctl(&p.database_url, &["tags", "list"])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Lover") && out.contains("2 rule(s)"), "{out}");
+    let (_, out) = vaultctl(&p.database_url, &["tags", "apply", &both])?;
+    assert!(out.contains("already match"), "{out}");
+
+    // A file without "Lover": kept unless --prune; "Fan" lowered to 2 grants it.
+    let fan = write(serde_json::json!([
+        {"tag": "Fan", "scope": "product", "target": dish.id.as_str(), "threshold": 2}
+    ]))?;
+    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &fan])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("~ \"Fan\"") && out.contains("--prune deletes it"),
+        "{out}"
+    );
+    holds(&p, &user, &["Lover", "Fan"], &[("Lover", 2), ("Fan", 2)]).await;
+    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &fan, "--prune"])?;
+    assert_eq!(code, 0, "{out}");
+    holds(&p, &user, &["Lover", "Fan"], &[("Fan", 2)]).await;
+
+    // A bad file is refused naming the rule and the field; nothing changes.
+    let bad = write(serde_json::json!([
+        {"tag": "Fan", "scope": "product", "target": "not-a-product-id", "threshold": 2}
+    ]))?;
+    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &bad])?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rule 1 (\"Fan\")") && out.contains("target"),
+        "{out}"
+    );
+    assert_eq!(p.count("SELECT count(*) FROM cdm.tag_rules").await?, 1);
+    std::fs::remove_dir_all(&dir)?;
+    p.shutdown().await
+}
