@@ -15,7 +15,7 @@ use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Tra
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
-use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
+use vault_runtime::{Context, Entry, Failure, Rejection, Rejects, Routes, Settings, Stage, Table};
 
 /// The datamart stage.
 #[derive(Debug)]
@@ -147,6 +147,11 @@ impl Stage for CdmStage {
         .await?;
         save_states(conn, &changed, &states).await?;
         Ok(Vec::new())
+    }
+
+    /// The read API and the dashboard (docs/contract.md §6.4, §6.5).
+    fn routes(&self, context: &Context) -> Option<Routes> {
+        Some(crate::api::routes(context))
     }
 }
 
