@@ -141,7 +141,7 @@ impl Overview {
                             sum(order_cnt)::bigint AS order_cnt, \
                             count(*) FILTER (WHERE order_cnt > 0) AS users \
                      FROM cdm.user_category_counters GROUP BY category_id \
-                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2 LIMIT $1",
+                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2, 1 LIMIT $1",
                 )
                 .bind::<BigInt, _>(TOP)
                 .load(&mut conn)
@@ -151,7 +151,7 @@ impl Overview {
                             sum(order_cnt)::bigint AS order_cnt, \
                             count(*) FILTER (WHERE order_cnt > 0) AS users \
                      FROM cdm.user_product_counters GROUP BY product_id \
-                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2 LIMIT $1",
+                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2, 1 LIMIT $1",
                 )
                 .bind::<BigInt, _>(TOP)
                 .load(&mut conn)
