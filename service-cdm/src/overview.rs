@@ -38,9 +38,11 @@ const TOP: i64 = 10;
 /// computation in flight instead of starting their own.
 #[derive(Debug)]
 pub struct Cached<T> {
-    /// The value, when it was taken, and until when it is fresh.
-    slot: Mutex<Option<(Arc<T>, DateTime<Utc>, Instant)>>,
+    slot: Mutex<Option<Entry<T>>>,
 }
+
+/// A cached value, when it was taken, and until when it is fresh.
+type Entry<T> = (Arc<T>, DateTime<Utc>, Instant);
 
 impl<T> Default for Cached<T> {
     fn default() -> Self {
