@@ -12,6 +12,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 use vault_core::HashKey;
 use vault_runtime::stores::PgPool;
@@ -220,8 +221,12 @@ pub fn decode_cursor(text: &str) -> Result<Uuid, ApiError> {
 
 /// The routes: the dashboard at `/`, the API under `/api`.
 pub fn routes(context: &Context) -> Routes {
+    // The pool is the batches' too: readers get at most half of it, however many requests
+    // wait, so that a burst of reads never holds up the consume loop.
+    let readers = (context.settings.postgres.pool_size as usize / 2).max(1);
     let api = Arc::new(Api {
         pool: context.pool.clone(),
+        readers: Semaphore::new(readers),
         overview: Overview::new(&context.settings),
     });
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
@@ -247,6 +252,8 @@ pub fn routes(context: &Context) -> Routes {
 #[derive(Debug)]
 struct Api {
     pool: PgPool,
+    /// How many requests may hold a pooled connection at once.
+    readers: Semaphore,
     /// The cached aggregates and the pipeline sampler behind the dashboard.
     overview: Overview,
 }
@@ -271,14 +278,17 @@ impl Api {
                 "application/json",
             )));
         }
+        if route == Route::Pipeline {
+            return Ok(json(&*self.overview.pipeline().await));
+        }
+        let _reader = self.readers.acquire().await.map_err(anyhow::Error::from)?;
         let body = match route {
             Route::UserCounters(user) => json(&self.user_counters(parse_user(&user)?).await?),
             Route::UserTags(user) => json(&self.user_tags(parse_user(&user)?).await?),
             Route::Tags => json(&self.tags().await?),
             Route::TagUsers(tag) => json(&self.tag_users(&tag, Page::from_query(query)?).await?),
-            Route::Pipeline => json(&*self.overview.pipeline().await),
             Route::Summary => json(&*self.overview.summary(&self.pool).await?),
-            Route::OpenApi => unreachable!("answered above"),
+            Route::Pipeline | Route::OpenApi => unreachable!("answered above"),
         };
         Ok(body)
     }
@@ -342,7 +352,7 @@ impl Api {
             .collect();
         Ok(Tags {
             tags,
-            holders_as_of: self.overview.holders_as_of().await,
+            holders_as_of: self.overview.holders_as_of(),
         })
     }
 

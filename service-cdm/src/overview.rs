@@ -34,11 +34,14 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How many categories and dishes the summary lists.
 const TOP: i64 = 10;
 
-/// A value computed at most once per its time to live; concurrent askers wait for the one
-/// computation in flight instead of starting their own.
+/// A value computed at most once per its time to live. When it is stale, one asker computes
+/// it again while the others get the stale value at once; only when there is no value yet do
+/// they wait for the computation in flight.
 #[derive(Debug)]
 pub struct Cached<T> {
-    slot: Mutex<Option<Entry<T>>>,
+    slot: std::sync::Mutex<Option<Entry<T>>>,
+    /// Held by the one asker computing the value.
+    computing: Mutex<()>,
 }
 
 /// A cached value, when it was taken, and until when it is fresh.
@@ -47,34 +50,60 @@ type Entry<T> = (Arc<T>, DateTime<Utc>, Instant);
 impl<T> Default for Cached<T> {
     fn default() -> Self {
         Self {
-            slot: Mutex::new(None),
+            slot: std::sync::Mutex::new(None),
+            computing: Mutex::new(()),
         }
     }
 }
 
 impl<T> Cached<T> {
-    /// The cached value if fresh, else the result of `compute` (an error is not cached).
+    /// The cached value if fresh (or stale while another asker computes it), else the result
+    /// of `compute` (an error is not cached).
     pub async fn get<F, Fut>(&self, compute: F) -> anyhow::Result<Arc<T>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = anyhow::Result<T>>,
     {
-        let mut slot = self.slot.lock().await;
-        if let Some((value, _, fresh_until)) = slot.as_ref() {
-            if Instant::now() < *fresh_until {
-                return Ok(value.clone());
+        if let Some((value, true)) = self.current() {
+            return Ok(value);
+        }
+        let _computing = match self.computing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some((value, _)) = self.current() {
+                    return Ok(value);
+                }
+                self.computing.lock().await
             }
+        };
+        // Someone may have computed it while this asker waited for the lock.
+        if let Some((value, true)) = self.current() {
+            return Ok(value);
         }
         let started = Instant::now();
         let value = Arc::new(compute().await?);
         let ttl = MIN_TTL.max(started.elapsed() * TTL_FACTOR);
-        *slot = Some((value.clone(), Utc::now(), Instant::now() + ttl));
+        *self.lock_slot() = Some((value.clone(), Utc::now(), Instant::now() + ttl));
         Ok(value)
     }
 
     /// When the cached value was taken.
-    pub async fn taken_at(&self) -> Option<DateTime<Utc>> {
-        self.slot.lock().await.as_ref().map(|(_, at, _)| *at)
+    pub fn taken_at(&self) -> Option<DateTime<Utc>> {
+        self.lock_slot().as_ref().map(|(_, at, _)| *at)
+    }
+
+    /// The value and whether it is fresh.
+    fn current(&self) -> Option<(Arc<T>, bool)> {
+        self.lock_slot()
+            .as_ref()
+            .map(|(value, _, fresh_until)| (value.clone(), Instant::now() < *fresh_until))
+    }
+
+    fn lock_slot(&self) -> std::sync::MutexGuard<'_, Option<Entry<T>>> {
+        // The slot is only ever replaced whole, so a panic elsewhere cannot leave it torn.
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -115,8 +144,8 @@ impl Overview {
             .await
     }
 
-    pub async fn holders_as_of(&self) -> Option<DateTime<Utc>> {
-        self.holders.taken_at().await
+    pub fn holders_as_of(&self) -> Option<DateTime<Utc>> {
+        self.holders.taken_at()
     }
 
     pub async fn summary(&self, pool: &PgPool) -> anyhow::Result<Arc<Summary>> {
@@ -513,7 +542,22 @@ mod tests {
         let first = cache.get(|| async { Ok(1) }).await.expect("computed");
         let second = cache.get(|| async { Ok(2) }).await.expect("cached");
         assert_eq!((*first, *second), (1, 1));
-        assert!(cache.taken_at().await.is_some());
+        assert!(cache.taken_at().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stale_value_is_served_while_another_asker_computes_it() {
+        let cache: Cached<u32> = Cached::default();
+        cache.get(|| async { Ok(1) }).await.expect("computed");
+        // Made stale by hand, then one asker starts computing and holds the lock.
+        if let Some(entry) = cache.lock_slot().as_mut() {
+            entry.2 = Instant::now();
+        }
+        let computing = cache.computing.lock().await;
+        let stale = cache.get(|| async { Ok(2) }).await.expect("stale");
+        assert_eq!(*stale, 1);
+        drop(computing);
+        assert_eq!(*cache.get(|| async { Ok(3) }).await.expect("recomputed"), 3);
     }
 
     #[tokio::test]
