@@ -15,7 +15,7 @@ use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Tra
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
-use vault_runtime::{Context, Entry, Failure, Rejection, Rejects, Routes, Settings, Stage, Table};
+use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
 
 /// The datamart stage.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ impl Stage for CdmStage {
     }
 
     /// The read API and the dashboard (docs/contract.md §6.4, §6.5).
-    fn routes(&self, context: &Context) -> Option<Routes> {
+    fn routes(&self, context: &vault_runtime::Context) -> Option<vault_runtime::Routes> {
         Some(crate::api::routes(context))
     }
 }
