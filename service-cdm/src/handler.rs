@@ -10,12 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use tokio::sync::watch;
 use uuid::Uuid;
 use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Transition};
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
-use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
+use vault_runtime::{
+    Companion, Context, Entry, Failure, Rejection, Rejects, Settings, Stage, Table,
+};
 
 /// The datamart stage.
 #[derive(Debug)]
@@ -102,6 +105,30 @@ impl Stage for CdmStage {
             ],
             privileges: "SELECT, INSERT, UPDATE",
         },
+        // Read, and locked in SHARE mode, which Postgres grants with UPDATE.
+        Table {
+            name: "cdm.tag_rules",
+            columns: &["tag", "scope", "target", "threshold", "enabled"],
+            privileges: "SELECT, UPDATE",
+        },
+        Table {
+            name: "cdm.user_tags",
+            columns: &["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
+            privileges: "SELECT, INSERT, UPDATE, DELETE",
+        },
+        Table {
+            name: "cdm.user_tag_events",
+            columns: &[
+                "event_id",
+                "user_id",
+                "tag",
+                "seq",
+                "event",
+                "order_cnt",
+                "at",
+            ],
+            privileges: "SELECT, INSERT",
+        },
     ];
 
     fn new((): (), _: &Settings) -> anyhow::Result<Self> {
@@ -146,12 +173,38 @@ impl Stage for CdmStage {
         )
         .await?;
         save_states(conn, &changed, &states).await?;
+        crate::tags::settle_batch(conn, &deltas).await?;
         Ok(Vec::new())
     }
 
     /// The read API and the dashboard (docs/contract.md §6.4, §6.5).
     fn routes(&self, context: &vault_runtime::Context) -> Option<vault_runtime::Routes> {
         Some(crate::api::routes(context))
+    }
+
+    /// The rule watcher and the tag outbox relay (see `tags.rs`).
+    fn companions(
+        &self,
+        context: &Context,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<Companion>> {
+        let settings = &context.settings;
+        let topic = settings.kafka.destination_topic.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid configuration: KAFKA_DESTINATION_TOPIC: is required by {} (the tag events)",
+                settings.service
+            )
+        })?;
+        let producer = vault_runtime::kafka::producer(&settings.kafka)?;
+        Ok(vec![
+            Box::pin(crate::tags::watch_rules(context.pool.clone(), stop.clone())),
+            Box::pin(crate::tags::relay_events(
+                context.pool.clone(),
+                producer,
+                topic,
+                stop,
+            )),
+        ])
     }
 }
 

@@ -6,6 +6,7 @@ mod api;
 mod dashboard;
 mod handler;
 mod overview;
+pub mod tags;
 
 pub use handler::CdmStage;
 use vault_runtime::{Profile, Settings};

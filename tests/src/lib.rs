@@ -34,6 +34,7 @@
 pub mod expect;
 pub mod openapi;
 pub mod oracle;
+pub mod orders;
 pub mod pipeline;
 pub mod process;
 pub mod produce;

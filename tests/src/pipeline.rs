@@ -64,6 +64,8 @@ pub struct Pipeline {
     pub raw_topic: String,
     pub enriched_topic: String,
     pub counter_topic: String,
+    /// Where service-cdm publishes tag events (docs/contract.md §6.3).
+    pub tags_topic: String,
     groups: BTreeMap<Service, String>,
     running: BTreeMap<Service, Running>,
     /// Extra instances started with [`Pipeline::start_replica`], in the same groups.
@@ -108,12 +110,14 @@ impl Pipeline {
         let raw_topic = unique("stg_service");
         let enriched_topic = unique("dds_service");
         let counter_topic = unique("cdm_service");
+        let tags_topic = unique("user_tags");
         stack
             .create_topics(
                 &[
                     raw_topic.clone(),
                     enriched_topic.clone(),
                     counter_topic.clone(),
+                    tags_topic.clone(),
                 ],
                 partitions,
             )
@@ -130,6 +134,7 @@ impl Pipeline {
             raw_topic,
             enriched_topic,
             counter_topic,
+            tags_topic,
             groups: Service::ALL
                 .into_iter()
                 .map(|s| (s, unique(s.profile().consumer_group)))
@@ -150,7 +155,7 @@ impl Pipeline {
         let (source, destination) = match service {
             Service::Stg => (&self.raw_topic, Some(&self.enriched_topic)),
             Service::Dds => (&self.enriched_topic, Some(&self.counter_topic)),
-            Service::Cdm => (&self.counter_topic, None),
+            Service::Cdm => (&self.counter_topic, Some(&self.tags_topic)),
         };
         let mut env: HashMap<String, String> = [
             (
@@ -332,6 +337,60 @@ impl Pipeline {
                 }
             }
             anyhow::Ok(ends)
+        })
+        .await?
+    }
+
+    /// Waits until the services have applied the migrations (they do it at start, in the
+    /// background), for tests that write to the warehouse themselves.
+    pub async fn migrated(&self) {
+        eventually("the migrations to be applied", Duration::from_secs(60), || async {
+            let pending = self
+                .count("SELECT count(*) FROM (SELECT 1) x WHERE to_regclass('cdm.tag_rules') IS NULL")
+                .await
+                .ok()?;
+            (pending == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Every message on `topic` up to its current end, per partition in offset order, as
+    /// (partition, key, payload).
+    pub async fn read_topic(&self, topic: &str) -> anyhow::Result<Vec<(i32, String, Vec<u8>)>> {
+        let ends = self.end_offsets(topic).await?;
+        let mut config = self.stack.kafka_config();
+        config
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false");
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = config.create()?;
+            let mut assignment = rdkafka::TopicPartitionList::new();
+            for partition in ends.keys() {
+                assignment.add_partition_offset(&topic, *partition, rdkafka::Offset::Beginning)?;
+            }
+            consumer.assign(&assignment)?;
+            let mut next: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+            let mut messages = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while next.iter().any(|(p, offset)| *offset < ends[p]) {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "timed out reading {topic}"
+                );
+                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let message = message?;
+                use rdkafka::Message as _;
+                next.insert(message.partition(), message.offset() + 1);
+                messages.push((
+                    message.partition(),
+                    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    message.payload().unwrap_or_default().to_vec(),
+                ));
+            }
+            anyhow::Ok(messages)
         })
         .await?
     }

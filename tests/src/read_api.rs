@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use serde_json::Value;
 use vault_core::RawOrder;
 
+use crate::eventually;
 use crate::expect;
 use crate::openapi::OpenApi;
 use crate::pipeline::{http, Pipeline, Service};
@@ -123,9 +124,10 @@ pub async fn send(
     Ok(orders)
 }
 
-/// Defines the tag `tag` (a category rule) and grants it as the rule says, directly in SQL
-/// (`ON CONFLICT DO NOTHING`: if the service maintains tags itself, it grants the same).
-pub async fn grant_category_tag(
+/// Defines the tag `tag` (a category rule) and waits until service-cdm has applied it (its
+/// holders granted, `cdm.tag_rules_applied` updated); checks that the holders are exactly the
+/// users whose counter reaches the threshold.
+pub async fn define_category_tag(
     p: &Pipeline,
     tag: &str,
     category: &str,
@@ -137,12 +139,31 @@ pub async fn grant_category_tag(
         &[&tag, &category, &threshold],
     )
     .await?;
-    db.execute(
-        "INSERT INTO cdm.user_tags (user_id, tag, order_cnt) \
-         SELECT user_id, $1, order_cnt FROM cdm.user_category_counters \
-         WHERE category_name = $2 AND order_cnt >= $3 ON CONFLICT DO NOTHING",
-        &[&tag, &category, &threshold],
-    )
-    .await?;
+    let what = format!("service-cdm to apply the rule {tag}");
+    eventually(&what, Duration::from_secs(60), || async {
+        let row = db
+            .query_one(
+                "SELECT count(*) FROM cdm.tag_rules_applied WHERE tag = $1 AND threshold = $2",
+                &[&tag, &threshold],
+            )
+            .await
+            .ok()?;
+        (row.get::<_, i64>(0) == 1).then_some(())
+    })
+    .await;
+    let row = db
+        .query_one(
+            "SELECT (SELECT array_agg(user_id ORDER BY user_id)::text FROM cdm.user_tags \
+                     WHERE tag = $1) IS NOT DISTINCT FROM \
+                    (SELECT array_agg(user_id ORDER BY user_id)::text \
+                     FROM cdm.user_category_counters WHERE category_name = $2 \
+                     AND order_cnt >= $3)",
+            &[&tag, &category, &threshold],
+        )
+        .await?;
+    anyhow::ensure!(
+        row.get::<_, bool>(0),
+        "the holders of {tag} are not the users the rule names"
+    );
     Ok(())
 }

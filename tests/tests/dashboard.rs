@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use vault_tests::pipeline::Pipeline;
-use vault_tests::read_api::{fill, grant_category_tag, send, ApiClient};
+use vault_tests::read_api::{define_category_tag, fill, send, ApiClient};
 use vault_tests::{eventually, unique};
 
 /// The flags every launch uses, as the project runs Chromium in CI.
@@ -193,7 +193,7 @@ async fn the_dashboard_shows_the_api_s_numbers_and_updates_itself_in_a_browser(
         )
         .await?
         .get(0);
-    grant_category_tag(&p, "Любитель выпечки", &category, 2).await?;
+    define_category_tag(&p, "Любитель выпечки", &category, 2).await?;
     let api = ApiClient::new(&p)?;
     let url = format!("http://{}/", api.addr);
     let counted = p

@@ -283,6 +283,17 @@ impl Manifests {
                     "{name}: key {key} of Secret {secret} is missing and not optional"
                 );
                 found
+            } else if let Some(path) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                // The downward API: the pod's own fields, as Kubernetes would fill them in.
+                let pod = format!(
+                    "{}-7d9f8b6c5-x2k4q",
+                    container["name"].as_str().unwrap_or("pod")
+                );
+                match path {
+                    "metadata.name" => Some(pod),
+                    "metadata.namespace" => Some("default".to_owned()),
+                    other => bail!("{name}: unexpected fieldRef {other}"),
+                }
             } else if var["valueFrom"]["configMapKeyRef"].is_object() {
                 let reference = &var["valueFrom"]["configMapKeyRef"];
                 let map = reference["name"].as_str().unwrap_or_default();

@@ -9,7 +9,7 @@ use serde_json::Value;
 use vault_core::HashKey;
 use vault_tests::eventually;
 use vault_tests::pipeline::{Pipeline, Service};
-use vault_tests::read_api::{encode, fill, grant_category_tag, send, ApiClient};
+use vault_tests::read_api::{define_category_tag, encode, fill, send, ApiClient};
 
 /// Rows of (id, name, order_cnt) as text, for comparing API answers with tables.
 type Rows = BTreeSet<(String, String, i64)>;
@@ -102,8 +102,8 @@ async fn the_read_api_answers_what_the_tables_hold_and_what_its_document_says() 
         .get(0);
     let tag = "Любитель «выпечки» & co/2 🍕";
     let nobody = "Never Anyone";
-    grant_category_tag(&p, tag, &category, 2).await?;
-    grant_category_tag(&p, nobody, &category, 1_000_000).await?;
+    define_category_tag(&p, tag, &category, 2).await?;
+    define_category_tag(&p, nobody, &category, 1_000_000).await?;
     let holders: Vec<String> = p
         .db()
         .await?
@@ -157,6 +157,8 @@ async fn the_read_api_answers_what_the_tables_hold_and_what_its_document_says() 
     assert_eq!(rules["scope"], "category");
     assert_eq!(rules["target"], category.as_str());
     assert_eq!(rules["threshold"], 2);
+    assert_eq!(rules["applied"], true, "{rules}");
+    assert!(rules["applied_at"].is_string(), "{rules}");
 
     // Paging visits every holder once, in user_id order, and `next` is absent on the last page.
     let mut seen = Vec::new();

@@ -351,6 +351,86 @@ impl TagBook {
     }
 }
 
+/// One rule as a rules file states it (`vaultctl tags apply FILE`): the rule and the columns
+/// people keep beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleSpec {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub description: String,
+    pub enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFileDoc {
+    rules: Vec<RuleFileEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFileEntry {
+    tag: String,
+    scope: String,
+    target: String,
+    threshold: i64,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Why a rules file cannot be applied; names the rule (by position and tag) and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesFileError {
+    #[error("not a rules file: {0}")]
+    Syntax(String),
+    #[error("rule {index} ({tag:?}): {error}")]
+    Rule {
+        index: usize,
+        tag: String,
+        error: RuleError,
+    },
+    #[error("rule {index}: tag {tag:?} is listed twice")]
+    Duplicate { index: usize, tag: String },
+}
+
+/// Parses a rules file: a JSON object `{"rules": [{"tag", "scope", "target", "threshold",
+/// "description"?, "enabled"?}, ...]}` (docs/tags.md). Every rule is validated as the table's
+/// constraints would; unknown fields and repeated tags are refused.
+pub fn parse_rules_file(text: &str) -> Result<Vec<RuleSpec>, RulesFileError> {
+    let doc: RulesFileDoc =
+        serde_json::from_str(text).map_err(|e| RulesFileError::Syntax(e.to_string()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut specs = Vec::with_capacity(doc.rules.len());
+    for (index, entry) in doc.rules.into_iter().enumerate() {
+        let index = index + 1;
+        let rule = Scope::parse(&entry.scope)
+            .and_then(|scope| Rule::new(entry.tag.clone(), scope, entry.target, entry.threshold))
+            .map_err(|error| RulesFileError::Rule {
+                index,
+                tag: entry.tag.clone(),
+                error,
+            })?;
+        if !seen.insert(rule.tag.clone()) {
+            return Err(RulesFileError::Duplicate {
+                index,
+                tag: rule.tag,
+            });
+        }
+        specs.push(RuleSpec {
+            rule,
+            description: entry.description,
+            enabled: entry.enabled,
+        });
+    }
+    Ok(specs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +496,45 @@ mod tests {
         assert_eq!(json["payload"]["order_cnt"], 9);
         let back: TagEventMessage = serde_json::from_value(json).expect("read back");
         assert_eq!(back, message);
+    }
+
+    #[test]
+    fn a_rules_file_is_read_with_defaults_and_refused_naming_the_rule() {
+        let specs = parse_rules_file(
+            r#"{"rules": [
+                {"tag": "Pizza Lover", "scope": "category", "target": "Пицца", "threshold": 10},
+                {"tag": "Fan", "scope": "product", "target": "c5b64c8ba71adb08ce4bf7bc",
+                 "threshold": 3, "description": "three of one dish", "enabled": false}
+            ]}"#,
+        )
+        .expect("a valid file");
+        assert_eq!(specs.len(), 2);
+        assert!(specs[0].enabled);
+        assert_eq!(specs[0].description, "");
+        assert_eq!(specs[1].rule.scope, Scope::Product);
+        assert!(!specs[1].enabled);
+
+        let error = parse_rules_file(
+            r#"{"rules": [{"tag": "a", "scope": "category", "target": "x", "threshold": 1},
+                          {"tag": "b", "scope": "dish", "target": "x", "threshold": 1}]}"#,
+        )
+        .expect_err("a bad scope");
+        assert_eq!(
+            error.to_string(),
+            "rule 2 (\"b\"): scope: `dish` is neither `category` nor `product`"
+        );
+        let error = parse_rules_file(
+            r#"{"rules": [{"tag": "a", "scope": "category", "target": "x", "threshold": 1},
+                          {"tag": "a", "scope": "category", "target": "y", "threshold": 2}]}"#,
+        )
+        .expect_err("a repeated tag");
+        assert!(
+            matches!(error, RulesFileError::Duplicate { index: 2, .. }),
+            "{error}"
+        );
+        let error = parse_rules_file(r#"{"rules": [{"tag": "a", "scope": "category", "target": "x", "threshold": 1, "treshold": 2}]}"#)
+            .expect_err("an unknown field");
+        assert!(matches!(error, RulesFileError::Syntax(_)), "{error}");
     }
 
     #[test]

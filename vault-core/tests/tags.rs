@@ -305,7 +305,7 @@ fn replayed_versions(steps: &[Step]) -> Vec<OrderVersion> {
 #[test]
 fn cancelling_a_closed_order_takes_the_tag_away_and_closing_again_gives_it_back() {
     let pizza = BTreeSet::from([0]);
-    let rules = vec![rule(0, false, 0, 2)];
+    let rules = [rule(0, false, 0, 2)];
     let steps = vec![
         Step::Edit(0, Some(rules[0].clone())),
         Step::Batch(vec![

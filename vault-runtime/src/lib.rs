@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod monitor;
 pub mod rewind;
+pub mod rules;
 pub mod shutdown;
 pub mod stage;
 pub mod status;

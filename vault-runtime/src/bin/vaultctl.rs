@@ -8,7 +8,12 @@
 //! vaultctl replay --service S --from T|N|P:N,...   rewind a service's group to reprocess
 //!          [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]
 //! vaultctl migrate                                 apply the schema and grant the service roles
+//! vaultctl tags list                               the tag rules, holders, whether applied
+//! vaultctl tags apply FILE [--prune] [--dry-run]   make the rules what FILE says
 //! ```
+//! `tags apply` reads a rules file (docs/tags.md), shows what changes and writes it in one
+//! transaction; service-cdm recomputes the affected users within seconds. Rules not in the file
+//! are kept unless `--prune`.
 //! `verify` prints every counter that differs from the recount over the Data Vault (docs/contract.md §3.3)
 //! and exits 1 when there is any, 0 when the datamarts are exact.
 //! `migrate` is the deployment's one-shot step (a compose service, a Kubernetes Job): run as
@@ -30,9 +35,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use vault_migrations::roles::{Layer, ServiceRole};
 use vault_runtime::config::{Env, KafkaSettings, ProcessEnv, Profile, Settings};
-use vault_runtime::{dead_letter, kafka, rewind, stores, verify};
+use vault_runtime::{dead_letter, kafka, rewind, rules, stores, verify};
 
 const PROFILE: Profile = Profile {
     service: "vaultctl",
@@ -43,7 +49,7 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify\n       vaultctl migrate\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify\n       vaultctl migrate\n       vaultctl tags list\n       vaultctl tags apply FILE [--prune] [--dry-run]\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -76,6 +82,18 @@ async fn main() -> ExitCode {
         ["lag"] => lag(&settings.kafka, None).await,
         ["verify"] => verify(&settings).await,
         ["migrate"] => migrate(&settings).await,
+        ["tags", "list"] => tags_list(&settings).await,
+        ["tags", "apply", file, flags @ ..]
+            if flags.iter().all(|f| matches!(*f, "--prune" | "--dry-run")) =>
+        {
+            tags_apply(
+                &settings,
+                file,
+                flags.contains(&"--prune"),
+                flags.contains(&"--dry-run"),
+            )
+            .await
+        }
         ["lag", "--wait", seconds] => match seconds.parse::<u64>() {
             Ok(seconds) => lag(&settings.kafka, Some(Duration::from_secs(seconds))).await,
             Err(_) => {
@@ -186,6 +204,54 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     };
     vault_migrations::roles::apply(url, roles).await?;
     println!("service roles granted: {names}");
+    Ok(())
+}
+
+async fn tags_list(settings: &Settings) -> anyhow::Result<()> {
+    let pool = stores::pg_pool(&settings.postgres);
+    let mut conn = pool.get().await?;
+    let rules = rules::list(&mut conn).await?;
+    println!(
+        "{:<24} {:<9} {:<26} {:>9} {:>8}  STATE",
+        "TAG", "SCOPE", "TARGET", "THRESHOLD", "HOLDERS"
+    );
+    for r in &rules {
+        let state = match (r.enabled, r.applied, r.took_ms) {
+            (false, true, _) => "disabled".to_owned(),
+            (_, false, _) => "recomputing".to_owned(),
+            (true, true, Some(ms)) => format!("applied (recomputed in {ms} ms)"),
+            (true, true, None) => "applied".to_owned(),
+        };
+        println!(
+            "{:<24} {:<9} {:<26} {:>9} {:>8}  {state}",
+            r.tag,
+            r.scope,
+            format!("{:?}", r.target),
+            r.threshold,
+            r.holders
+        );
+    }
+    println!("{} rule(s)", rules.len());
+    Ok(())
+}
+
+async fn tags_apply(
+    settings: &Settings,
+    file: &str,
+    prune: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+    let specs = vault_core::tags::parse_rules_file(&text).with_context(|| file.to_owned())?;
+    let pool = stores::pg_pool(&settings.postgres);
+    let mut conn = pool.get().await?;
+    let plan = rules::apply(&mut conn, specs, prune, dry_run).await?;
+    print!("{plan}");
+    if dry_run {
+        println!("dry run: nothing written");
+    } else if !plan.is_empty() {
+        println!("written; service-cdm recomputes the affected users within seconds");
+    }
     Ok(())
 }
 

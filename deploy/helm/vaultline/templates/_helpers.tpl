@@ -76,6 +76,7 @@ uses Redis and serves /metrics. In pipeline order.
 - name: cdm
   binary: service-cdm
   source: counters
+  destination: tags
   role: cdm
   metrics: true
 {{- end -}}
