@@ -34,6 +34,17 @@ if command -v psql >/dev/null; then
   [[ -z $stale ]] || printf '[test] dropped %s databases of earlier test runs\n' "$(wc -w <<<"$stale")" >&2
 fi
 
+# The dashboard test (tests/tests/dashboard.rs) drives headless Chromium. Without it the test
+# skips itself, except under CI, where it fails: say so before the long build.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+  && ! command -v google-chrome >/dev/null && [[ -z ${CHROMIUM:-} ]]; then
+  if [[ -n ${CI:-} ]]; then
+    printf '[test] chromium is missing and CI is set: apt-get install -y chromium\n' >&2
+    exit 1
+  fi
+  printf '[test] chromium not found: the dashboard test will be skipped (apt-get install -y chromium)\n' >&2
+fi
+
 # Some tests start the services' real binaries (SIGTERM, kill -9): build them first.
 cargo build --workspace --bins --quiet
 

@@ -177,6 +177,11 @@ impl Stage for CdmStage {
         Ok(Vec::new())
     }
 
+    /// The read API and the dashboard (docs/contract.md §6.4, §6.5).
+    fn routes(&self, context: &vault_runtime::Context) -> Option<vault_runtime::Routes> {
+        Some(crate::api::routes(context))
+    }
+
     /// The rule watcher and the tag outbox relay (see `tags.rs`).
     fn companions(
         &self,

@@ -1,7 +1,11 @@
 //! service-cdm: applies counter events (topic `cdm_service`) to the datamarts
-//! `cdm.user_product_counters` and `cdm.user_category_counters`, exactly (docs/contract.md §3.3).
+//! `cdm.user_product_counters` and `cdm.user_category_counters`, exactly (docs/contract.md §3.3),
+//! and serves the read API and the dashboard over them (§6.4, §6.5: `api`, `dashboard`).
 
+mod api;
+mod dashboard;
 mod handler;
+mod overview;
 pub mod tags;
 
 pub use handler::CdmStage;

@@ -11,7 +11,8 @@
 //!
 //! [`pipeline`] builds on this: the three services started in-process on a fresh database and
 //! unique topics. [`oracle`] is the independent model of the counters the end-to-end tests
-//! compare the datamarts with. [`servers`] runs Redis, Postgres or a broker of a test's own, for the tests
+//! compare the datamarts with. [`openapi`] checks the read API's answers against its document.
+//! [`servers`] runs Redis, Postgres or a broker of a test's own, for the tests
 //! that crash and restart a dependency.
 //!
 //! Where each dependency comes from, first match wins:
@@ -31,11 +32,13 @@
 //! them.
 
 pub mod expect;
+pub mod openapi;
 pub mod oracle;
 pub mod orders;
 pub mod pipeline;
 pub mod process;
 pub mod produce;
+pub mod read_api;
 pub mod servers;
 
 use std::{

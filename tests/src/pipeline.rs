@@ -179,6 +179,19 @@ impl Pipeline {
         if let Some(destination) = destination {
             env.insert("KAFKA_DESTINATION_TOPIC".into(), destination.clone());
         }
+        // The hops the read side reports (`GET /api/v1/pipeline`): this test's groups and topics.
+        let hops = [
+            ("STG", Service::Stg, &self.raw_topic),
+            ("DDS", Service::Dds, &self.enriched_topic),
+            ("CDM", Service::Cdm, &self.counter_topic),
+        ];
+        for (stage, service, topic) in hops {
+            env.insert(
+                format!("PIPELINE_{stage}_GROUP"),
+                self.groups[&service].clone(),
+            );
+            env.insert(format!("PIPELINE_{stage}_TOPIC"), topic.clone());
+        }
         env
     }
 

@@ -73,6 +73,19 @@ pub struct Settings {
     /// How often a stage that verifies (the datamart) compares its counters with the recount
     /// over the Data Vault (`VERIFY_INTERVAL_SECONDS`; `0` turns it off).
     pub verify_every: Option<Duration>,
+    /// The pipeline's hops as the read side reports them (`GET /api/v1/pipeline`): each
+    /// stage's consumer group and the topic it reads (`PIPELINE_<STAGE>_GROUP`,
+    /// `PIPELINE_<STAGE>_TOPIC`).
+    pub pipeline: Vec<Hop>,
+}
+
+/// One hop of the pipeline: a stage, the consumer group it commits in and the topic it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// `stg`, `dds` or `cdm`.
+    pub stage: &'static str,
+    pub group: String,
+    pub topic: String,
 }
 
 #[derive(Debug, Clone)]
@@ -192,8 +205,54 @@ impl Settings {
                 0,
             )?))
             .filter(|every| !every.is_zero()),
+            pipeline: pipeline_hops(env, profile)?,
         })
     }
+}
+
+/// The pipeline's hops: `PIPELINE_<STAGE>_GROUP` and `PIPELINE_<STAGE>_TOPIC` for each of
+/// `stg`, `dds` and `cdm`, defaulting to the pipeline's default names, except that a
+/// service's own hop defaults to its own group and source topic.
+fn pipeline_hops(env: &impl Env, profile: Profile) -> Result<Vec<Hop>, ConfigError> {
+    const NAMES: [(&str, &str, &str); 3] = [
+        ("stg", "PIPELINE_STG_GROUP", "PIPELINE_STG_TOPIC"),
+        ("dds", "PIPELINE_DDS_GROUP", "PIPELINE_DDS_TOPIC"),
+        ("cdm", "PIPELINE_CDM_GROUP", "PIPELINE_CDM_TOPIC"),
+    ];
+    let own_group = env
+        .get("KAFKA_CONSUMER_GROUP")
+        .unwrap_or_else(|| profile.consumer_group.to_owned());
+    let own_topic = env
+        .get("KAFKA_SOURCE_TOPIC")
+        .or(profile.source_topic.map(str::to_owned));
+    NAMES
+        .iter()
+        .zip(crate::kafka::PIPELINE_HOPS)
+        .map(|(&(stage, group_var, topic_var), (group, topic))| {
+            let own = group == profile.consumer_group;
+            let group = env.get(group_var).unwrap_or_else(|| {
+                if own {
+                    own_group.clone()
+                } else {
+                    group.to_owned()
+                }
+            });
+            let topic = env
+                .get(topic_var)
+                .or_else(|| own.then(|| own_topic.clone()).flatten())
+                .unwrap_or_else(|| topic.to_owned());
+            for (variable, value) in [(group_var, &group), (topic_var, &topic)] {
+                if value.chars().any(char::is_whitespace) {
+                    return Err(ConfigError::new(variable, "must not contain whitespace"));
+                }
+            }
+            Ok(Hop {
+                stage,
+                group,
+                topic,
+            })
+        })
+        .collect()
 }
 
 /// The HTTP listen address: `HTTP_HOST` (default all interfaces) and `HTTP_PORT`.
@@ -515,6 +574,54 @@ mod tests {
         }
         let printed = format!("{settings:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn the_pipeline_hops_default_to_the_pipeline_names_and_the_service_s_own_group() {
+        let cdm = Profile {
+            service: "service-cdm",
+            source_topic: Some("cdm_service"),
+            destination_topic: None,
+            consumer_group: "service-cdm",
+            http_port: 5014,
+            uses_redis: false,
+        };
+        let settings = Settings::from(
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("KAFKA_CONSUMER_GROUP", "cdm-blue"),
+                ("KAFKA_SOURCE_TOPIC", "counters"),
+                ("PIPELINE_STG_GROUP", "stg-blue"),
+            ]),
+            cdm,
+        )
+        .expect("valid settings");
+        let hops: Vec<(&str, &str, &str)> = settings
+            .pipeline
+            .iter()
+            .map(|hop| (hop.stage, hop.group.as_str(), hop.topic.as_str()))
+            .collect();
+        assert_eq!(
+            hops,
+            [
+                ("stg", "stg-blue", "stg_service"),
+                ("dds", "service-dds", "dds_service"),
+                ("cdm", "cdm-blue", "counters"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pipeline_topic_with_a_space_names_the_variable() {
+        let err = Settings::from(
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("PIPELINE_DDS_TOPIC", "dds service"),
+            ]),
+            PROFILE,
+        )
+        .expect_err("must fail");
+        assert_eq!(err.variable, "PIPELINE_DDS_TOPIC");
     }
 
     #[test]

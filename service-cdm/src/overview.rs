@@ -1,0 +1,569 @@
+//! The dashboard's data (docs/contract.md §6.5): the pipeline's progress per stage
+//! (`GET /api/v1/pipeline`) and the warehouse's aggregates (`GET /api/v1/summary`).
+//!
+//! Both are cheap to ask for however often: the aggregates scan whole datamarts, so each is
+//! cached for at least [`MIN_TTL`] and at least [`TTL_FACTOR`] times as long as it took to
+//! compute (so that even on a large warehouse they take at most a fifth of a core); the
+//! pipeline is sampled from the broker at most once per [`SAMPLE_EVERY`], and the throughput
+//! of a stage is the difference of its committed offsets between two samples.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use rdkafka::consumer::BaseConsumer;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+use vault_runtime::config::{Hop, KafkaSettings};
+use vault_runtime::kafka;
+use vault_runtime::stores::PgPool;
+use vault_runtime::Settings;
+
+/// The shortest time an aggregate is kept.
+pub const MIN_TTL: Duration = Duration::from_secs(2);
+/// An aggregate is kept this many times as long as it took to compute.
+pub const TTL_FACTOR: u32 = 5;
+/// The shortest time between two samples of the broker.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How many categories and dishes the summary lists.
+const TOP: i64 = 10;
+
+/// A value computed at most once per its time to live. When it is stale, one asker computes
+/// it again while the others get the stale value at once; only when there is no value yet do
+/// they wait for the computation in flight.
+#[derive(Debug)]
+pub struct Cached<T> {
+    slot: std::sync::Mutex<Option<Entry<T>>>,
+    /// Held by the one asker computing the value.
+    computing: Mutex<()>,
+}
+
+/// A cached value, when it was taken, and until when it is fresh.
+type Entry<T> = (Arc<T>, DateTime<Utc>, Instant);
+
+impl<T> Default for Cached<T> {
+    fn default() -> Self {
+        Self {
+            slot: std::sync::Mutex::new(None),
+            computing: Mutex::new(()),
+        }
+    }
+}
+
+impl<T> Cached<T> {
+    /// The cached value if fresh (or stale while another asker computes it), else the result
+    /// of `compute` (an error is not cached).
+    pub async fn get<F, Fut>(&self, compute: F) -> anyhow::Result<Arc<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        if let Some((value, true)) = self.current() {
+            return Ok(value);
+        }
+        let _computing = match self.computing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some((value, _)) = self.current() {
+                    return Ok(value);
+                }
+                self.computing.lock().await
+            }
+        };
+        // Someone may have computed it while this asker waited for the lock.
+        if let Some((value, true)) = self.current() {
+            return Ok(value);
+        }
+        let started = Instant::now();
+        let value = Arc::new(compute().await?);
+        let ttl = MIN_TTL.max(started.elapsed() * TTL_FACTOR);
+        *self.lock_slot() = Some((value.clone(), Utc::now(), Instant::now() + ttl));
+        Ok(value)
+    }
+
+    /// When the cached value was taken.
+    pub fn taken_at(&self) -> Option<DateTime<Utc>> {
+        self.lock_slot().as_ref().map(|(_, at, _)| *at)
+    }
+
+    /// The value and whether it is fresh.
+    fn current(&self) -> Option<(Arc<T>, bool)> {
+        self.lock_slot()
+            .as_ref()
+            .map(|(value, _, fresh_until)| (value.clone(), Instant::now() < *fresh_until))
+    }
+
+    fn lock_slot(&self) -> std::sync::MutexGuard<'_, Option<Entry<T>>> {
+        // The slot is only ever replaced whole, so a panic elsewhere cannot leave it torn.
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The dashboard's data sources.
+#[derive(Debug)]
+pub struct Overview {
+    /// Holders per tag, shared by `/api/v1/tags` and the summary.
+    holders: Cached<BTreeMap<String, i64>>,
+    summary: Cached<Summary>,
+    pipeline: PipelineProbe,
+}
+
+impl Overview {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            holders: Cached::default(),
+            summary: Cached::default(),
+            pipeline: PipelineProbe {
+                kafka: settings.kafka.clone(),
+                hops: settings.pipeline.clone(),
+                state: Mutex::new(ProbeState::default()),
+            },
+        }
+    }
+
+    /// How many users hold each tag (tags nobody holds are absent).
+    pub async fn holders(&self, pool: &PgPool) -> anyhow::Result<Arc<BTreeMap<String, i64>>> {
+        self.holders
+            .get(|| async {
+                let mut conn = pool.get().await?;
+                let rows: Vec<TagHolders> = diesel::sql_query(
+                    "SELECT tag, count(*) AS holders FROM cdm.user_tags GROUP BY tag",
+                )
+                .load(&mut conn)
+                .await?;
+                Ok(rows.into_iter().map(|row| (row.tag, row.holders)).collect())
+            })
+            .await
+    }
+
+    pub fn holders_as_of(&self) -> Option<DateTime<Utc>> {
+        self.holders.taken_at()
+    }
+
+    pub async fn summary(&self, pool: &PgPool) -> anyhow::Result<Arc<Summary>> {
+        let holders = self.holders(pool).await?;
+        self.summary
+            .get(|| async {
+                let mut conn = pool.get().await?;
+                let orders: OrderCounts = diesel::sql_query(
+                    "SELECT count(*) AS seen, count(*) FILTER (WHERE counted) AS counted \
+                     FROM cdm.order_state",
+                )
+                .get_result(&mut conn)
+                .await?;
+                let dead_letters: Vec<DeadLetters> = diesel::sql_query(
+                    "SELECT service, count(*) AS total, \
+                            count(*) FILTER (WHERE replayed_at IS NULL) AS pending, \
+                            max(received_at) AS last_at \
+                     FROM ops.dead_letters GROUP BY service ORDER BY service",
+                )
+                .load(&mut conn)
+                .await?;
+                let top_categories: Vec<TopCategory> = diesel::sql_query(
+                    "SELECT category_id, max(category_name) AS category_name, \
+                            sum(order_cnt)::bigint AS order_cnt, \
+                            count(*) FILTER (WHERE order_cnt > 0) AS users \
+                     FROM cdm.user_category_counters GROUP BY category_id \
+                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2, 1 LIMIT $1",
+                )
+                .bind::<BigInt, _>(TOP)
+                .load(&mut conn)
+                .await?;
+                let top_products: Vec<TopProduct> = diesel::sql_query(
+                    "SELECT product_id, max(product_name) AS product_name, \
+                            sum(order_cnt)::bigint AS order_cnt, \
+                            count(*) FILTER (WHERE order_cnt > 0) AS users \
+                     FROM cdm.user_product_counters GROUP BY product_id \
+                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2, 1 LIMIT $1",
+                )
+                .bind::<BigInt, _>(TOP)
+                .load(&mut conn)
+                .await?;
+                let rules: Vec<RuleName> =
+                    diesel::sql_query("SELECT tag, enabled FROM cdm.tag_rules ORDER BY tag")
+                        .load(&mut conn)
+                        .await?;
+                let mut tags: BTreeMap<String, TagSummary> = holders
+                    .iter()
+                    .map(|(tag, holders)| {
+                        let summary = TagSummary {
+                            tag: tag.clone(),
+                            holders: *holders,
+                            rule: false,
+                            enabled: false,
+                        };
+                        (tag.clone(), summary)
+                    })
+                    .collect();
+                for rule in rules {
+                    let entry = tags.entry(rule.tag.clone()).or_insert(TagSummary {
+                        tag: rule.tag,
+                        holders: 0,
+                        rule: true,
+                        enabled: rule.enabled,
+                    });
+                    entry.rule = true;
+                    entry.enabled = rule.enabled;
+                }
+                Ok(Summary {
+                    generated_at: Utc::now(),
+                    orders,
+                    dead_letters: DeadLetterSummary {
+                        total: dead_letters.iter().map(|d| d.total).sum(),
+                        pending: dead_letters.iter().map(|d| d.pending).sum(),
+                        by_service: dead_letters,
+                    },
+                    top_categories,
+                    top_products,
+                    tags: tags.into_values().collect(),
+                })
+            })
+            .await
+    }
+
+    pub async fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.sample().await
+    }
+}
+
+#[derive(QueryableByName)]
+struct TagHolders {
+    #[diesel(sql_type = Text)]
+    tag: String,
+    #[diesel(sql_type = BigInt)]
+    holders: i64,
+}
+
+#[derive(QueryableByName)]
+struct RuleName {
+    #[diesel(sql_type = Text)]
+    tag: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    enabled: bool,
+}
+
+/// `GET /api/v1/summary`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    generated_at: DateTime<Utc>,
+    orders: OrderCounts,
+    dead_letters: DeadLetterSummary,
+    top_categories: Vec<TopCategory>,
+    top_products: Vec<TopProduct>,
+    tags: Vec<TagSummary>,
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+struct OrderCounts {
+    /// Orders the datamart has applied a version of.
+    #[diesel(sql_type = BigInt)]
+    seen: i64,
+    /// Orders that count now (latest version CLOSED, docs/contract.md §3.3).
+    #[diesel(sql_type = BigInt)]
+    counted: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct DeadLetterSummary {
+    total: i64,
+    /// Not replayed yet.
+    pending: i64,
+    by_service: Vec<DeadLetters>,
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+struct DeadLetters {
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+    #[diesel(sql_type = BigInt)]
+    pending: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+struct TopCategory {
+    #[diesel(sql_type = SqlUuid)]
+    category_id: Uuid,
+    #[diesel(sql_type = Text)]
+    category_name: String,
+    /// The sum of the users' counters: orders counted for the category, over all users.
+    #[diesel(sql_type = BigInt)]
+    order_cnt: i64,
+    /// Users with at least one counted order in it.
+    #[diesel(sql_type = BigInt)]
+    users: i64,
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+struct TopProduct {
+    #[diesel(sql_type = SqlUuid)]
+    product_id: Uuid,
+    #[diesel(sql_type = Text)]
+    product_name: String,
+    #[diesel(sql_type = BigInt)]
+    order_cnt: i64,
+    #[diesel(sql_type = BigInt)]
+    users: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct TagSummary {
+    tag: String,
+    holders: i64,
+    /// Whether a rule defines the tag (holders without one are being revoked).
+    rule: bool,
+    enabled: bool,
+}
+
+/// `GET /api/v1/pipeline`.
+#[derive(Debug, Serialize)]
+pub struct Pipeline {
+    sampled_at: DateTime<Utc>,
+    /// The seconds between this sample and the one the rates are computed against (absent on
+    /// the first sample).
+    window_seconds: Option<f64>,
+    stages: Vec<StageProgress>,
+}
+
+#[derive(Debug, Serialize)]
+struct StageProgress {
+    stage: &'static str,
+    group: String,
+    topic: String,
+    /// Sum over the partitions of the group's committed offsets.
+    committed: Option<i64>,
+    /// Sum over the partitions of the high watermarks.
+    end: Option<i64>,
+    lag: Option<i64>,
+    /// Messages committed per second over the window.
+    throughput: Option<f64>,
+    /// Messages arriving on the topic per second over the window.
+    incoming: Option<f64>,
+    /// Why the broker could not be read for this stage.
+    error: Option<String>,
+}
+
+/// Samples the consumer groups' progress from the broker.
+#[derive(Debug)]
+struct PipelineProbe {
+    kafka: KafkaSettings,
+    hops: Vec<Hop>,
+    /// The readers and the last sample; locked for the duration of a sample, so concurrent
+    /// requests share one.
+    state: Mutex<ProbeState>,
+}
+
+#[derive(Default)]
+struct ProbeState {
+    /// One offsets reader per hop, created on first use.
+    readers: Option<Arc<Vec<BaseConsumer>>>,
+    last: Option<(Instant, Vec<Totals>, Arc<Pipeline>)>,
+}
+
+impl std::fmt::Debug for ProbeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeState").finish_non_exhaustive()
+    }
+}
+
+/// One hop's offsets summed over its partitions, or why they could not be read.
+type Totals = Result<(i64, i64), String>;
+
+impl PipelineProbe {
+    async fn sample(&self) -> Arc<Pipeline> {
+        let mut state = self.state.lock().await;
+        if let Some((at, _, pipeline)) = &state.last {
+            if at.elapsed() < SAMPLE_EVERY {
+                return pipeline.clone();
+            }
+        }
+        let readers = match &state.readers {
+            Some(readers) => Ok(readers.clone()),
+            None => self
+                .hops
+                .iter()
+                .map(|hop| kafka::offsets_reader(&self.kafka, &hop.group))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map(Arc::new),
+        };
+        let totals: Vec<Totals> = match readers {
+            Ok(readers) => {
+                state.readers = Some(readers.clone());
+                let topics: Vec<String> = self.hops.iter().map(|hop| hop.topic.clone()).collect();
+                tokio::task::spawn_blocking(move || read_totals(&readers, &topics))
+                    .await
+                    .unwrap_or_else(|e| vec![Err(e.to_string()); self.hops.len()])
+            }
+            Err(error) => vec![Err(format!("{error:#}")); self.hops.len()],
+        };
+        let now = Instant::now();
+        let previous = state
+            .last
+            .as_ref()
+            .map(|(at, totals, _)| (now.duration_since(*at).as_secs_f64(), totals));
+        let stages = self
+            .hops
+            .iter()
+            .zip(&totals)
+            .enumerate()
+            .map(|(i, (hop, current))| {
+                let before = previous.and_then(|(_, totals)| totals.get(i)?.as_ref().ok());
+                let window = previous.map(|(seconds, _)| seconds);
+                progress(hop, current, before, window)
+            })
+            .collect();
+        let pipeline = Arc::new(Pipeline {
+            sampled_at: Utc::now(),
+            window_seconds: previous.map(|(seconds, _)| seconds),
+            stages,
+        });
+        state.last = Some((now, totals, pipeline.clone()));
+        pipeline
+    }
+}
+
+/// Each hop's committed and end offsets, summed. Blocking: run off the async threads.
+fn read_totals(readers: &[BaseConsumer], topics: &[String]) -> Vec<Totals> {
+    readers
+        .iter()
+        .zip(topics)
+        .map(|(reader, topic)| {
+            let result = kafka::progress(reader, topic).map_err(|e| format!("{e:#}"));
+            // Drains the client's event queue (logs, errors), which nothing else polls.
+            let _ = reader.poll(Duration::ZERO);
+            let partitions = result?;
+            if partitions.is_empty() {
+                return Err(format!("the broker knows no topic {topic}"));
+            }
+            Ok(partitions.iter().fold((0, 0), |(committed, end), p| {
+                (committed + p.committed, end + p.end)
+            }))
+        })
+        .collect()
+}
+
+/// One stage's line of the answer, with rates over `window` seconds when an earlier sample
+/// of the same hop exists.
+fn progress(
+    hop: &Hop,
+    current: &Totals,
+    before: Option<&(i64, i64)>,
+    window: Option<f64>,
+) -> StageProgress {
+    let mut line = StageProgress {
+        stage: hop.stage,
+        group: hop.group.clone(),
+        topic: hop.topic.clone(),
+        committed: None,
+        end: None,
+        lag: None,
+        throughput: None,
+        incoming: None,
+        error: None,
+    };
+    match current {
+        Ok((committed, end)) => {
+            line.committed = Some(*committed);
+            line.end = Some(*end);
+            line.lag = Some((end - committed).max(0));
+            if let (Some((committed_before, end_before)), Some(window)) = (before, window) {
+                if window > 0.0 {
+                    // A rewound group commits lower offsets: no negative rates.
+                    line.throughput = Some(((committed - committed_before).max(0)) as f64 / window);
+                    line.incoming = Some(((end - end_before).max(0)) as f64 / window);
+                }
+            }
+        }
+        Err(error) => line.error = Some(error.clone()),
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop() -> Hop {
+        Hop {
+            stage: "dds",
+            group: "service-dds".into(),
+            topic: "dds_service".into(),
+        }
+    }
+
+    #[test]
+    fn throughput_is_the_committed_difference_over_the_window() {
+        let line = progress(
+            &hop(),
+            &Ok((1_300, 1_500)),
+            Some(&(1_000, 1_100)),
+            Some(2.0),
+        );
+        assert_eq!(line.lag, Some(200));
+        assert_eq!(line.throughput, Some(150.0));
+        assert_eq!(line.incoming, Some(200.0));
+    }
+
+    #[test]
+    fn the_first_sample_has_offsets_but_no_rates() {
+        let line = progress(&hop(), &Ok((10, 10)), None, None);
+        assert_eq!((line.committed, line.lag), (Some(10), Some(0)));
+        assert_eq!((line.throughput, line.incoming), (None, None));
+    }
+
+    #[test]
+    fn a_rewound_group_has_no_negative_throughput() {
+        let line = progress(&hop(), &Ok((0, 500)), Some(&(500, 500)), Some(1.0));
+        assert_eq!(line.throughput, Some(0.0));
+        assert_eq!(line.lag, Some(500));
+    }
+
+    #[test]
+    fn an_unreadable_broker_is_reported_per_stage() {
+        let line = progress(&hop(), &Err("timed out".into()), None, Some(1.0));
+        assert_eq!(line.error.as_deref(), Some("timed out"));
+        assert_eq!(line.committed, None);
+    }
+
+    #[tokio::test]
+    async fn a_cached_value_is_computed_once_while_fresh() {
+        let cache: Cached<u32> = Cached::default();
+        let first = cache.get(|| async { Ok(1) }).await.expect("computed");
+        let second = cache.get(|| async { Ok(2) }).await.expect("cached");
+        assert_eq!((*first, *second), (1, 1));
+        assert!(cache.taken_at().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stale_value_is_served_while_another_asker_computes_it() {
+        let cache: Cached<u32> = Cached::default();
+        cache.get(|| async { Ok(1) }).await.expect("computed");
+        // Made stale by hand, then one asker starts computing and holds the lock.
+        if let Some(entry) = cache.lock_slot().as_mut() {
+            entry.2 = Instant::now();
+        }
+        let computing = cache.computing.lock().await;
+        let stale = cache.get(|| async { Ok(2) }).await.expect("stale");
+        assert_eq!(*stale, 1);
+        drop(computing);
+        assert_eq!(*cache.get(|| async { Ok(3) }).await.expect("recomputed"), 3);
+    }
+
+    #[tokio::test]
+    async fn an_error_is_not_cached() {
+        let cache: Cached<u32> = Cached::default();
+        assert!(cache.get(|| async { anyhow::bail!("down") }).await.is_err());
+        assert_eq!(*cache.get(|| async { Ok(3) }).await.expect("computed"), 3);
+    }
+}

@@ -1,0 +1,291 @@
+//! The dashboard (docs/contract.md §6.5) in a real browser: headless Chromium loads `GET /` of
+//! service-cdm, and the test checks that the page runs without a console message, shows the
+//! numbers the API returns, updates itself when new orders arrive, and saves a screenshot to
+//! `docs/dashboard.png`.
+//!
+//! The page logs nothing when all is well, so any `CONSOLE` line Chromium writes with
+//! `--enable-logging=stderr` (an uncaught exception, a failed refresh) fails the test. The live
+//! update is watched through the page's title, which Chromium's DevTools HTTP endpoint
+//! (`/json/list`) reports without a WebSocket client.
+//!
+//! Chromium is `$CHROMIUM`, else `chromium`, `chromium-browser` or `google-chrome` on `PATH`.
+//! Without one the test is skipped with a message, unless `CI` is set: then it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::SeedableRng;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use vault_tests::pipeline::Pipeline;
+use vault_tests::read_api::{define_category_tag, fill, send, ApiClient};
+use vault_tests::{eventually, unique};
+
+/// The flags every launch uses, as the project runs Chromium in CI.
+const FLAGS: [&str; 7] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
+/// How long one Chromium run may take.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// One Chromium profile: a fresh user data directory and the stderr log, removed on drop.
+struct Profile {
+    dir: PathBuf,
+}
+
+impl Profile {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique("vaultline-chromium"));
+        std::fs::create_dir_all(dir.join("data"))?;
+        Ok(Self { dir })
+    }
+
+    fn command(&self, binary: &Path) -> anyhow::Result<Command> {
+        let log = std::fs::File::create(self.dir.join("stderr.log"))?;
+        let mut command = Command::new(binary);
+        command
+            .args(FLAGS)
+            .arg(format!(
+                "--user-data-dir={}",
+                self.dir.join("data").display()
+            ))
+            .args(["--enable-logging=stderr", "--v=0", "--hide-scrollbars"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        Ok(command)
+    }
+
+    /// The page's console messages (and uncaught exceptions) Chromium logged.
+    fn console_messages(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("stderr.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(":CONSOLE"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs Chromium to completion and returns its stdout.
+async fn run(mut command: Command) -> anyhow::Result<String> {
+    let output = tokio::time::timeout(RUN_LIMIT, command.output())
+        .await
+        .context("chromium did not finish in time")??;
+    anyhow::ensure!(
+        output.status.success(),
+        "chromium failed: {:?}",
+        output.status
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The title of the dashboard's tab, as the DevTools endpoint of a running Chromium reports it.
+async fn title(profile: &Profile) -> Option<String> {
+    let port = std::fs::read_to_string(profile.dir.join("data/DevToolsActivePort")).ok()?;
+    let port: u16 = port.lines().next()?.trim().parse().ok()?;
+    let body = devtools_list(port).await.ok()?;
+    let pages: Value = serde_json::from_slice(&body).ok()?;
+    pages
+        .as_array()?
+        .iter()
+        .find(|page| page["type"] == "page")
+        .and_then(|page| page["title"].as_str())
+        .map(str::to_owned)
+}
+
+/// `GET /json/list` of the DevTools endpoint. It keeps the connection open whatever the
+/// request says, so the body is read by its `Content-Length`.
+async fn devtools_list(port: u16) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut stream = BufReader::new(stream);
+    let request = format!("GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.get_mut().write_all(request.as_bytes()).await?;
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        anyhow::ensure!(stream.read_line(&mut line).await? > 0, "no answer");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.trim().parse::<usize>()?);
+            }
+        }
+    }
+    let mut body = vec![0; length.context("no Content-Length")?];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// The summary once it shows `counted` orders (it is cached for a couple of seconds).
+async fn summary_with(api: &ApiClient, counted: i64) -> Value {
+    eventually(
+        "the summary to catch up",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = api.get("/api/v1/summary").await.ok()?;
+            (body["orders"]["counted"] == counted).then_some(body)
+        },
+    )
+    .await
+}
+
+fn expected_title(summary: &Value) -> String {
+    format!(
+        "Vaultline · {} orders counted · {} dead letters",
+        summary["orders"]["counted"], summary["dead_letters"]["pending"]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_api_s_numbers_and_updates_itself_in_a_browser(
+) -> anyhow::Result<()> {
+    let Some(binary) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no Chromium was found: install it (apt-get install -y chromium)"
+        );
+        eprintln!(
+            "SKIPPED: no Chromium found (set CHROMIUM or install chromium) and CI is not set"
+        );
+        return Ok(());
+    };
+    let p = Pipeline::start(2).await?;
+    let (dictionary, _) = fill(&p, 30, 4, 300).await?;
+    let category: String = p
+        .db()
+        .await?
+        .query_one(
+            "SELECT category_name FROM cdm.user_category_counters \
+             GROUP BY category_name ORDER BY sum(order_cnt) DESC, category_name LIMIT 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    define_category_tag(&p, "Любитель выпечки", &category, 2).await?;
+    let api = ApiClient::new(&p)?;
+    let url = format!("http://{}/", api.addr);
+    let counted = p
+        .count("SELECT count(*) FROM cdm.order_state WHERE counted")
+        .await?;
+    let summary = summary_with(&api, counted).await;
+
+    // One load, run until its first refreshes are done: the numbers are the API's.
+    let profile = Profile::new()?;
+    let mut command = profile.command(&binary)?;
+    command.args(["--virtual-time-budget=5000", "--dump-dom", &url]);
+    let dom = run(command).await?;
+    assert_eq!(profile.console_messages(), Vec::<String>::new());
+    assert!(
+        !dom.contains(r#"data-refreshes="0""#),
+        "never refreshed: {dom}"
+    );
+    for (id, value) in [
+        ("orders-counted", &summary["orders"]["counted"]),
+        ("orders-seen", &summary["orders"]["seen"]),
+        ("dead-letters-pending", &summary["dead_letters"]["pending"]),
+        ("lag-total", &Value::from(0)),
+    ] {
+        let shown = format!(r#"id="{id}" data-value="{value}""#);
+        assert!(dom.contains(&shown), "{shown} not in {dom}");
+    }
+    let top = &summary["top_categories"][0];
+    assert_eq!(top["category_name"], category.as_str());
+    // The first bar is the top category; the empty category has a label of its own.
+    let label = if category.is_empty() {
+        "(no category)"
+    } else {
+        category.as_str()
+    };
+    assert!(dom.contains(&format!(r#"<text x="0" y="15">{label}</text>"#)));
+    assert!(dom.contains(&format!(r#"data-value="{}""#, top["order_cnt"])));
+    assert!(dom.contains("Любитель выпечки"), "the tag is not shown");
+
+    // A page left open follows new orders by itself.
+    let live = Profile::new()?;
+    let mut command = live.command(&binary)?;
+    command.args([
+        "--remote-debugging-port=0",
+        "--remote-debugging-address=127.0.0.1",
+        &url,
+    ]);
+    let browser: Child = command.spawn().context("starting chromium")?;
+    let before = expected_title(&summary);
+    eventually(
+        "the open page to show the numbers",
+        Duration::from_secs(30),
+        || async { (title(&live).await? == before).then_some(()) },
+    )
+    .await;
+    send(&p, &dictionary, 50_001, 200).await?;
+    let counted_after = p
+        .count("SELECT count(*) FROM cdm.order_state WHERE counted")
+        .await?;
+    assert!(counted_after > counted);
+    let after = expected_title(&summary_with(&api, counted_after).await);
+    eventually(
+        "the open page to update itself",
+        Duration::from_secs(30),
+        || async { (title(&live).await? == after).then_some(()) },
+    )
+    .await;
+    drop(browser);
+    assert_eq!(live.console_messages(), Vec::<String>::new());
+
+    // The screenshot the README shows, taken while orders flow.
+    let flowing = {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        datagen::generate::orders(&mut rng, &dictionary, 100_001, 3_000)
+    };
+    p.produce_raw(&vault_tests::expect::messages(&flowing))
+        .await?;
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
+    let shot = Profile::new()?;
+    let mut command = shot.command(&binary)?;
+    command.args([
+        "--window-size=1400,1050",
+        "--virtual-time-budget=20000",
+        &format!("--screenshot={}", screenshot.display()),
+        &url,
+    ]);
+    run(command).await?;
+    let png = std::fs::read(&screenshot)?;
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+    assert_eq!(shot.console_messages(), Vec::<String>::new());
+    p.settle(vault_tests::read_api::SETTLE).await;
+    p.shutdown().await
+}

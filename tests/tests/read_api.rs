@@ -1,0 +1,352 @@
+//! service-cdm's read API (docs/contract.md §6.4) end to end: orders through the real pipeline,
+//! then every answer compared with the tables it reads, and every body checked against
+//! `docs/openapi.json`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use vault_core::HashKey;
+use vault_tests::eventually;
+use vault_tests::pipeline::{Pipeline, Service};
+use vault_tests::read_api::{define_category_tag, encode, fill, send, ApiClient};
+
+/// Rows of (id, name, order_cnt) as text, for comparing API answers with tables.
+type Rows = BTreeSet<(String, String, i64)>;
+
+fn rows(list: &Value, id: &str, name: &str) -> Rows {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|row| {
+            (
+                row[id].as_str().expect("id").to_owned(),
+                row[name].as_str().expect("name").to_owned(),
+                row["order_cnt"].as_i64().expect("order_cnt"),
+            )
+        })
+        .collect()
+}
+
+async fn table_rows(p: &Pipeline, sql: &str, user: &str) -> anyhow::Result<Rows> {
+    Ok(p.db()
+        .await?
+        .query(sql, &[&user])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), i64::from(row.get::<_, i32>(2))))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_api_answers_what_the_tables_hold_and_what_its_document_says() -> anyhow::Result<()>
+{
+    let p = Pipeline::start(2).await?;
+    let (dictionary, _) = fill(&p, 25, 4, 400).await?;
+    let api = ApiClient::new(&p)?;
+
+    // Counters: by source id and by hub key, exactly the rows with order_cnt > 0.
+    for user in &dictionary.users {
+        let source = user.id.as_str();
+        let key = HashKey::of(source).to_string();
+        let (status, by_source) = api.get(&format!("/api/v1/users/{source}/counters")).await?;
+        assert_eq!(status, 200, "{by_source}");
+        let (_, by_key) = api.get(&format!("/api/v1/users/{key}/counters")).await?;
+        assert_eq!(by_source, by_key);
+        assert_eq!(by_source["user_id"], key.as_str());
+        let products = table_rows(
+            &p,
+            "SELECT product_id::text, product_name, order_cnt FROM cdm.user_product_counters \
+             WHERE user_id = $1::text::uuid AND order_cnt > 0",
+            &key,
+        )
+        .await?;
+        let categories = table_rows(
+            &p,
+            "SELECT category_id::text, category_name, order_cnt FROM cdm.user_category_counters \
+             WHERE user_id = $1::text::uuid AND order_cnt > 0",
+            &key,
+        )
+        .await?;
+        assert_eq!(
+            rows(&by_source["products"], "product_id", "product_name"),
+            products
+        );
+        assert_eq!(
+            rows(&by_source["categories"], "category_id", "category_name"),
+            categories
+        );
+        let counts: Vec<i64> = by_source["products"]
+            .as_array()
+            .expect("products")
+            .iter()
+            .map(|row| row["order_cnt"].as_i64().expect("order_cnt"))
+            .collect();
+        assert!(
+            counts.windows(2).all(|w| w[0] >= w[1]),
+            "largest first: {counts:?}"
+        );
+    }
+
+    // A tag whose name needs percent-encoding, held by the users with at least two orders in
+    // the most popular category; a second one nobody holds.
+    let category: String = p
+        .db()
+        .await?
+        .query_one(
+            "SELECT category_name FROM cdm.user_category_counters \
+             GROUP BY category_name ORDER BY count(*) DESC, category_name LIMIT 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    let tag = "Любитель «выпечки» & co/2 🍕";
+    let nobody = "Never Anyone";
+    define_category_tag(&p, tag, &category, 2).await?;
+    define_category_tag(&p, nobody, &category, 1_000_000).await?;
+    let holders: Vec<String> = p
+        .db()
+        .await?
+        .query(
+            "SELECT user_id::text FROM cdm.user_tags WHERE tag = $1 ORDER BY user_id",
+            &[&tag],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(holders.len() >= 3, "enough holders to page: {holders:?}");
+
+    // Each user's tags are what cdm.user_tags holds for them.
+    for user in &dictionary.users {
+        let key = HashKey::of(user.id.as_str()).to_string();
+        let (status, body) = api.get(&format!("/api/v1/users/{key}/tags")).await?;
+        assert_eq!(status, 200);
+        let tags: Vec<&str> = body["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .map(|t| t["tag"].as_str().expect("tag"))
+            .collect();
+        let expected: Vec<&str> = if holders.contains(&key) {
+            vec![tag]
+        } else {
+            vec![]
+        };
+        assert_eq!(tags, expected, "{key}");
+    }
+
+    // The rules with their holders (cached for a couple of seconds).
+    let rules = eventually(
+        "the rules with their holders",
+        Duration::from_secs(15),
+        || async {
+            let (_, body) = api.get("/api/v1/tags").await.ok()?;
+            let find = |name: &str| {
+                body["tags"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["tag"] == name)
+                    .cloned()
+            };
+            let (ours, none) = (find(tag)?, find(nobody)?);
+            (ours["holders"] == holders.len() && none["holders"] == 0).then_some(ours)
+        },
+    )
+    .await;
+    assert_eq!(rules["scope"], "category");
+    assert_eq!(rules["target"], category.as_str());
+    assert_eq!(rules["threshold"], 2);
+    assert_eq!(rules["applied"], true, "{rules}");
+    assert!(rules["applied_at"].is_string(), "{rules}");
+
+    // Paging visits every holder once, in user_id order, and `next` is absent on the last page.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let path = format!("/api/v1/tags/{}/users", encode(tag));
+    loop {
+        let query = match &after {
+            Some(cursor) => format!("?limit=2&after={cursor}"),
+            None => "?limit=2".to_owned(),
+        };
+        let (status, page) = api.get(&format!("{path}{query}")).await?;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["tag"], tag);
+        let users = page["users"].as_array().expect("users");
+        assert!(users.len() <= 2);
+        seen.extend(
+            users
+                .iter()
+                .map(|u| u["user_id"].as_str().expect("user_id").to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(seen.len() <= holders.len(), "paging does not end");
+    }
+    assert_eq!(seen, holders);
+    let (_, all) = api.get(&format!("{path}?limit=1000")).await?;
+    assert_eq!(all["users"].as_array().map(Vec::len), Some(holders.len()));
+    assert!(all["next"].is_null());
+    let (status, empty) = api
+        .get(&format!("/api/v1/tags/{}/users", encode(nobody)))
+        .await?;
+    assert_eq!(
+        (status, empty["users"].clone()),
+        (200, Value::Array(vec![]))
+    );
+
+    // An unknown user is no error; malformed input, unknown tags and routes are, in JSON.
+    let (status, unknown) = api
+        .get("/api/v1/users/0123456789abcdef01234567/counters")
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(unknown["products"], Value::Array(vec![]));
+    assert_eq!(unknown["categories"], Value::Array(vec![]));
+    let (status, _) = api
+        .get("/api/v1/users/0123456789abcdef01234567/tags")
+        .await?;
+    assert_eq!(status, 200);
+    for (path, status, code) in [
+        ("/api/v1/users/not-a-user/counters", 400, "invalid_user"),
+        (
+            "/api/v1/users/0123456789abcdef0123456/tags",
+            400,
+            "invalid_user",
+        ),
+        (&format!("{path}?limit=0"), 400, "invalid_limit"),
+        (&format!("{path}?limit=1001"), 400, "invalid_limit"),
+        (&format!("{path}?limit=many"), 400, "invalid_limit"),
+        (&format!("{path}?after=zzz"), 400, "invalid_cursor"),
+        ("/api/v1/tags/No%20Such%20Tag/users", 404, "unknown_tag"),
+        ("/api/v1/nothing", 404, "not_found"),
+        ("/api/v2/tags", 404, "not_found"),
+    ] {
+        let (got, body) = api.get(path).await?;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, body) = api.request("POST", "/api/v1/tags").await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let (status, body) = api.request("DELETE", "/api/v1/nothing").await?;
+    assert_eq!(status, 404, "{body}");
+
+    // The dashboard's routes, and the document itself, are served too.
+    let (status, _) = api.get("/api/v1/pipeline").await?;
+    assert_eq!(status, 200);
+    let (status, _) = api.get("/api/v1/summary").await?;
+    assert_eq!(status, 200);
+    let (status, document) = api.get("/api/v1/openapi.json").await?;
+    assert_eq!((status, document["openapi"].as_str()), (200, Some("3.1.0")));
+    assert_eq!(
+        api.unseen(),
+        Vec::<String>::new(),
+        "documented but never served"
+    );
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_and_summary_report_progress_throughput_and_dead_letters() -> anyhow::Result<()>
+{
+    let p = Pipeline::start(2).await?;
+    let (dictionary, orders) = fill(&p, 20, 3, 200).await?;
+    let api = ApiClient::new(&p)?;
+
+    // At rest: every stage's group is this test's, with everything committed.
+    let (_, before) = api.get("/api/v1/pipeline").await?;
+    let stages = before["stages"].as_array().expect("stages");
+    let groups: Vec<&str> = stages
+        .iter()
+        .map(|s| s["group"].as_str().expect("group"))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            p.group(Service::Stg),
+            p.group(Service::Dds),
+            p.group(Service::Cdm)
+        ]
+    );
+    for stage in stages {
+        assert_eq!(stage["lag"], 0, "{stage}");
+        assert!(stage["error"].is_null(), "{stage}");
+    }
+    assert_eq!(stages[0]["committed"], orders.len());
+
+    // More orders: the next sample's throughput is the committed difference over its window.
+    let more = send(&p, &dictionary, 10_001, 300).await?;
+    let after = eventually("a new pipeline sample", Duration::from_secs(10), || async {
+        let (_, body) = api.get("/api/v1/pipeline").await.ok()?;
+        (body["sampled_at"] != before["sampled_at"]).then_some(body)
+    })
+    .await;
+    let window = after["window_seconds"].as_f64().expect("a window");
+    let stg = &after["stages"][0];
+    assert_eq!(stg["committed"], orders.len() + more.len());
+    let throughput = stg["throughput"].as_f64().expect("throughput");
+    let expected = more.len() as f64 / window;
+    assert!(
+        (throughput - expected).abs() < 1e-6 * expected.max(1.0),
+        "{throughput} vs {expected}"
+    );
+
+    // A poison message becomes a dead letter of service-stg, and the summary says so.
+    p.produce_raw(&[("poison".to_owned(), b"{not json".to_vec())])
+        .await?;
+    p.settle(vault_tests::read_api::SETTLE).await;
+    let counted = p
+        .count("SELECT count(*) FROM cdm.order_state WHERE counted")
+        .await?;
+    let summary = eventually(
+        "the summary to show the dead letter",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = api.get("/api/v1/summary").await.ok()?;
+            (body["dead_letters"]["pending"] == 1 && body["orders"]["counted"] == counted)
+                .then_some(body)
+        },
+    )
+    .await;
+    let by_service = &summary["dead_letters"]["by_service"];
+    assert_eq!(by_service[0]["service"], "service-stg");
+    assert_eq!(by_service[0]["total"], 1);
+    let top: Vec<(String, i64)> = p
+        .db()
+        .await?
+        .query(
+            "SELECT max(category_name), sum(order_cnt)::bigint FROM cdm.user_category_counters \
+             GROUP BY category_id HAVING sum(order_cnt) > 0 ORDER BY 2 DESC, 1, category_id \
+             LIMIT 10",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let shown: Vec<(String, i64)> = summary["top_categories"]
+        .as_array()
+        .expect("top categories")
+        .iter()
+        .map(|c| {
+            (
+                c["category_name"].as_str().expect("name").to_owned(),
+                c["order_cnt"].as_i64().expect("order_cnt"),
+            )
+        })
+        .collect();
+    assert_eq!(shown, top);
+    assert!(!summary["top_products"]
+        .as_array()
+        .expect("top products")
+        .is_empty());
+    p.shutdown().await
+}
