@@ -6,7 +6,11 @@
 #   scripts/stack.sh down     stop what this script started (never services it found running)
 #   scripts/stack.sh status   print each component up or down
 #   scripts/stack.sh env      print the settings as export lines
+#   scripts/stack.sh restart-kafka
+#                             stop the broker this script started and start a fresh one (its
+#                             memory storage starts empty: what the benchmark measures from)
 #
+# VAULTLINE_DB names the database (default dwh; the benchmark uses its own).
 # `up` and `env` print only the export lines on stdout (progress goes to stderr), so
 # `eval "$(scripts/stack.sh up)"` configures the current shell.
 #
@@ -20,7 +24,11 @@ readonly HOST=127.0.0.1
 readonly KAFKA_PORT=9092
 readonly PG_PORT=5432
 readonly REDIS_PORT=6379
-readonly DB_NAME=dwh
+readonly DB_NAME=${VAULTLINE_DB:-dwh}
+[[ $DB_NAME =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || {
+  printf '[stack] VAULTLINE_DB: "%s" is not a plain lower-case database name\n' "$DB_NAME" >&2
+  exit 2
+}
 # Kafka waits 3 s by default before the first rebalance of an empty group, for more members to
 # join; every test and every service start would pay it. Dev compose files set it to 0 too.
 readonly GROUP_REBALANCE_DELAY=${VAULTLINE_GROUP_REBALANCE_DELAY:-0s}
@@ -344,7 +352,7 @@ cmd_status() {
 
 main() {
   mkdir -p "$STATE_DIR"
-  if [[ ${1:-} == up || ${1:-} == down ]]; then
+  if [[ ${1:-} == up || ${1:-} == down || ${1:-} == restart-kafka ]]; then
     # One `up` or `down` at a time: two concurrent `up`s would both start a broker. Every
     # daemon started below gets `8>&-`, or it would hold the lock for its whole life.
     exec 8>"$STATE_DIR/stack.lock"
@@ -364,10 +372,14 @@ main() {
       redis_down
       postgres_down
       ;;
+    restart-kafka)
+      kafka_down
+      kafka_up
+      ;;
     status) cmd_status ;;
     env) print_env ;;
     *)
-      printf 'usage: %s up|down|status|env\n' "$0" >&2
+      printf 'usage: %s up|down|status|env|restart-kafka\n' "$0" >&2
       exit 2
       ;;
   esac

@@ -37,7 +37,7 @@ pub const RULES_POLL: Duration = Duration::from_secs(1);
 /// seconds, for a chunk.
 pub const RECOMPUTE_CHUNK: i64 = 5_000;
 /// How often the outbox is checked when it was found empty.
-pub const RELAY_POLL: Duration = Duration::from_millis(200);
+pub const RELAY_POLL: Duration = Duration::from_millis(500);
 /// Events published per outbox transaction.
 const RELAY_BATCH: i64 = 1_000;
 /// The advisory lock that lets one relay at a time publish, so a user's events keep their order

@@ -94,22 +94,33 @@ impl Stage for StgStage {
         rejects: &mut Rejects<'_>,
     ) -> Result<Vec<OutMessage>, Failure> {
         let dictionaries = self.dictionaries(&orders).await?;
+        // Each entry is decoded once per batch, however many orders name it: a restaurant's
+        // menu is the largest document the stage reads.
+        let mut users: HashMap<&EntityId, Result<Option<User>, String>> = HashMap::new();
+        let mut restaurants: HashMap<&EntityId, Result<Option<Restaurant>, String>> =
+            HashMap::new();
         let mut rows = HashMap::<i64, StagedRow>::new();
         let mut published = Vec::with_capacity(orders.len());
         for entry in &orders {
             let order = &entry.item.order;
             let p = &order.payload;
-            let user = lookup::<User>(&dictionaries, &p.user.id, decode::user);
-            let restaurant =
-                lookup::<Restaurant>(&dictionaries, &p.restaurant.id, decode::restaurant);
-            let (user, restaurant) = match (user, restaurant) {
-                (Ok(user), Ok(restaurant)) => (user, restaurant),
+            let user = users
+                .entry(&p.user.id)
+                .or_insert_with(|| lookup(&dictionaries, &p.user.id, decode::user));
+            let restaurant = restaurants
+                .entry(&p.restaurant.id)
+                .or_insert_with(|| lookup(&dictionaries, &p.restaurant.id, decode::restaurant));
+            let (user, restaurant) = match (&*user, &*restaurant) {
+                (Ok(user), Ok(restaurant)) => (user.as_ref(), restaurant.as_ref()),
                 (Err(reason), _) | (_, Err(reason)) => {
-                    rejects.reject(entry, Rejection::new("invalid_dictionary_entry", reason));
+                    rejects.reject(
+                        entry,
+                        Rejection::new("invalid_dictionary_entry", reason.clone()),
+                    );
                     continue;
                 }
             };
-            let enriched = match enrich(order, user.as_ref(), restaurant.as_ref()) {
+            let enriched = match enrich(order, user, restaurant) {
                 Ok(enriched) => enriched,
                 Err(error) => {
                     rejects.reject(entry, Rejection::new(error.kind(), error.to_string()));

@@ -98,17 +98,24 @@ fn reject_nul(value: &Value, path: &mut String) -> Result<(), DecodeError> {
 
 /// Deserializes a document into `T`, naming the path of the first offending field.
 pub fn typed<T: DeserializeOwned>(document: Value) -> Result<T, DecodeError> {
-    serde_path_to_error::deserialize(document).map_err(|e| {
-        let path = e.path().to_string();
-        DecodeError::Field {
-            path: if path == "." {
-                "(root)".to_owned()
-            } else {
-                path
-            },
-            message: e.into_inner().to_string(),
-        }
-    })
+    serde_path_to_error::deserialize(document).map_err(field_error)
+}
+
+/// As [`typed`], reading `document` in place (for a caller that keeps the document).
+fn typed_in_place<T: DeserializeOwned>(document: &Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(document).map_err(field_error)
+}
+
+fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError {
+    let path = e.path().to_string();
+    DecodeError::Field {
+        path: if path == "." {
+            "(root)".to_owned()
+        } else {
+            path
+        },
+        message: e.into_inner().to_string(),
+    }
 }
 
 /// A raw order with the document it came from, kept whole for the staging layer.
@@ -123,7 +130,7 @@ pub struct RawOrderMessage {
 pub fn raw_order(bytes: &[u8]) -> Result<RawOrderMessage, DecodeError> {
     let document = document(bytes)?;
     check_object_type(&document, ORDER_OBJECT_TYPE)?;
-    let order = typed(document.clone())?;
+    let order = typed_in_place(&document)?;
     Ok(RawOrderMessage { order, document })
 }
 
