@@ -25,7 +25,8 @@ readonly CONNECTIONS=${BENCH_CONNECTIONS:-16}
 readonly PORT=${BENCH_PORT:-55014}
 readonly DB=vaultline_api_bench
 readonly TARGET=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-readonly WORK=$(mktemp -d)
+WORK=$(mktemp -d)
+readonly WORK
 
 log() { printf '[api-bench] %s\n' "$*" >&2; }
 
