@@ -337,8 +337,10 @@ impl Api {
         let rules: Vec<RuleRow> = diesel::sql_query(
             "SELECT r.tag, r.scope, r.target, r.threshold, r.description, r.enabled, \
                     r.updated_at, a.applied_at, a.took_ms, \
-                    coalesce((a.scope, a.target, a.threshold) = (r.scope, r.target, r.threshold), \
-                             false) AS applied \
+                    CASE WHEN r.enabled \
+                         THEN coalesce((a.scope, a.target, a.threshold) \
+                                       = (r.scope, r.target, r.threshold), false) \
+                         ELSE a.tag IS NULL END AS applied \
              FROM cdm.tag_rules r LEFT JOIN cdm.tag_rules_applied a USING (tag) ORDER BY r.tag",
         )
         .load(&mut conn)
