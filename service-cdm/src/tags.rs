@@ -61,15 +61,12 @@ impl RuleRow {
     /// The row as a rule. The table's constraints check what [`Rule::new`] checks, so this
     /// fails only on a schema that drifted; such a row is logged and left out.
     fn rule(&self) -> Option<Rule> {
-        let scope = Scope::parse(&self.scope);
-        match scope.and_then(|scope| {
-            Rule::new(
-                self.tag.clone(),
-                scope,
-                self.target.clone(),
-                i64::from(self.threshold),
-            )
-        }) {
+        match Rule::parse(
+            self.tag.clone(),
+            &self.scope,
+            self.target.clone(),
+            i64::from(self.threshold),
+        ) {
             Ok(rule) => Some(rule),
             Err(error) => {
                 tracing::error!(tag = %self.tag, %error, "Ignoring a tag rule that is not valid.");
@@ -96,6 +93,27 @@ struct Change {
     tag: String,
     change: TagChange,
     order_cnt: i64,
+}
+
+impl Change {
+    /// What [`decide`] makes of one (user, tag), given the tags `held` of the chunk or batch;
+    /// `None` when nothing changes.
+    fn decided(
+        user: HashKey,
+        tag: &str,
+        threshold: Option<i32>,
+        order_cnt: i64,
+        held: &BTreeMap<(HashKey, String), i64>,
+    ) -> Option<Self> {
+        let current = held.get(&(user, tag.to_owned())).copied();
+        let change = decide(threshold, order_cnt, current);
+        (change != TagChange::Unchanged).then(|| Change {
+            user,
+            tag: tag.to_owned(),
+            change,
+            order_cnt,
+        })
+    }
 }
 
 #[derive(QueryableByName)]
@@ -204,14 +222,7 @@ pub async fn settle_batch(
                 .get(&(rule.scope, *user, rule.target_key()))
                 .copied()
                 .unwrap_or(0);
-            let held = held.get(&(*user, rule.tag.clone())).copied();
-            let change = decide(Some(rule.threshold), count, held);
-            (change != TagChange::Unchanged).then(|| Change {
-                user: *user,
-                tag: rule.tag.clone(),
-                change,
-                order_cnt: count,
-            })
+            Change::decided(*user, &rule.tag, Some(rule.threshold), count, &held)
         })
         .collect();
     write_changes(conn, changes).await
@@ -502,14 +513,8 @@ pub async fn recompute(pool: &PgPool, tag: &str, chunk: i64) -> anyhow::Result<R
                     .filter_map(|user| {
                         let user = HashKey::from_uuid(*user);
                         let count = counts.get(&user.as_uuid()).copied().unwrap_or(0);
-                        let held = held.get(&(user, tag.to_owned())).copied();
-                        let change = decide(rule.as_ref().map(|r| r.threshold), count, held);
-                        (change != TagChange::Unchanged).then(|| Change {
-                            user,
-                            tag: tag.to_owned(),
-                            change,
-                            order_cnt: count,
-                        })
+                        let threshold = rule.as_ref().map(|r| r.threshold);
+                        Change::decided(user, tag, threshold, count, &held)
                     })
                     .collect();
                 write_changes(conn, changes).await?;

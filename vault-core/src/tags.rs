@@ -100,6 +100,16 @@ impl Rule {
         })
     }
 
+    /// As [`Rule::new`], with the scope as text (as a table row or a rules file states it).
+    pub fn parse(
+        tag: impl Into<String>,
+        scope: &str,
+        target: impl Into<String>,
+        threshold: i64,
+    ) -> Result<Self, RuleError> {
+        Rule::new(tag, Scope::parse(scope)?, target, threshold)
+    }
+
     /// The hub key of the rule's target: the `category_id` or `product_id` of the counters.
     pub fn target_key(&self) -> HashKey {
         match self.scope {
@@ -409,13 +419,17 @@ pub fn parse_rules_file(text: &str) -> Result<Vec<RuleSpec>, RulesFileError> {
     let mut specs = Vec::with_capacity(doc.rules.len());
     for (index, entry) in doc.rules.into_iter().enumerate() {
         let index = index + 1;
-        let rule = Scope::parse(&entry.scope)
-            .and_then(|scope| Rule::new(entry.tag.clone(), scope, entry.target, entry.threshold))
-            .map_err(|error| RulesFileError::Rule {
-                index,
-                tag: entry.tag.clone(),
-                error,
-            })?;
+        let rule = Rule::parse(
+            entry.tag.clone(),
+            &entry.scope,
+            entry.target,
+            entry.threshold,
+        )
+        .map_err(|error| RulesFileError::Rule {
+            index,
+            tag: entry.tag.clone(),
+            error,
+        })?;
         if !seen.insert(rule.tag.clone()) {
             return Err(RulesFileError::Duplicate {
                 index,

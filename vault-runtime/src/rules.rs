@@ -8,7 +8,7 @@ use std::fmt;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use vault_core::tags::{Rule, RuleSpec, Scope};
+use vault_core::tags::{Rule, RuleSpec};
 
 /// A rule as stored, with what the API and `vaultctl tags list` show beside it.
 #[derive(QueryableByName, Debug, Clone, PartialEq, Eq)]
@@ -38,10 +38,9 @@ pub struct StoredRule {
 
 impl StoredRule {
     fn spec(&self) -> Option<RuleSpec> {
-        let scope = Scope::parse(&self.scope).ok()?;
-        let rule = Rule::new(
+        let rule = Rule::parse(
             self.tag.clone(),
-            scope,
+            &self.scope,
             self.target.clone(),
             i64::from(self.threshold),
         )
