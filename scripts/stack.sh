@@ -6,6 +6,8 @@
 #   scripts/stack.sh down     stop what this script started (never services it found running)
 #   scripts/stack.sh status   print each component up or down
 #   scripts/stack.sh env      print the settings as export lines
+#   scripts/stack.sh tools    install what building Vaultline needs, when missing (as `up`
+#                             does first), so that a build can start beside `up`
 #   scripts/stack.sh restart-kafka
 #                             stop the broker this script started and start a fresh one (its
 #                             memory storage starts empty: what the benchmark measures from)
@@ -39,7 +41,6 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly STATE_DIR="$REPO_ROOT/.stack"
 readonly CACHE_DIR="${VAULTLINE_CACHE:-$HOME/.cache/vaultline}"
-readonly NISSHI_ROOT="$CACHE_DIR/nisshi-$NISSHI_VERSION"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() {
@@ -247,14 +248,26 @@ kafka_ready() {
   [[ ${#answer} -eq 16 && ${answer:8:8} == 00000001 ]]
 }
 
-# Prints the nisshi binary to use: one on PATH, else the pinned build in the cache, built
-# there (once, under a lock, so concurrent `up`s wait for one build) when missing.
+# The broker the stack builds: tools/broker (Nisshi's broker crate, pinned, behind a launcher
+# that takes `nisshi broker`'s options), cached under a name that changes with its sources, so
+# an edit there builds it again and nothing else ever does.
+broker_build_dir() {
+  local key
+  key=$(cat "$REPO_ROOT"/tools/broker/{Cargo.toml,Cargo.lock,src/main.rs} | sha256sum | cut -c1-12)
+  printf '%s\n' "$CACHE_DIR/broker-$NISSHI_VERSION-$key"
+}
+
+# Prints the broker binary to use: `nisshi` on PATH (an installed Nisshi), else the stack's
+# own build in the cache, built there (once, under a lock, so concurrent `up`s wait for one
+# build) when missing.
 nisshi_binary() {
   if command -v nisshi >/dev/null; then
     command -v nisshi
     return
   fi
-  local bin="$NISSHI_ROOT/bin/nisshi"
+  local dir bin
+  dir=$(broker_build_dir)
+  bin="$dir/nisshi"
   if [[ ! -x $bin ]]; then
     command -v cargo >/dev/null || die "nisshi is not installed and there is no cargo to build it (https://rustup.rs)"
     mkdir -p "$CACHE_DIR"
@@ -262,18 +275,17 @@ nisshi_binary() {
       flock 9
       # Another `up` may have finished the build while this one waited for the lock.
       if [[ ! -x $bin ]]; then
-        log "Kafka: building nisshi $NISSHI_VERSION into $NISSHI_ROOT (once; log: $CACHE_DIR/nisshi-install.log)"
-        # Only the storage engines the stack uses: memory:// (dynostore) for the shared broker,
-        # sqlite:// (libsql) for the tests' private broker; the default postgres engine is not.
-        # Optimised at level 1 without debug info: 31 CPU-minutes here instead of 38 at level 3,
-        # the benchmark figures in the README were measured against this build.
-        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
-          cargo install --locked --ignore-rust-version "nisshi@$NISSHI_VERSION" \
-          --no-default-features --features dynostore,libsql --root "$NISSHI_ROOT" \
-          >"$CACHE_DIR/nisshi-install.log" 2>&1 ||
-          die "building nisshi failed; see $CACHE_DIR/nisshi-install.log"
+        log "Kafka: building Nisshi $NISSHI_VERSION's broker (tools/broker) into $dir (once; log: $dir.log)"
+        # --ignore-rust-version: Nisshi declares a newer Rust than this toolchain; it builds.
+        CARGO_TARGET_DIR="$CACHE_DIR/broker-target" \
+          cargo build --release --locked --ignore-rust-version \
+          --manifest-path "$REPO_ROOT/tools/broker/Cargo.toml" >"$dir.log" 2>&1 ||
+          die "building the broker failed; see $dir.log"
+        mkdir -p "$dir"
+        cp "$CACHE_DIR/broker-target/release/nisshi" "$bin.tmp"
+        mv "$bin.tmp" "$bin"
       fi
-    ) 9>"$CACHE_DIR/nisshi-$NISSHI_VERSION.lock"
+    ) 9>"$CACHE_DIR/broker.lock" || exit 1
   fi
   printf '%s\n' "$bin"
 }
@@ -332,6 +344,12 @@ print_env() {
   printf 'export KAFKA_BOOTSTRAP_SERVERS=%s:%s\n' "$HOST" "$KAFKA_PORT"
   printf 'export DATABASE_URL=postgres://postgres@%s:%s/%s\n' "$HOST" "$PG_PORT" "$DB_NAME"
   printf 'export REDIS_URL=redis://%s:%s\n' "$HOST" "$REDIS_PORT"
+  # The broker binary, for the tests' private brokers (tests/src/servers.rs).
+  if command -v nisshi >/dev/null; then
+    printf 'export NISSHI_BIN=%s\n' "$(command -v nisshi)"
+  else
+    printf 'export NISSHI_BIN=%s/nisshi\n' "$(broker_build_dir)"
+  fi
 }
 
 status_line() {
@@ -355,7 +373,7 @@ cmd_status() {
 
 main() {
   mkdir -p "$STATE_DIR"
-  if [[ ${1:-} == up || ${1:-} == down || ${1:-} == restart-kafka ]]; then
+  if [[ ${1:-} == up || ${1:-} == down || ${1:-} == restart-kafka || ${1:-} == tools ]]; then
     # One `up` or `down` at a time: two concurrent `up`s would both start a broker. Every
     # daemon started below gets `8>&-`, or it would hold the lock for its whole life.
     exec 8>"$STATE_DIR/stack.lock"
@@ -379,10 +397,11 @@ main() {
       kafka_down
       kafka_up
       ;;
+    tools) build_tools_up ;;
     status) cmd_status ;;
     env) print_env ;;
     *)
-      printf 'usage: %s up|down|status|env|restart-kafka\n' "$0" >&2
+      printf 'usage: %s up|down|status|env|tools|restart-kafka\n' "$0" >&2
       exit 2
       ;;
   esac

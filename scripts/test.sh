@@ -14,7 +14,28 @@ readonly REPO_ROOT
 readonly THREADS=${VAULTLINE_TEST_THREADS:-2}
 cd "$REPO_ROOT"
 
-stack_env=$(scripts/stack.sh up)
+if cargo nextest --version >/dev/null 2>&1; then
+  runner=(cargo nextest run --workspace --no-fail-fast --test-threads "$THREADS" "$@")
+else
+  printf '[test] cargo-nextest not found; using cargo test\n' >&2
+  runner=(cargo test --workspace --no-fail-fast "$@" -- --test-threads "$THREADS")
+fi
+
+# The tests build while the stack comes up (on a fresh machine: the broker's build, Postgres
+# and Redis installed), so that both cores stay busy. Some tests start the services' real
+# binaries (SIGTERM, kill -9): those build too.
+scripts/stack.sh tools
+mkdir -p .stack/logs
+printf '[test] building the tests (log: .stack/logs/test-build.log)\n' >&2
+# With arguments (a package, a filter) only the binaries: the rest is the runner's to choose.
+prebuild=(cargo test --workspace --no-run)
+(($# == 0)) || prebuild=(true)
+( cargo build --workspace --bins && "${prebuild[@]}" ) >.stack/logs/test-build.log 2>&1 &
+build=$!
+if ! stack_env=$(scripts/stack.sh up); then
+  kill "$build" 2>/dev/null || true
+  exit 1
+fi
 eval "$stack_env"
 printf '[test] %s\n' "using: ${stack_env//$'\n'/; }" >&2
 
@@ -45,12 +66,9 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
   printf '[test] chromium not found: the dashboard test will be skipped (apt-get install -y chromium)\n' >&2
 fi
 
-# Some tests start the services' real binaries (SIGTERM, kill -9): build them first.
-cargo build --workspace --bins --quiet
-
-if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --no-fail-fast --test-threads "$THREADS" "$@"
-else
-  printf '[test] cargo-nextest not found; using cargo test\n' >&2
-  exec cargo test --workspace --no-fail-fast "$@" -- --test-threads "$THREADS"
+if ! wait "$build"; then
+  printf '[test] the build failed; the end of .stack/logs/test-build.log:\n' >&2
+  tail -n 40 .stack/logs/test-build.log >&2
+  exit 1
 fi
+exec "${runner[@]}"

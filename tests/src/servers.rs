@@ -3,7 +3,7 @@
 //! every other test). Each keeps its data in a scratch directory, removed when it is dropped.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -120,8 +120,8 @@ impl PrivateRedis {
 }
 
 /// A private Kafka-protocol broker (Nisshi, storing in SQLite so that topics and committed
-/// offsets survive a restart). The binary is `$NISSHI_BIN`, else the one `scripts/stack.sh`
-/// caches, else `nisshi` on `PATH`.
+/// offsets survive a restart). The binary is `$NISSHI_BIN` (`scripts/stack.sh up` prints the
+/// one it built or found), else `nisshi` on `PATH`.
 #[derive(Debug)]
 pub struct PrivateBroker(Scratch, Option<&'static str>);
 
@@ -165,7 +165,7 @@ impl PrivateBroker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting nisshi (run scripts/stack.sh up once to build it)")?;
+            .context("starting nisshi: run the tests with scripts/test.sh, or set NISSHI_BIN (scripts/stack.sh up prints it)")?;
         self.0.child = Some(child);
         self.0.wait_listening("the private broker to listen").await
     }
@@ -177,19 +177,7 @@ impl PrivateBroker {
 }
 
 fn nisshi_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("NISSHI_BIN") {
-        return path.into();
-    }
-    let cache = std::env::var("VAULTLINE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|home| Path::new(&home).join(".cache/vaultline")))
-        .unwrap_or_default();
-    let cached = cache.join("nisshi-0.8.1/bin/nisshi");
-    if cached.exists() {
-        cached
-    } else {
-        "nisshi".into()
-    }
+    std::env::var_os("NISSHI_BIN").map_or_else(|| "nisshi".into(), PathBuf::from)
 }
 
 /// A private Postgres cluster (`initdb`, trust authentication on loopback), run as the
