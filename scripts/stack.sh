@@ -87,13 +87,23 @@ apt_install() {
   if ! is_root || ! command -v apt-get >/dev/null; then
     die "missing $*: install it (Debian/Ubuntu: sudo apt-get install -y $*; macOS: brew install $*) or run it on 127.0.0.1, then rerun"
   fi
-  if ((APT_UPDATED == 0)); then
-    log "apt-get update"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  # dpkg's progress goes to a log: the terminal gets one line per step, or the log's end.
+  mkdir -p "$STATE_DIR/logs"
+  local apt_log="$STATE_DIR/logs/apt.log"
+  # Package lists fetched in the last hour (by an earlier step: `tools`, then `up`) will do.
+  if ((APT_UPDATED == 0)) && find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | grep -q .; then
     APT_UPDATED=1
   fi
-  log "apt-get install $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+  if ((APT_UPDATED == 0)); then
+    log "apt-get update (log: $apt_log)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >>"$apt_log" 2>&1 ||
+      die "apt-get update failed; the end of $apt_log: $(tail -n 5 "$apt_log")"
+    APT_UPDATED=1
+  fi
+  log "apt-get install $* (log: $apt_log)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+    </dev/null >>"$apt_log" 2>&1 ||
+    die "apt-get install $* failed; the end of $apt_log: $(tail -n 5 "$apt_log")"
 }
 
 # --- build tools ------------------------------------------------------------------------------
