@@ -260,10 +260,12 @@ kafka_ready() {
 
 # The broker the stack builds: tools/broker (Nisshi's broker crate, pinned, behind a launcher
 # that takes `nisshi broker`'s options), cached under a name that changes with its sources, so
-# an edit there builds it again and nothing else ever does.
+# an edit there builds it again (one to a comment of its Cargo.toml does not) and nothing else
+# ever does.
 broker_build_dir() {
-  local key
-  key=$(cat "$REPO_ROOT"/tools/broker/{Cargo.toml,Cargo.lock,src/main.rs} | sha256sum | cut -c1-12)
+  local key dir=$REPO_ROOT/tools/broker
+  key=$({ grep -v '^[[:space:]]*#' "$dir/Cargo.toml"; cat "$dir/Cargo.lock" "$dir/src/main.rs"; } |
+    sha256sum | cut -c1-12)
   printf '%s\n' "$CACHE_DIR/broker-$NISSHI_VERSION-$key"
 }
 

@@ -100,7 +100,10 @@ static_checks() {
 
   step "shellcheck"
   local scripts=()
-  mapfile -t scripts < <(git ls-files -- '*.sh' .ci/run)
+  # Every shell script of the repository; `find`, not `git ls-files`: CI may run on an export
+  # without git (a fresh root has none).
+  mapfile -t scripts < <(find . \( -name target -o -name .stack -o -name .git \) -prune \
+    -o -type f -name '*.sh' -print | sort; echo ./.ci/run)
   shellcheck "${scripts[@]}"
   say "shellcheck: ${#scripts[@]} scripts clean"
 
