@@ -57,7 +57,7 @@ fi
 
 # The services build while the stack comes up: on a fresh machine that is the broker's own
 # build and the installation of Postgres and Redis, and two builds side by side keep both
-# cores busy where one alone would leave one idle (README "A fresh machine").
+# cores busy where one alone would leave one idle (README "A fresh machine, measured").
 scripts/stack.sh tools
 say "building the release binaries (log: $LOG_DIR/build.log)"
 mkdir -p "$LOG_DIR"
