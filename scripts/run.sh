@@ -56,26 +56,13 @@ if [[ ${1:-} == stop ]]; then
 fi
 
 # The services build while the stack comes up: on a fresh machine that is the broker's own
-# build and the installation of Postgres and Redis, and two builds side by side keep both
-# cores busy where one alone would leave one idle (README "A fresh machine, measured").
-scripts/stack.sh tools
-say "building the release binaries (log: $LOG_DIR/build.log)"
-mkdir -p "$LOG_DIR"
-cargo build --release --bin datagen --bin service-stg --bin service-dds --bin service-cdm \
-  --bin vaultctl >"$LOG_DIR/build.log" 2>&1 &
-build=$!
-if ! stack_env=$(scripts/stack.sh up); then
-  kill "$build" 2>/dev/null || true
-  exit 1
-fi
+# build and the installation of Postgres and Redis, and builds side by side keep both cores
+# busy where one alone would leave one idle (README "A fresh machine, measured").
+stack_env=$(scripts/stack.sh up --beside "$LOG_DIR/build.log" -- \
+  cargo build --release --bin datagen --bin service-stg --bin service-dds --bin service-cdm \
+  --bin vaultctl)
 eval "$stack_env"
 export KAFKA_BOOTSTRAP_SERVERS DATABASE_URL REDIS_URL
-if ! wait "$build"; then
-  say "the build failed; the end of $LOG_DIR/build.log:"
-  tail -n 30 "$LOG_DIR/build.log" >&2
-  exit 1
-fi
-say "built"
 readonly BIN=target/release
 
 stop_services

@@ -6,13 +6,19 @@
 #   scripts/stack.sh down     stop what this script started (never services it found running)
 #   scripts/stack.sh status   print each component up or down
 #   scripts/stack.sh env      print the settings as export lines
-#   scripts/stack.sh tools    install what building Vaultline needs, when missing (as `up`
-#                             does first), so that a build can start beside `up`
+#   scripts/stack.sh up --beside LOG -- COMMAND...
+#                             the same, running COMMAND (a build) in the background from the
+#                             moment the build tools are installed, its output in LOG; `up`
+#                             succeeds once both are done (on a fresh machine: the broker's
+#                             build, Postgres and Redis installed, and COMMAND share the cores)
 #   scripts/stack.sh restart-kafka
 #                             stop the broker this script started and start a fresh one (its
 #                             memory storage starts empty: what the benchmark measures from)
 #
 # VAULTLINE_DB names the database (default dwh; the benchmark uses its own).
+# VAULTLINE_BROKER_SQLITE=1: the broker binary (NISSHI_BIN) must have Nisshi's SQLite engine
+# too, for the tests' private brokers (scripts/test.sh sets it); the default builds the broker
+# with the memory engine only, which is all the stack's own broker uses.
 # `up` and `env` print only the export lines on stdout (progress goes to stderr), so
 # `eval "$(scripts/stack.sh up)"` configures the current shell.
 #
@@ -36,6 +42,13 @@ readonly DB_NAME=${VAULTLINE_DB:-dwh}
 readonly GROUP_REBALANCE_DELAY=${VAULTLINE_GROUP_REBALANCE_DELAY:-0s}
 # How long each component may take to become ready.
 readonly READY_TIMEOUT_S=${VAULTLINE_READY_TIMEOUT:-60}
+# 1: the broker binary must have the SQLite engine too (the tests' private brokers use it;
+# scripts/test.sh sets it). The shared broker itself keeps everything in memory.
+readonly BROKER_SQLITE=${VAULTLINE_BROKER_SQLITE:-0}
+[[ $BROKER_SQLITE == [01] ]] || {
+  printf '[stack] VAULTLINE_BROKER_SQLITE: "%s" is not 0 or 1\n' "$BROKER_SQLITE" >&2
+  exit 2
+}
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
@@ -261,45 +274,77 @@ kafka_ready() {
 # The broker the stack builds: tools/broker (Nisshi's broker crate, pinned, behind a launcher
 # that takes `nisshi broker`'s options), cached under a name that changes with its sources, so
 # an edit there builds it again (one to a comment of its Cargo.toml does not) and nothing else
-# ever does.
+# ever does. Two variants: `memory` (the shared broker's engine) and `sqlite` (memory and
+# SQLite, for the tests' private brokers; two CPU-minutes more to build). $1: the variant.
 broker_build_dir() {
   local key dir=$REPO_ROOT/tools/broker
   key=$({ grep -v '^[[:space:]]*#' "$dir/Cargo.toml"; cat "$dir/Cargo.lock" "$dir/src/main.rs"; } |
     sha256sum | cut -c1-12)
-  printf '%s\n' "$CACHE_DIR/broker-$NISSHI_VERSION-$key"
+  printf '%s\n' "$CACHE_DIR/broker-$NISSHI_VERSION-$key-$1"
 }
 
-# Prints the broker binary to use: `nisshi` on PATH (an installed Nisshi), else the stack's
-# own build in the cache, built there (once, under a lock, so concurrent `up`s wait for one
-# build) when missing.
-nisshi_binary() {
+# Prints the broker binary to use: `nisshi` on PATH (an installed Nisshi), else the stack's own
+# build in the cache — the sqlite variant when there is one (it does all the other does), the
+# memory one when that will do. Fails (still printing the path) when that binary is not built.
+broker_binary() {
   if command -v nisshi >/dev/null; then
     command -v nisshi
     return
   fi
-  local dir bin
-  dir=$(broker_build_dir)
-  bin="$dir/nisshi"
-  if [[ ! -x $bin ]]; then
-    command -v cargo >/dev/null || die "nisshi is not installed and there is no cargo to build it (https://rustup.rs)"
-    mkdir -p "$CACHE_DIR"
-    (
-      flock 9
-      # Another `up` may have finished the build while this one waited for the lock.
-      if [[ ! -x $bin ]]; then
-        log "Kafka: building Nisshi $NISSHI_VERSION's broker (tools/broker) into $dir (once; log: $dir.log)"
-        # --ignore-rust-version: Nisshi declares a newer Rust than this toolchain; it builds.
-        CARGO_TARGET_DIR="$CACHE_DIR/broker-target" \
-          cargo build --release --locked --ignore-rust-version \
-          --manifest-path "$REPO_ROOT/tools/broker/Cargo.toml" >"$dir.log" 2>&1 ||
-          die "building the broker failed; see $dir.log"
-        mkdir -p "$dir"
-        cp "$CACHE_DIR/broker-target/release/nisshi" "$bin.tmp"
-        mv "$bin.tmp" "$bin"
-      fi
-    ) 9>"$CACHE_DIR/broker.lock" || exit 1
+  local sqlite memory
+  sqlite="$(broker_build_dir sqlite)/nisshi"
+  memory="$(broker_build_dir memory)/nisshi"
+  if [[ -x $sqlite ]] || ((BROKER_SQLITE)); then
+    printf '%s\n' "$sqlite"
+    [[ -x $sqlite ]]
+  else
+    printf '%s\n' "$memory"
+    [[ -x $memory ]]
   fi
-  printf '%s\n' "$bin"
+}
+
+# Builds the broker binary broker_binary names (once, under a lock, so concurrent `up`s wait for
+# one build).
+broker_build() {
+  local bin variant=memory features=()
+  bin=$(broker_binary) && return
+  command -v cargo >/dev/null || die "nisshi is not installed and there is no cargo to build it (https://rustup.rs)"
+  if ((BROKER_SQLITE)); then
+    variant=sqlite
+    features=(--features sqlite)
+  fi
+  mkdir -p "$CACHE_DIR"
+  (
+    flock 9
+    # Another `up` may have finished the build while this one waited for the lock.
+    [[ -x $bin ]] && exit 0
+    log "Kafka: building Nisshi $NISSHI_VERSION's broker (tools/broker, $variant) into $(dirname "$bin") (once; log: $(dirname "$bin").log)"
+    # --ignore-rust-version: Nisshi declares a newer Rust than this toolchain; it builds.
+    CARGO_TARGET_DIR="$CACHE_DIR/broker-target" \
+      cargo build --release --locked --ignore-rust-version "${features[@]}" \
+      --manifest-path "$REPO_ROOT/tools/broker/Cargo.toml" >"$(dirname "$bin").log" 2>&1 ||
+      die "building the broker failed; see $(dirname "$bin").log"
+    mkdir -p "$(dirname "$bin")"
+    cp "$CACHE_DIR/broker-target/release/nisshi" "$bin.tmp"
+    mv "$bin.tmp" "$bin"
+    log "Kafka: broker built"
+  ) 9>"$CACHE_DIR/broker.lock" || exit 1
+}
+
+# `up` builds the broker, when it must, in the background while Postgres and Redis are
+# installed and started: on a fresh machine it is the longest step. It must when nothing
+# answers on the Kafka port, or when the tests' private brokers need the sqlite variant. If
+# `up` fails meanwhile, the build goes on and a later `up` waits for it (the lock) and uses it.
+BROKER_BUILD_PID=''
+broker_build_start() {
+  broker_binary >/dev/null && return
+  port_open "$KAFKA_PORT" && ((!BROKER_SQLITE)) && return
+  broker_build 8>&- &
+  BROKER_BUILD_PID=$!
+}
+
+broker_build_wait() {
+  [[ -z $BROKER_BUILD_PID ]] || wait "$BROKER_BUILD_PID" || exit 1
 }
 
 kafka_up() {
@@ -313,7 +358,8 @@ kafka_up() {
     return
   fi
   local bin
-  bin=$(nisshi_binary)
+  broker_build
+  bin=$(broker_binary)
   log "Kafka: starting $bin on $HOST:$KAFKA_PORT (log: $STATE_DIR/nisshi.log)"
   # setsid: the broker outlives this script and is not hit by signals meant for its caller's
   # process group (a CI step ending, ^C in the terminal that ran `up`).
@@ -350,6 +396,56 @@ kafka_down() {
 
 kafka_stopped() { ! pid_alive "$STATE_DIR/nisshi.pid" nisshi && ! port_open "$KAFKA_PORT"; }
 
+# --- a build beside `up` ---------------------------------------------------------------------
+
+BESIDE_LOG=''
+BESIDE_PID=''
+BESIDE_COMMAND=()
+beside_parse() {
+  (($# == 0)) && return
+  [[ $# -ge 4 && $1 == --beside && $3 == -- ]] ||
+    die "usage: $0 up [--beside LOG -- COMMAND...]"
+  BESIDE_LOG=$2
+  shift 3
+  BESIDE_COMMAND=("$@")
+}
+
+# Starts the command in the background; if `up` fails before it is done, it is stopped.
+beside_start() {
+  [[ -n $BESIDE_LOG ]] || return 0
+  mkdir -p "$(dirname "$BESIDE_LOG")"
+  log "running beside the stack's start: ${BESIDE_COMMAND[*]} (log: $BESIDE_LOG)"
+  "${BESIDE_COMMAND[@]}" >"$BESIDE_LOG" 2>&1 8>&- &
+  BESIDE_PID=$!
+  trap beside_stop EXIT
+}
+
+beside_stop() {
+  [[ -z $BESIDE_PID ]] || kill_tree "$BESIDE_PID"
+}
+
+# SIGTERM to a process and all its descendants (cargo's rustc jobs, a `bash -c`'s commands).
+kill_tree() {
+  local child children
+  children=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
+  kill "$1" 2>/dev/null || true
+  for child in $children; do
+    kill_tree "$child"
+  done
+}
+
+beside_wait() {
+  [[ -n $BESIDE_PID ]] || return 0
+  local pid=$BESIDE_PID
+  if ! wait "$pid"; then
+    BESIDE_PID=
+    die "${BESIDE_COMMAND[*]} failed; the end of $BESIDE_LOG:
+$(tail -n 40 "$BESIDE_LOG")"
+  fi
+  BESIDE_PID=
+  log "done: ${BESIDE_COMMAND[*]}"
+}
+
 # --- commands ---------------------------------------------------------------------------------
 
 print_env() {
@@ -357,11 +453,7 @@ print_env() {
   printf 'export DATABASE_URL=postgres://postgres@%s:%s/%s\n' "$HOST" "$PG_PORT" "$DB_NAME"
   printf 'export REDIS_URL=redis://%s:%s\n' "$HOST" "$REDIS_PORT"
   # The broker binary, for the tests' private brokers (tests/src/servers.rs).
-  if command -v nisshi >/dev/null; then
-    printf 'export NISSHI_BIN=%s\n' "$(command -v nisshi)"
-  else
-    printf 'export NISSHI_BIN=%s/nisshi\n' "$(broker_build_dir)"
-  fi
+  printf 'export NISSHI_BIN=%s\n' "$(broker_binary || true)"
 }
 
 status_line() {
@@ -385,7 +477,7 @@ cmd_status() {
 
 main() {
   mkdir -p "$STATE_DIR"
-  if [[ ${1:-} == up || ${1:-} == down || ${1:-} == restart-kafka || ${1:-} == tools ]]; then
+  if [[ ${1:-} == up || ${1:-} == down || ${1:-} == restart-kafka ]]; then
     # One `up` or `down` at a time: two concurrent `up`s would both start a broker. Every
     # daemon started below gets `8>&-`, or it would hold the lock for its whole life.
     exec 8>"$STATE_DIR/stack.lock"
@@ -393,10 +485,16 @@ main() {
   fi
   case "${1:-}" in
     up)
+      shift
+      beside_parse "$@"
       build_tools_up
+      beside_start
+      broker_build_start
       postgres_up
       redis_up
+      broker_build_wait
       kafka_up
+      beside_wait
       log "stack is up"
       print_env
       ;;
@@ -409,11 +507,10 @@ main() {
       kafka_down
       kafka_up
       ;;
-    tools) build_tools_up ;;
     status) cmd_status ;;
     env) print_env ;;
     *)
-      printf 'usage: %s up|down|status|env|tools|restart-kafka\n' "$0" >&2
+      printf 'usage: %s up [--beside LOG -- COMMAND...]|down|status|env|restart-kafka\n' "$0" >&2
       exit 2
       ;;
   esac

@@ -120,8 +120,9 @@ impl PrivateRedis {
 }
 
 /// A private Kafka-protocol broker (Nisshi, storing in SQLite so that topics and committed
-/// offsets survive a restart). The binary is `$NISSHI_BIN` (`scripts/stack.sh up` prints the
-/// one it built or found), else `nisshi` on `PATH`.
+/// offsets survive a restart). The binary is `$NISSHI_BIN` (`VAULTLINE_BROKER_SQLITE=1
+/// scripts/stack.sh up`, as scripts/test.sh runs it, prints the one it built with the SQLite
+/// engine or found), else `nisshi` on `PATH`.
 #[derive(Debug)]
 pub struct PrivateBroker(Scratch, Option<&'static str>);
 
@@ -163,11 +164,50 @@ impl PrivateBroker {
             )
             .current_dir(&self.0.dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.0.dir.join(BROKER_LOG))?)
             .spawn()
-            .context("starting nisshi: run the tests with scripts/test.sh, or set NISSHI_BIN (scripts/stack.sh up prints it)")?;
+            .context("starting nisshi: run the tests with scripts/test.sh, or set NISSHI_BIN (VAULTLINE_BROKER_SQLITE=1 scripts/stack.sh up prints it)")?;
         self.0.child = Some(child);
-        self.0.wait_listening("the private broker to listen").await
+        self.wait_started().await
+    }
+
+    /// Waits until it listens; fails at once, with the end of its log, if it exits first (a
+    /// binary without the SQLite engine says so there).
+    async fn wait_started(&mut self) -> anyhow::Result<()> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.0.port).parse()?;
+        let log = self.0.dir.join(BROKER_LOG);
+        let child = self
+            .0
+            .child
+            .as_mut()
+            .context("the private broker is not started")?;
+        eventually(
+            "the private broker to listen",
+            Duration::from_secs(30),
+            || {
+                let exited = child.try_wait();
+                let log = &log;
+                async move {
+                    match exited {
+                        Ok(None) => tokio::net::TcpStream::connect(addr)
+                            .await
+                            .ok()
+                            .map(|_| Ok(())),
+                        Ok(Some(status)) => {
+                            let said = std::fs::read_to_string(log).unwrap_or_default();
+                            let tail: Vec<&str> = said.lines().rev().take(5).collect();
+                            Some(Err(anyhow::anyhow!(
+                                "the private broker ({}) exited at start ({status}): {}",
+                                nisshi_binary().display(),
+                                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                            )))
+                        }
+                        Err(error) => Some(Err(error.into())),
+                    }
+                }
+            },
+        )
+        .await
     }
 
     /// Kills it outright (SIGKILL), as a crash would.
@@ -175,6 +215,9 @@ impl PrivateBroker {
         self.0.kill();
     }
 }
+
+/// Where the private broker's stderr goes, in its scratch directory.
+const BROKER_LOG: &str = "broker.log";
 
 fn nisshi_binary() -> PathBuf {
     std::env::var_os("NISSHI_BIN").map_or_else(|| "nisshi".into(), PathBuf::from)

@@ -48,7 +48,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--cluster-id" => options.cluster_id = value,
             "--listener-url" => options.listener = url(&value)?,
             "--advertised-listener-url" => options.advertised_listener = url(&value)?,
-            "--storage-engine" => options.storage = url(&value)?,
+            "--storage-engine" => options.storage = storage(&value)?,
             "--group-initial-rebalance-delay" => {
                 options.initial_rebalance_delay = humantime::parse_duration(&value)
                     .map_err(|error| format!("{option} {value}: {error}"))?;
@@ -57,6 +57,23 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         }
     }
     Ok(options)
+}
+
+/// A storage engine this build has: memory://, and sqlite:// when built with feature `sqlite`.
+fn storage(value: &str) -> Result<Url, String> {
+    let storage = Url::parse(value).map_err(|error| format!("{value}: {error}"))?;
+    match storage.scheme() {
+        "memory" => Ok(storage),
+        "sqlite" if cfg!(feature = "sqlite") => Ok(storage),
+        "sqlite" => Err(format!(
+            "--storage-engine {value}: this broker was built without the SQLite engine \
+             (build tools/broker with --features sqlite; scripts/stack.sh does when \
+             VAULTLINE_BROKER_SQLITE=1, as scripts/test.sh sets)"
+        )),
+        scheme => Err(format!(
+            "--storage-engine {value}: no {scheme}:// engine in this build (memory:// or sqlite://)"
+        )),
+    }
 }
 
 #[tokio::main]
