@@ -25,7 +25,7 @@ eval "$(scripts/stack.sh up)"
 psql "${DATABASE_URL%/*}/postgres" -qAt -v ON_ERROR_STOP=1 \
   -c "DROP DATABASE IF EXISTS $VAULTLINE_DB WITH (FORCE)" -c "CREATE DATABASE $VAULTLINE_DB" >/dev/null
 scripts/stack.sh restart-kafka >/dev/null
-scripts/run.sh start
+VAULTLINE_PROFILE=release scripts/run.sh start
 # run.sh builds the services only.
 cargo build --release --quiet --bin vault-bench
 export KAFKA_BOOTSTRAP_SERVERS DATABASE_URL REDIS_URL
