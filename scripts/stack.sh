@@ -343,6 +343,22 @@ broker_build_start() {
   BROKER_BUILD_PID=$!
 }
 
+# When the broker must be built (a fresh machine, or tools/broker changed), its crates and the
+# workspace's are downloaded while the build tools are installed, instead of after: neither
+# needs a compiler. Best effort: the builds download whatever this missed.
+prefetch_start() {
+  broker_binary >/dev/null && return
+  command -v cargo >/dev/null || return 0
+  log "downloading the broker's and the workspace's crates (log: $STATE_DIR/logs/fetch.log)"
+  mkdir -p "$STATE_DIR/logs"
+  local host
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  {
+    cargo fetch --locked --target "$host" --manifest-path "$REPO_ROOT/tools/broker/Cargo.toml"
+    cargo fetch --locked --target "$host" --manifest-path "$REPO_ROOT/Cargo.toml"
+  } >"$STATE_DIR/logs/fetch.log" 2>&1 8>&- &
+}
+
 broker_build_wait() {
   [[ -z $BROKER_BUILD_PID ]] || wait "$BROKER_BUILD_PID" || exit 1
 }
@@ -492,6 +508,7 @@ main() {
     up)
       shift
       beside_parse "$@"
+      prefetch_start
       build_tools_up
       broker_build_start
       beside_start
