@@ -38,6 +38,8 @@ fi
 # binaries: the rest is the runner's to choose.
 build='cargo build --workspace --bins && cargo test --workspace --no-run'
 (($# == 0)) || build='cargo build --workspace --bins'
+# librdkafka's C unoptimised, as in run.sh's dev build (the same target/debug, built once).
+build="export CFLAGS='${CFLAGS:--O0 -g0}' CXXFLAGS='${CXXFLAGS:--O0 -g0}'; $build"
 # Some tests crash and restart a broker of their own, which keeps its topics in SQLite: the
 # stack's broker build must have that engine (scripts/stack.sh).
 stack_env=$(VAULTLINE_BROKER_SQLITE=1 scripts/stack.sh up --beside .stack/logs/test-build.log -- \
