@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Brings up, stops and reports Vaultline's local stack: Postgres (database dwh), Redis and a
-# Kafka-protocol broker (Nisshi), all on 127.0.0.1.
+# Brings up, stops and reports Vaultline's local stack: Postgres (database dwh), Redis and
+# Apache Kafka (KRaft, one node: scripts/kafka.sh), all on 127.0.0.1.
 #
 #   scripts/stack.sh up       start what is not running, wait until ready, print the settings
 #   scripts/stack.sh down     stop what this script started (never services it found running)
@@ -9,27 +9,26 @@
 #   scripts/stack.sh up --beside LOG -- COMMAND...
 #                             the same, running COMMAND (a build) in the background from the
 #                             moment the build tools are installed, its output in LOG; `up`
-#                             succeeds once both are done (on a fresh machine: the broker's
-#                             build, Postgres and Redis installed, and COMMAND share the cores)
-#   scripts/stack.sh restart-kafka
-#                             stop the broker this script started and start a fresh one (its
-#                             memory storage starts empty: what the benchmark measures from)
+#                             succeeds once both are done (on a fresh machine the packages'
+#                             installation and COMMAND share the cores)
+#   scripts/stack.sh restart-kafka [--empty]
+#                             stop the broker this script started and start it again; --empty
+#                             deletes its topics and groups first (what the benchmark measures
+#                             from)
 #
 # VAULTLINE_DB names the database (default dwh; the benchmark uses its own).
-# VAULTLINE_BROKER_SQLITE=1: the broker binary (NISSHI_BIN) must have Nisshi's SQLite engine
-# too, for the tests' private brokers (scripts/test.sh sets it); the default builds the broker
-# with the memory engine only, which is all the stack's own broker uses.
 # `up` and `env` print only the export lines on stdout (progress goes to stderr), so
 # `eval "$(scripts/stack.sh up)"` configures the current shell.
 #
-# Whatever already listens on a port is reused. As root on Debian, missing Postgres/Redis are
-# installed with apt-get; elsewhere the script says what to install. What the script started
-# is recorded under .stack/ in the repository root, where the broker's pid and log live too.
+# Whatever already listens on a port is reused. As root on Debian, missing packages (Postgres,
+# Redis, a JRE and Maven for Kafka) are installed with apt-get; elsewhere the script says what
+# to install. What the script started is recorded under .stack/ in the repository root, where
+# the broker's data, pid and log live too; Kafka's jars are cached in ~/.cache/vaultline.
 set -euo pipefail
 
-readonly NISSHI_VERSION=0.8.1
 readonly HOST=127.0.0.1
 readonly KAFKA_PORT=9092
+readonly KAFKA_CONTROLLER_PORT=9093
 readonly PG_PORT=5432
 readonly REDIS_PORT=6379
 readonly DB_NAME=${VAULTLINE_DB:-dwh}
@@ -37,23 +36,13 @@ readonly DB_NAME=${VAULTLINE_DB:-dwh}
   printf '[stack] VAULTLINE_DB: "%s" is not a plain lower-case database name\n' "$DB_NAME" >&2
   exit 2
 }
-# Kafka waits 3 s by default before the first rebalance of an empty group, for more members to
-# join; every test and every service start would pay it. Dev compose files set it to 0 too.
-readonly GROUP_REBALANCE_DELAY=${VAULTLINE_GROUP_REBALANCE_DELAY:-0s}
 # How long each component may take to become ready.
 readonly READY_TIMEOUT_S=${VAULTLINE_READY_TIMEOUT:-60}
-# 1: the broker binary must have the SQLite engine too (the tests' private brokers use it;
-# scripts/test.sh sets it). The shared broker itself keeps everything in memory.
-readonly BROKER_SQLITE=${VAULTLINE_BROKER_SQLITE:-0}
-[[ $BROKER_SQLITE == [01] ]] || {
-  printf '[stack] VAULTLINE_BROKER_SQLITE: "%s" is not 0 or 1\n' "$BROKER_SQLITE" >&2
-  exit 2
-}
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly STATE_DIR="$REPO_ROOT/.stack"
-readonly CACHE_DIR="${VAULTLINE_CACHE:-$HOME/.cache/vaultline}"
+readonly KAFKA_DIR="$STATE_DIR/kafka"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() {
@@ -94,30 +83,8 @@ pid_alive() {
 
 # --- packages ---------------------------------------------------------------------------------
 
-APT_UPDATED=0
-# Installs the Debian packages given, as root only; otherwise says what to install and fails.
-apt_install() {
-  if ! is_root || ! command -v apt-get >/dev/null; then
-    die "missing $*: install it (Debian/Ubuntu: sudo apt-get install -y $*; macOS: brew install $*) or run it on 127.0.0.1, then rerun"
-  fi
-  # dpkg's progress goes to a log: the terminal gets one line per step, or the log's end.
-  mkdir -p "$STATE_DIR/logs"
-  local apt_log="$STATE_DIR/logs/apt.log"
-  # Package lists fetched in the last hour (by an earlier step: `tools`, then `up`) will do.
-  if ((APT_UPDATED == 0)) && find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | grep -q .; then
-    APT_UPDATED=1
-  fi
-  if ((APT_UPDATED == 0)); then
-    log "apt-get update (log: $apt_log)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >>"$apt_log" 2>&1 ||
-      die "apt-get update failed; the end of $apt_log: $(tail -n 5 "$apt_log")"
-    APT_UPDATED=1
-  fi
-  log "apt-get install $* (log: $apt_log)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
-    </dev/null >>"$apt_log" 2>&1 ||
-    die "apt-get install $* failed; the end of $apt_log: $(tail -n 5 "$apt_log")"
-}
+# shellcheck source=scripts/lib/apt.sh
+source "$REPO_ROOT/scripts/lib/apt.sh"
 
 # --- build tools ------------------------------------------------------------------------------
 
@@ -131,6 +98,23 @@ build_tools_up() {
   [[ -e /usr/include/zlib.h ]] || missing+=(zlib1g-dev)
   command -v curl >/dev/null || missing+=(curl)
   ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
+
+# Postgres, Redis and Kafka's JRE and Maven, when missing: one apt-get run for all (each of
+# them is a step of its own otherwise, and dpkg runs one at a time).
+packages_up() {
+  local missing=() wanted
+  port_open "$PG_PORT" || command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  port_open "$REDIS_PORT" || command -v redis-server >/dev/null || missing+=(redis-server)
+  if ! port_open "$KAFKA_PORT"; then
+    wanted=$("$REPO_ROOT/scripts/kafka.sh" packages)
+    # shellcheck disable=SC2206 # one word per package
+    missing+=($wanted)
+  fi
+  ((${#missing[@]} == 0)) && return
+  apt_install "${missing[@]}"
+  [[ " ${missing[*]} " != *" postgresql "* ]] || touch "$STATE_DIR/postgres.installed"
 }
 
 # --- Postgres ---------------------------------------------------------------------------------
@@ -257,160 +241,76 @@ redis_down() {
 
 redis_stopped() { ! port_open "$REDIS_PORT"; }
 
-# --- Kafka (Nisshi) ---------------------------------------------------------------------------
+# --- Kafka -----------------------------------------------------------------------------------
 
-# True when something on the Kafka port answers an ApiVersions request: a Kafka-protocol
-# broker, not merely an open port. Request: size 15, api key 18 (ApiVersions), version 0,
-# correlation id 1, client id "probe"; a broker answers with a size and correlation id 1.
+# True when the broker on the Kafka port answers a Metadata request (v1, no topics) listing at
+# least one broker: a Kafka broker that has joined its cluster, not merely an open port.
+# Request: size 19, api key 3 (Metadata), version 1, correlation id 1, client id "probe", an
+# empty topic array; the answer starts with a size, correlation id 1 and the broker count.
 kafka_ready() {
   local answer
   answer=$(timeout 3 bash -c "exec 3<>/dev/tcp/$HOST/$KAFKA_PORT \
-    && printf '\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x01\x00\x05probe' >&3 \
-    && head -c 8 <&3 | od -An -tx1" 2>/dev/null) || return 1
+    && printf '\x00\x00\x00\x13\x00\x03\x00\x01\x00\x00\x00\x01\x00\x05probe\x00\x00\x00\x00' >&3 \
+    && head -c 12 <&3 | od -An -tx1" 2>/dev/null) || return 1
   answer=${answer//[[:space:]]/}
-  [[ ${#answer} -eq 16 && ${answer:8:8} == 00000001 ]]
+  [[ ${#answer} -eq 24 && ${answer:8:8} == 00000001 && ${answer:16:8} != 00000000 ]]
 }
 
-# The broker the stack builds: tools/broker (Nisshi's broker crate, pinned, behind a launcher
-# that takes `nisshi broker`'s options), cached under a name that changes with its sources, so
-# an edit there builds it again (one to a comment of its Cargo.toml does not) and nothing else
-# ever does. Two variants: `memory` (the shared broker's engine) and `sqlite` (memory and
-# SQLite, for the tests' private brokers; two CPU-minutes more to build). $1: the variant.
-broker_build_dir() {
-  local key dir=$REPO_ROOT/tools/broker
-  key=$({ grep -v '^[[:space:]]*#' "$dir/Cargo.toml"; cat "$dir/Cargo.lock" "$dir/src/main.rs"; } |
-    sha256sum | cut -c1-12)
-  printf '%s\n' "$CACHE_DIR/broker-$NISSHI_VERSION-$key-$1"
+# Apache Kafka's jars (and a JRE and Maven when missing) are fetched in the background while
+# Postgres and Redis are installed and started: scripts/kafka.sh install, once per version.
+KAFKA_INSTALL_PID=''
+kafka_install_start() {
+  port_open "$KAFKA_PORT" && return
+  "$REPO_ROOT/scripts/kafka.sh" install >/dev/null 8>&- &
+  KAFKA_INSTALL_PID=$!
 }
 
-# Prints the broker binary to use: `nisshi` on PATH (an installed Nisshi), else the stack's own
-# build in the cache — the sqlite variant when there is one (it does all the other does), the
-# memory one when that will do. Fails (still printing the path) when that binary is not built.
-broker_binary() {
-  if command -v nisshi >/dev/null; then
-    command -v nisshi
-    return
-  fi
-  local sqlite memory
-  sqlite="$(broker_build_dir sqlite)/nisshi"
-  memory="$(broker_build_dir memory)/nisshi"
-  if [[ -x $sqlite ]] || ((BROKER_SQLITE)); then
-    printf '%s\n' "$sqlite"
-    [[ -x $sqlite ]]
-  else
-    printf '%s\n' "$memory"
-    [[ -x $memory ]]
-  fi
-}
-
-# Builds the broker binary broker_binary names (once, under a lock, so concurrent `up`s wait for
-# one build).
-broker_build() {
-  local bin variant=memory features=()
-  bin=$(broker_binary) && return
-  command -v cargo >/dev/null || die "nisshi is not installed and there is no cargo to build it (https://rustup.rs)"
-  if ((BROKER_SQLITE)); then
-    variant=sqlite
-    features=(--features sqlite)
-  fi
-  mkdir -p "$CACHE_DIR"
-  (
-    flock 9
-    # Another `up` may have finished the build while this one waited for the lock.
-    [[ -x $bin ]] && exit 0
-    log "Kafka: building Nisshi $NISSHI_VERSION's broker (tools/broker, $variant) into $(dirname "$bin") (once; log: $(dirname "$bin").log)"
-    # --ignore-rust-version: Nisshi declares a newer Rust than this toolchain; it builds.
-    CARGO_TARGET_DIR="$CACHE_DIR/broker-target" \
-      cargo build --release --locked --ignore-rust-version "${features[@]}" \
-      --manifest-path "$REPO_ROOT/tools/broker/Cargo.toml" >"$(dirname "$bin").log" 2>&1 ||
-      die "building the broker failed; see $(dirname "$bin").log"
-    mkdir -p "$(dirname "$bin")"
-    cp "$CACHE_DIR/broker-target/release/nisshi" "$bin.tmp"
-    mv "$bin.tmp" "$bin"
-    log "Kafka: broker built"
-  ) 9>"$CACHE_DIR/broker.lock" || exit 1
-}
-
-# `up` builds the broker, when it must, in the background while Postgres and Redis are
-# installed and started: on a fresh machine it is the longest step. It must when nothing
-# answers on the Kafka port, or when the tests' private brokers need the sqlite variant. If
-# `up` fails meanwhile, the build goes on and a later `up` waits for it (the lock) and uses it.
-BROKER_BUILD_PID=''
-broker_build_start() {
-  broker_binary >/dev/null && return
-  port_open "$KAFKA_PORT" && ((!BROKER_SQLITE)) && return
-  broker_build 8>&- &
-  BROKER_BUILD_PID=$!
-}
-
-# When the broker must be built (a fresh machine, or tools/broker changed), its crates and the
-# workspace's are downloaded while the build tools are installed, instead of after: neither
-# needs a compiler. Best effort: the builds download whatever this missed.
-prefetch_start() {
-  broker_binary >/dev/null && return
-  command -v cargo >/dev/null || return 0
-  log "downloading the broker's and the workspace's crates (log: $STATE_DIR/logs/fetch.log)"
-  mkdir -p "$STATE_DIR/logs"
-  local host
-  host=$(rustc -vV | sed -n 's/^host: //p')
-  {
-    cargo fetch --locked --target "$host" --manifest-path "$REPO_ROOT/tools/broker/Cargo.toml"
-    cargo fetch --locked --target "$host" --manifest-path "$REPO_ROOT/Cargo.toml"
-  } >"$STATE_DIR/logs/fetch.log" 2>&1 8>&- &
-}
-
-broker_build_wait() {
-  [[ -z $BROKER_BUILD_PID ]] || wait "$BROKER_BUILD_PID" || exit 1
+kafka_install_wait() {
+  [[ -z $KAFKA_INSTALL_PID ]] || wait "$KAFKA_INSTALL_PID" || exit 1
 }
 
 kafka_up() {
   if port_open "$KAFKA_PORT"; then
-    wait_for "the service on $HOST:$KAFKA_PORT to answer the Kafka protocol" kafka_ready
-    if pid_alive "$STATE_DIR/nisshi.pid" nisshi; then
-      log "Kafka: nisshi already running (pid $(<"$STATE_DIR/nisshi.pid"))"
+    wait_for "the service on $HOST:$KAFKA_PORT to answer as a Kafka broker" kafka_ready
+    if pid_alive "$STATE_DIR/kafka.pid" kafka.Kafka; then
+      log "Kafka: already running (pid $(<"$STATE_DIR/kafka.pid"))"
     else
       log "Kafka: a broker already runs on $HOST:$KAFKA_PORT"
     fi
     return
   fi
-  local bin
-  broker_build
-  bin=$(broker_binary)
-  log "Kafka: starting $bin on $HOST:$KAFKA_PORT (log: $STATE_DIR/nisshi.log)"
+  log "Kafka: starting Apache Kafka $("$REPO_ROOT/scripts/kafka.sh" version) on $HOST:$KAFKA_PORT (data: $KAFKA_DIR; log: $STATE_DIR/kafka.log)"
   # setsid: the broker outlives this script and is not hit by signals meant for its caller's
   # process group (a CI step ending, ^C in the terminal that ran `up`).
-  setsid "$bin" broker \
-    --listener-url "tcp://$HOST:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://$HOST:$KAFKA_PORT" \
-    --storage-engine memory://nisshi/ \
-    --group-initial-rebalance-delay "$GROUP_REBALANCE_DELAY" \
-    </dev/null >"$STATE_DIR/nisshi.log" 2>&1 8>&- &
-  printf '%s\n' "$!" >"$STATE_DIR/nisshi.pid"
-  wait_for "nisshi (see $STATE_DIR/nisshi.log)" nisshi_started
+  setsid "$REPO_ROOT/scripts/kafka.sh" node --dir "$KAFKA_DIR" \
+    --port "$KAFKA_PORT" --controller-port "$KAFKA_CONTROLLER_PORT" \
+    </dev/null >"$STATE_DIR/kafka.log" 2>&1 8>&- &
+  printf '%s\n' "$!" >"$STATE_DIR/kafka.pid"
+  wait_for "Kafka (see $STATE_DIR/kafka.log)" kafka_started
 }
 
-# Ready, or fail at once if the broker has already exited. `kill -0`, not pid_alive: until
-# setsid has exec'd, the child's command line is still this script's.
-nisshi_started() {
-  kill -0 "$(<"$STATE_DIR/nisshi.pid")" 2>/dev/null ||
-    die "nisshi exited at start; last lines of $STATE_DIR/nisshi.log: $(tail -n 5 "$STATE_DIR/nisshi.log")"
+# Ready, or fail at once if the broker has already exited. `kill -0`, not pid_alive: until the
+# launcher has exec'd java, the process's command line is still the script's.
+kafka_started() {
+  kill -0 "$(<"$STATE_DIR/kafka.pid")" 2>/dev/null ||
+    die "Kafka exited at start; last lines of $STATE_DIR/kafka.log: $(tail -n 5 "$STATE_DIR/kafka.log")"
   kafka_ready
 }
 
 kafka_down() {
-  if pid_alive "$STATE_DIR/nisshi.pid" nisshi; then
+  if pid_alive "$STATE_DIR/kafka.pid" kafka.Kafka; then
     local pid
-    pid=$(<"$STATE_DIR/nisshi.pid")
-    log "Kafka: stopping nisshi (pid $pid)"
+    pid=$(<"$STATE_DIR/kafka.pid")
+    log "Kafka: stopping (pid $pid; a controlled shutdown)"
     kill "$pid"
-    wait_for "nisshi to stop" kafka_stopped
+    wait_for "Kafka to stop" kafka_stopped
   elif port_open "$KAFKA_PORT"; then
     log "Kafka: left running (not started by this script)"
   fi
-  rm -f "$STATE_DIR/nisshi.pid"
+  rm -f "$STATE_DIR/kafka.pid"
 }
 
-kafka_stopped() { ! pid_alive "$STATE_DIR/nisshi.pid" nisshi && ! port_open "$KAFKA_PORT"; }
+kafka_stopped() { ! pid_alive "$STATE_DIR/kafka.pid" kafka.Kafka && ! port_open "$KAFKA_PORT"; }
 
 # --- a build beside `up` ---------------------------------------------------------------------
 
@@ -427,11 +327,8 @@ beside_parse() {
 }
 
 # Starts the command in the background; if `up` fails before it is done, it is stopped. It
-# runs at the lowest priority: when the broker is being built, that build is the longer one
-# (ending in a chain of large crates: nisshi-sans-io, nisshi-storage, nisshi-storage-dynostore,
-# nisshi-broker), so it goes first and COMMAND takes what it leaves. On a clean root that
-# brought the main job's first result from 11.4 to 10.7 minutes (README "A fresh machine,
-# measured"); without a broker to build it changes nothing.
+# runs at the lowest priority, so that the packages' installation and the servers' start, which
+# are short, are not slowed by it.
 beside_start() {
   [[ -n $BESIDE_LOG ]] || return 0
   mkdir -p "$(dirname "$BESIDE_LOG")"
@@ -473,8 +370,6 @@ print_env() {
   printf 'export KAFKA_BOOTSTRAP_SERVERS=%s:%s\n' "$HOST" "$KAFKA_PORT"
   printf 'export DATABASE_URL=postgres://postgres@%s:%s/%s\n' "$HOST" "$PG_PORT" "$DB_NAME"
   printf 'export REDIS_URL=redis://%s:%s\n' "$HOST" "$REDIS_PORT"
-  # The broker binary, for the tests' private brokers (tests/src/servers.rs).
-  printf 'export NISSHI_BIN=%s\n' "$(broker_binary || true)"
 }
 
 status_line() {
@@ -508,13 +403,13 @@ main() {
     up)
       shift
       beside_parse "$@"
-      prefetch_start
       build_tools_up
-      broker_build_start
       beside_start
+      packages_up
+      kafka_install_start
       postgres_up
       redis_up
-      broker_build_wait
+      kafka_install_wait
       kafka_up
       beside_wait
       log "stack is up"
@@ -526,13 +421,18 @@ main() {
       postgres_down
       ;;
     restart-kafka)
+      [[ ${2:-} == "" || ${2:-} == --empty ]] || die "usage: $0 restart-kafka [--empty]"
       kafka_down
+      if [[ ${2:-} == --empty ]]; then
+        log "Kafka: deleting $KAFKA_DIR (every topic, message and group)"
+        rm -rf "$KAFKA_DIR"
+      fi
       kafka_up
       ;;
     status) cmd_status ;;
     env) print_env ;;
     *)
-      printf 'usage: %s up [--beside LOG -- COMMAND...]|down|status|env|restart-kafka\n' "$0" >&2
+      printf 'usage: %s up [--beside LOG -- COMMAND...]|down|status|env|restart-kafka [--empty]\n' "$0" >&2
       exit 2
       ;;
   esac

@@ -182,9 +182,9 @@ impl Stack {
         database_with_role(&self.database_admin_url, &admin_url).await
     }
 
-    /// Creates `names` with `partitions` partitions each (replication factor 1) and waits until
-    /// the broker's metadata shows every one with all its partitions, so that a consumer may
-    /// subscribe right away. A topic that already exists is left as it is.
+    /// Creates `names` with `partitions` partitions each (the broker's default replication
+    /// factor: 1 on the stack, 3 on a private cluster) and waits until the broker's metadata
+    /// shows every one with all its partitions, so that a consumer may subscribe right away. A topic that already exists is left as it is.
     pub async fn create_topics(&self, names: &[String], partitions: i32) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = self
             .kafka_config()
@@ -192,7 +192,7 @@ impl Stack {
             .context("creating a Kafka admin client")?;
         let topics: Vec<NewTopic<'_>> = names
             .iter()
-            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
             .collect();
         let options = AdminOptions::new()
             .operation_timeout(Some(KAFKA_TIMEOUT))

@@ -54,6 +54,9 @@ pub struct Overrides {
     pub database_url: Option<String>,
     /// A broker of the test's own; topics, groups and probes all use it.
     pub kafka_bootstrap: Option<String>,
+    /// Settings every service gets on top of the pipeline's own (e.g. another listener of the
+    /// same broker with `KAFKA_USERNAME`, `KAFKA_PASSWORD` and `KAFKA_CA_CERT`).
+    pub service_env: BTreeMap<String, String>,
 }
 
 /// One test's pipeline: its database, topics, groups and running services.
@@ -73,6 +76,8 @@ pub struct Pipeline {
     producer: FutureProducer,
     /// Redis for the services; the stack's unless a test brings its own.
     redis_url: String,
+    /// [`Overrides::service_env`].
+    service_env: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -103,6 +108,7 @@ impl Pipeline {
             None => base,
         };
         let redis_url = overrides.redis_url;
+        let service_env = overrides.service_env;
         let database_url = match overrides.database_url {
             Some(url) => url,
             None => stack.fresh_database().await?,
@@ -143,6 +149,7 @@ impl Pipeline {
             replicas: Vec::new(),
             producer,
             redis_url: redis_url.unwrap_or_else(|| stack.redis_url.clone()),
+            service_env,
         };
         for service in Service::ALL {
             pipeline.start_service(service).await?;
@@ -192,6 +199,7 @@ impl Pipeline {
             );
             env.insert(format!("PIPELINE_{stage}_TOPIC"), topic.clone());
         }
+        env.extend(self.service_env.clone());
         env
     }
 

@@ -1,13 +1,16 @@
-//! Servers of a test's own — Redis, Postgres, a Kafka-protocol broker — on free loopback
-//! ports, for the tests that crash and restart a dependency (the shared stack must stay up for
-//! every other test). Each keeps its data in a scratch directory, removed when it is dropped.
+//! Servers of a test's own — Redis, Postgres, Apache Kafka (one node or a cluster) — on free
+//! loopback ports, for the tests that crash and restart a dependency (the shared stack must
+//! stay up for every other test). Each keeps its data in a scratch directory, removed when it
+//! is dropped.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
 use crate::pipeline::redis_pool;
 use crate::{eventually, unique};
@@ -22,9 +25,7 @@ struct Scratch {
 
 impl Scratch {
     fn new(prefix: &str) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let dir = std::env::temp_dir().join(unique(prefix));
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
@@ -119,86 +120,211 @@ impl PrivateRedis {
     }
 }
 
-/// A private Kafka-protocol broker (Nisshi, storing in SQLite so that topics and committed
-/// offsets survive a restart). The binary is `$NISSHI_BIN` (`VAULTLINE_BROKER_SQLITE=1
-/// scripts/stack.sh up`, as scripts/test.sh runs it, prints the one it built with the SQLite
-/// engine or found), else `nisshi` on `PATH`.
+/// How a private Kafka cluster is laid out; [`KafkaOptions::default`] is one node set up as the
+/// local stack's broker.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// KRaft nodes, each a controller and a broker.
+    pub nodes: usize,
+    /// Broker properties appended to every node's (later ones win): `key=value`.
+    pub settings: Vec<String>,
+    /// SCRAM users stored when the nodes are formatted: `SCRAM-SHA-512=[name=U,password=P]`.
+    pub scram: Vec<String>,
+    /// A second client listener on a port of its own, with this security protocol (e.g.
+    /// `SASL_SSL`); its settings go in `settings` under `listener.name.<protocol>.…`.
+    pub extra_listener: Option<&'static str>,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 1,
+            settings: Vec::new(),
+            scram: Vec::new(),
+            extra_listener: None,
+        }
+    }
+}
+
+/// One node of a [`PrivateKafka`]: its client port and scratch directory (the [`Scratch`]), its
+/// controller port and, with an extra listener, that listener's port.
 #[derive(Debug)]
-pub struct PrivateBroker(Scratch, Option<&'static str>);
+struct KafkaNode {
+    scratch: Scratch,
+    controller_port: u16,
+    extra_port: Option<u16>,
+}
 
-impl PrivateBroker {
-    /// Starts one whose groups get their first assignment without delay, as the stack's.
+/// A private Apache Kafka cluster on loopback: `nodes` KRaft nodes started through
+/// `scripts/kafka.sh node` (the settings the local stack's broker has), each with its own
+/// ports and log directory, so a test can kill -9 and restart brokers without touching the
+/// shared stack. Data survives a restart; everything goes when it is dropped.
+#[derive(Debug)]
+pub struct PrivateKafka {
+    nodes: Vec<KafkaNode>,
+    options: KafkaOptions,
+}
+
+impl PrivateKafka {
+    /// One node, as the stack's broker.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with_rebalance_delay(Some("0s")).await
+        Self::start_with(KafkaOptions::default()).await
     }
 
-    /// Starts one with `--group-initial-rebalance-delay` set to `delay` (`None`: Nisshi's
-    /// default).
-    pub async fn start_with_rebalance_delay(delay: Option<&'static str>) -> anyhow::Result<Self> {
-        let mut broker = Self(Scratch::new("vaultline-broker")?, delay);
-        broker.restart().await?;
-        Ok(broker)
+    /// Starts every node and waits until each answers metadata listing all of them.
+    pub async fn start_with(options: KafkaOptions) -> anyhow::Result<Self> {
+        anyhow::ensure!(options.nodes >= 1, "a cluster needs a node");
+        let mut nodes = Vec::with_capacity(options.nodes);
+        for _ in 0..options.nodes {
+            let scratch = Scratch::new("vaultline-kafka")?;
+            let controller_port = free_port()?;
+            let extra_port = options.extra_listener.map(|_| free_port()).transpose()?;
+            nodes.push(KafkaNode {
+                scratch,
+                controller_port,
+                extra_port,
+            });
+        }
+        let mut kafka = Self { nodes, options };
+        for index in 0..kafka.nodes.len() {
+            kafka.spawn(index)?;
+        }
+        for index in 0..kafka.nodes.len() {
+            kafka.wait_started(index).await?;
+        }
+        Ok(kafka)
     }
 
+    /// Every node's client listener, as `bootstrap.servers` wants them.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.0.port)
+        self.addresses(|node| Some(node.scratch.port))
     }
 
-    /// Starts the broker again on the same port and storage, and waits until it listens.
+    /// Every node's extra listener (see [`KafkaOptions::extra_listener`]).
+    pub fn extra_bootstrap(&self) -> String {
+        self.addresses(|node| node.extra_port)
+    }
+
+    fn addresses(&self, port: impl Fn(&KafkaNode) -> Option<u16>) -> String {
+        self.nodes
+            .iter()
+            .filter_map(port)
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The log (stdout and stderr) node `index` has written so far.
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.nodes[index].scratch.dir.join(KAFKA_LOG)).unwrap_or_default()
+    }
+
+    /// Kills every node outright (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        for node in &mut self.nodes {
+            node.scratch.kill();
+        }
+    }
+
+    /// Starts every node again on the same ports and data, and waits until they answer.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.0.kill();
-        let url = format!("tcp://127.0.0.1:{}", self.0.port);
-        let child = Command::new(nisshi_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://broker.db"])
-            .args(
-                self.1
-                    .iter()
-                    .flat_map(|delay| ["--group-initial-rebalance-delay", delay]),
-            )
-            .current_dir(&self.0.dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.0.dir.join(BROKER_LOG))?)
-            .spawn()
-            .context("starting nisshi: run the tests with scripts/test.sh, or set NISSHI_BIN (VAULTLINE_BROKER_SQLITE=1 scripts/stack.sh up prints it)")?;
-        self.0.child = Some(child);
-        self.wait_started().await
+        self.kill();
+        for index in 0..self.nodes.len() {
+            self.spawn(index)?;
+        }
+        for index in 0..self.nodes.len() {
+            self.wait_started(index).await?;
+        }
+        Ok(())
     }
 
-    /// Waits until it listens; fails at once, with the end of its log, if it exits first (a
-    /// binary without the SQLite engine says so there).
-    async fn wait_started(&mut self) -> anyhow::Result<()> {
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.0.port).parse()?;
-        let log = self.0.dir.join(BROKER_LOG);
-        let child = self
-            .0
+    /// Kills node `index` outright (SIGKILL) and leaves it down.
+    pub fn kill_node(&mut self, index: usize) {
+        self.nodes[index].scratch.kill();
+    }
+
+    /// Starts node `index` again on its ports and data, and waits until it answers.
+    pub async fn restart_node(&mut self, index: usize) -> anyhow::Result<()> {
+        self.nodes[index].scratch.kill();
+        self.spawn(index)?;
+        self.wait_started(index).await
+    }
+
+    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        let voters = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| format!("{}@127.0.0.1:{}", i + 1, node.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = &self.nodes[index];
+        let port = node.scratch.port;
+        let mut command = Command::new(kafka_script());
+        command
+            .arg("node")
+            .arg("--dir")
+            .arg(&node.scratch.dir)
+            .args(["--port", &port.to_string()])
+            .args(["--controller-port", &node.controller_port.to_string()])
+            .args(["--node-id", &(index + 1).to_string()])
+            .args(["--voters", &voters]);
+        if let (Some(protocol), Some(extra)) = (self.options.extra_listener, node.extra_port) {
+            let plain = format!("PLAINTEXT://127.0.0.1:{port}");
+            let extra = format!("{protocol}://127.0.0.1:{extra}");
+            let controller = format!("CONTROLLER://127.0.0.1:{}", node.controller_port);
+            command
+                .args(["--set", &format!("listeners={plain},{controller},{extra}")])
+                .args(["--set", &format!("advertised.listeners={plain},{extra}")]);
+        }
+        for setting in &self.options.settings {
+            command.args(["--set", setting]);
+        }
+        for user in &self.options.scram {
+            command.args(["--scram", user]);
+        }
+        let log = std::fs::File::create(node.scratch.dir.join(KAFKA_LOG))?;
+        let child = command
+            // Smaller than the stack's broker: a test may run a cluster of three beside it.
+            .env("VAULTLINE_KAFKA_HEAP", "-Xms128m -Xmx384m")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", kafka_script().display()))?;
+        self.nodes[index].scratch.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `index` answers metadata that lists every node of the cluster; fails at
+    /// once, with the end of its log, if it exits first.
+    async fn wait_started(&mut self, index: usize) -> anyhow::Result<()> {
+        let expected = self.nodes.len();
+        let bootstrap = format!("127.0.0.1:{}", self.nodes[index].scratch.port);
+        let log = self.nodes[index].scratch.dir.join(KAFKA_LOG);
+        let child = self.nodes[index]
+            .scratch
             .child
             .as_mut()
-            .context("the private broker is not started")?;
+            .context("the private Kafka node is not started")?;
         eventually(
-            "the private broker to listen",
-            Duration::from_secs(30),
+            "the private Kafka node to answer metadata",
+            Duration::from_secs(90),
             || {
                 let exited = child.try_wait();
                 let log = &log;
+                let bootstrap = bootstrap.clone();
                 async move {
                     match exited {
-                        Ok(None) => tokio::net::TcpStream::connect(addr)
+                        Ok(None) => brokers_listed(bootstrap)
                             .await
-                            .ok()
+                            .filter(|brokers| *brokers == expected)
                             .map(|_| Ok(())),
                         Ok(Some(status)) => {
                             let said = std::fs::read_to_string(log).unwrap_or_default();
-                            let tail: Vec<&str> = said.lines().rev().take(5).collect();
+                            let tail: Vec<&str> = said.lines().rev().take(8).collect();
                             Some(Err(anyhow::anyhow!(
-                                "the private broker ({}) exited at start ({status}): {}",
-                                nisshi_binary().display(),
+                                "the private Kafka node exited at start ({status}): {}",
                                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                             )))
                         }
@@ -209,19 +335,60 @@ impl PrivateBroker {
         )
         .await
     }
-
-    /// Kills it outright (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
-        self.0.kill();
-    }
 }
 
-/// Where the private broker's stderr goes, in its scratch directory.
-const BROKER_LOG: &str = "broker.log";
-
-fn nisshi_binary() -> PathBuf {
-    std::env::var_os("NISSHI_BIN").map_or_else(|| "nisshi".into(), PathBuf::from)
+/// How many brokers the node at `bootstrap` lists in its metadata, once it answers.
+async fn brokers_listed(bootstrap: String) -> Option<usize> {
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("log_level", "0")
+            .create()
+            .ok()?;
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(2))
+            .ok()?;
+        Some(metadata.brokers().len())
+    })
+    .await
+    .ok()
+    .flatten()
 }
+
+/// Where a private Kafka node's output goes, in its scratch directory.
+const KAFKA_LOG: &str = "kafka.log";
+
+/// The launcher the local stack uses too.
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
+}
+
+/// Runs a Kafka command-line tool by its class (`scripts/kafka.sh run`), returning its
+/// standard output; fails with its standard error when it exits non-zero.
+pub fn kafka_tool(class: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(kafka_script())
+        .arg("run")
+        .arg(class)
+        .args(args)
+        .env("VAULTLINE_KAFKA_HEAP", "-Xms64m -Xmx256m")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", kafka_script().display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{class} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 
 /// A private Postgres cluster (`initdb`, trust authentication on loopback), run as the
 /// `postgres` user when the tests run as root.

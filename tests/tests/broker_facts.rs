@@ -1,6 +1,6 @@
-//! The broker facts the README states ("Broker notes (Nisshi)"), each established by a test
-//! here or in `broker_smoke.rs`, with the client the services use (rdkafka 0.39, librdkafka
-//! 2.12):
+//! The broker facts the services rely on (docs/kafka.md), each established by a test here or in
+//! `broker_smoke.rs`, with the client the services use (rdkafka 0.39, librdkafka 2.12), on
+//! Apache Kafka as the stack runs it:
 //! - two members of a group split the partitions, with the eager and the cooperative-sticky
 //!   assignors;
 //! - headers, message timestamps and gzip, lz4 and snappy compression round-trip;
@@ -9,11 +9,11 @@
 //!   group without members rewound from outside, while a commit from outside to a group with
 //!   a member is refused (what `vaultctl replay` relies on);
 //! - zstd is not available in this client build;
-//! - Nisshi refuses transactions, and delays a new group's first assignment by its initial
-//!   rebalance delay (3 s by default; `scripts/stack.sh` starts it with 0 s).
+//! - a new group's first assignment waits for the initial rebalance delay (3 s by Kafka's
+//!   default; `scripts/kafka.sh` sets 0 s).
 //!
-//! The last two are Nisshi's own behaviour, so they run against a private Nisshi
-//! (`servers::PrivateBroker`); the others run against whichever broker the harness finds.
+//! The last one compares two brokers' settings, so it runs against private brokers
+//! (`servers::PrivateKafka`); the others run against whichever broker the harness finds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -27,13 +27,13 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use vault_tests::servers::PrivateBroker;
+use vault_tests::servers::{KafkaOptions, PrivateKafka};
 use vault_tests::{stack, unique, Stack};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A broker of the harness's kind for the private-broker tests: just its address.
-fn private_stack(broker: &PrivateBroker) -> Stack {
+fn private_stack(broker: &PrivateKafka) -> Stack {
     Stack {
         kafka_bootstrap: broker.bootstrap(),
         database_admin_url: String::new(),
@@ -344,8 +344,7 @@ async fn a_group_can_be_described_looked_up_by_time_and_rewound_from_outside_whe
     );
     let mut rewind = TopicPartitionList::new();
     rewind.add_partition_offset(&topic, 0, Offset::Offset(2))?;
-    // From outside, while a member is in the group: refused (Nisshi answers UNKNOWN_MEMBER_ID,
-    // as Kafka does), and the member's offset stays.
+    // From outside, while a member is in the group: refused (Kafka answers UNKNOWN_MEMBER_ID), and the member's offset stays.
     let while_active = outsider.commit(&rewind, CommitMode::Sync);
     ensure!(
         while_active.is_err(),
@@ -399,29 +398,6 @@ fn zstd_is_not_available_in_this_client_build() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nisshi_refuses_transactions() -> anyhow::Result<()> {
-    let broker = PrivateBroker::start().await?;
-    let stack = private_stack(&broker);
-    let producer: FutureProducer = stack
-        .kafka_config()
-        .set("transactional.id", unique("facts-txn"))
-        .create()?;
-    let result =
-        tokio::task::spawn_blocking(move || producer.init_transactions(Duration::from_secs(30)))
-            .await?;
-    let error = result
-        .err()
-        .ok_or_else(|| anyhow!("init_transactions succeeded"))?;
-    ensure!(
-        error
-            .to_string()
-            .contains("Transactional Id authorization failed"),
-        "{error}"
-    );
-    Ok(())
-}
-
 /// How long a new group's only member waits for its first assignment on `stack`.
 async fn first_assignment_after(stack: &Stack) -> anyhow::Result<Duration> {
     let topic = unique("facts-delay");
@@ -440,12 +416,17 @@ async fn first_assignment_after(stack: &Stack) -> anyhow::Result<Duration> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nisshi_delays_a_new_groups_first_assignment_by_3_s_unless_told_0_s() -> anyhow::Result<()>
+async fn kafka_delays_a_new_groups_first_assignment_by_3_s_unless_told_0_s() -> anyhow::Result<()>
 {
-    let default = PrivateBroker::start_with_rebalance_delay(None).await?;
+    // Kafka's own default, which the stack's settings (scripts/kafka.sh) override with 0.
+    let default = PrivateKafka::start_with(KafkaOptions {
+        settings: vec!["group.initial.rebalance.delay.ms=3000".into()],
+        ..KafkaOptions::default()
+    })
+    .await?;
     let by_default = first_assignment_after(&private_stack(&default)).await?;
     drop(default);
-    let zero = PrivateBroker::start_with_rebalance_delay(Some("0s")).await?;
+    let zero = PrivateKafka::start().await?;
     let with_zero = first_assignment_after(&private_stack(&zero)).await?;
     eprintln!("first assignment: {by_default:?} by default, {with_zero:?} with 0 s");
     ensure!(

@@ -2,8 +2,8 @@
 //! behaviour the pipeline relies on — an idempotent producer whose deliveries are acknowledged,
 //! keyed messages staying in one partition in produce order, offsets stored by hand and
 //! committed synchronously, and a new member of a group resuming exactly at the committed
-//! offsets. It runs against whichever broker the harness finds: Nisshi from
-//! `scripts/stack.sh` in CI, Apache Kafka when Docker supplies it.
+//! offsets. It runs against whichever broker the harness finds: Apache Kafka
+//! from `scripts/stack.sh`, or from a container when Docker supplies it.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,7 +25,7 @@ const TOTAL: usize = KEYS * PER_KEY;
 const HALF: usize = TOTAL / 2;
 
 /// The bound on each phase: a group join alone waits out the broker's initial rebalance delay
-/// (3 s on Nisshi, 0–3 s on Kafka).
+/// (0 s as the stack sets it, 3 s by Kafka's default).
 const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One message as the broker placed it.

@@ -585,7 +585,7 @@ async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Result<()> {
-    let mut broker = vault_tests::servers::PrivateBroker::start().await?;
+    let mut broker = vault_tests::servers::PrivateKafka::start().await?;
     let p = Pipeline::start_with(
         2,
         Overrides {

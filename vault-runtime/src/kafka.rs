@@ -145,7 +145,9 @@ pub async fn publish(
     try_join_all(deliveries).await.map(|_| ())
 }
 
-/// Creates topics that do not exist yet (existing ones are left as they are).
+/// Creates topics that do not exist yet (existing ones are left as they are), with the
+/// cluster's own replication factor (`default.replication.factor`, 3 on a production cluster),
+/// so that a topic a service creates is as durable as the cluster it lives on.
 pub async fn ensure_topics(
     settings: &KafkaSettings,
     topics: &[&str],
@@ -156,7 +158,7 @@ pub async fn ensure_topics(
         .context("cannot create the Kafka admin client")?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
         .collect();
     let results = admin
         .create_topics(&new_topics, &AdminOptions::new())
