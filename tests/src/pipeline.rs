@@ -250,6 +250,18 @@ impl Pipeline {
         Ok(Running { stop, task, http })
     }
 
+    /// Stops every instance [`Pipeline::start_replica`] started, the way SIGTERM does: they
+    /// leave their groups, and the first instances take their partitions back.
+    pub async fn stop_replicas(&mut self) -> anyhow::Result<()> {
+        for running in std::mem::take(&mut self.replicas) {
+            let _ = running.stop.send(());
+            tokio::time::timeout(Duration::from_secs(60), running.task)
+                .await
+                .context("a replica did not stop within 60 s")???;
+        }
+        Ok(())
+    }
+
     /// Stops a service the way SIGTERM does, and checks that it stopped cleanly.
     pub async fn stop_service(&mut self, service: Service) -> anyhow::Result<()> {
         if let Some(running) = self.running.remove(&service) {
@@ -519,12 +531,7 @@ impl Pipeline {
 
     /// Stops every running service cleanly.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        for running in std::mem::take(&mut self.replicas) {
-            let _ = running.stop.send(());
-            tokio::time::timeout(Duration::from_secs(60), running.task)
-                .await
-                .context("replica did not stop within 60 s")???;
-        }
+        self.stop_replicas().await?;
         for service in Service::ALL.into_iter().rev() {
             self.stop_service(service).await?;
         }

@@ -3,6 +3,7 @@
 //! stay up for every other test). Each keeps its data in a scratch directory, removed when it
 //! is dropped.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -345,9 +346,7 @@ async fn brokers_listed(bootstrap: String) -> Option<usize> {
             .set("log_level", "0")
             .create()
             .ok()?;
-        let metadata = client
-            .fetch_metadata(None, Duration::from_secs(2))
-            .ok()?;
+        let metadata = client.fetch_metadata(None, Duration::from_secs(2)).ok()?;
         Some(metadata.brokers().len())
     })
     .await
@@ -383,12 +382,105 @@ pub fn kafka_tool(class: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The consumer groups tool's class (`kafka-consumer-groups.sh`).
+const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+
+/// One row of `kafka-consumer-groups --describe`: a partition the group reads, with the
+/// offsets the broker itself reports (`None` where the tool prints `-`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub current: Option<i64>,
+    pub log_end: Option<i64>,
+    pub lag: Option<i64>,
+}
+
+/// `kafka-consumer-groups --describe --group GROUP`: the broker's own view of the group's
+/// offsets and lag on every partition it has committed on or been assigned.
+pub fn describe_group(bootstrap: &str, group: &str) -> anyhow::Result<Vec<GroupPartition>> {
+    let out = kafka_tool(
+        CONSUMER_GROUPS,
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--describe",
+            "--group",
+            group,
+        ],
+    )?;
+    table(&out, "PARTITION")?
+        .into_iter()
+        .map(|row| {
+            let number = |column: &str| -> anyhow::Result<Option<i64>> {
+                match row.get(column).map(String::as_str) {
+                    None | Some("-") => Ok(None),
+                    Some(value) => Ok(Some(value.parse()?)),
+                }
+            };
+            Ok(GroupPartition {
+                topic: row.get("TOPIC").cloned().unwrap_or_default(),
+                partition: row.get("PARTITION").map_or(Ok(-1), |p| p.parse())?,
+                current: number("CURRENT-OFFSET")?,
+                log_end: number("LOG-END-OFFSET")?,
+                lag: number("LAG")?,
+            })
+        })
+        .collect()
+}
+
+/// `kafka-consumer-groups --describe --members`: how many partitions each member of the
+/// group holds, by consumer id.
+pub fn group_members(bootstrap: &str, group: &str) -> anyhow::Result<BTreeMap<String, usize>> {
+    let out = kafka_tool(
+        CONSUMER_GROUPS,
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--describe",
+            "--members",
+            "--group",
+            group,
+        ],
+    )?;
+    table(&out, "#PARTITIONS")?
+        .into_iter()
+        .map(|row| {
+            let id = row.get("CONSUMER-ID").cloned().unwrap_or_default();
+            let partitions = row.get("#PARTITIONS").map_or(Ok(0), |n| n.parse())?;
+            Ok((id, partitions))
+        })
+        .collect()
+}
+
+/// The rows of the whitespace-aligned table in a Kafka tool's output whose header line names
+/// `column`, each as column name → value.
+fn table(out: &str, column: &str) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let mut lines = out
+        .lines()
+        .skip_while(|line| !line.split_whitespace().any(|word| word == column));
+    let header: Vec<&str> = lines
+        .next()
+        .with_context(|| format!("no table with a {column} column in: {out}"))?
+        .split_whitespace()
+        .collect();
+    Ok(lines
+        .take_while(|line| !line.trim().is_empty())
+        .map(|line| {
+            header
+                .iter()
+                .zip(line.split_whitespace())
+                .map(|(name, value)| ((*name).to_owned(), value.to_owned()))
+                .collect()
+        })
+        .collect())
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
-
 
 /// A private Postgres cluster (`initdb`, trust authentication on loopback), run as the
 /// `postgres` user when the tests run as root.

@@ -619,27 +619,52 @@ async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_joining_mid_stream_share_the_partitions_and_count_exactly() -> anyhow::Result<()>
-{
+async fn replicas_joining_and_leaving_mid_stream_share_the_partitions_and_count_exactly(
+) -> anyhow::Result<()> {
     let mut p = Pipeline::start(4).await?;
     let d = random_dictionary(8, 3);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(37);
-    let sent = datagen::generate::orders(&mut rng, &d, 13_000, 3000);
-    p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>())
+    let sent = datagen::generate::orders(&mut rng, &d, 13_000, 6000);
+    let (first, second) = sent.split_at(3000);
+    p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
         .await?;
     // A second instance of every service joins while the first ones work: the groups
     // rebalance mid-stream, and both instances write the same tables concurrently.
     for service in Service::ALL {
         p.start_replica(service).await?;
     }
+    // Each group now has two members, each holding partitions (as the broker itself says).
+    let bootstrap = p.stack.kafka_bootstrap.clone();
+    for service in Service::ALL {
+        let group = p.group(service).to_owned();
+        let what = format!("both members of {group} to hold partitions");
+        let members = eventually(&what, SETTLE, || {
+            let (bootstrap, group) = (bootstrap.clone(), group.clone());
+            async move {
+                let members = tokio::task::spawn_blocking(move || {
+                    vault_tests::servers::group_members(&bootstrap, &group)
+                })
+                .await
+                .ok()?
+                .ok()?;
+                (members.len() == 2 && members.values().all(|held| *held > 0)).then_some(members)
+            }
+        })
+        .await;
+        eprintln!("{service:?}: {members:?}");
+    }
+    // More orders, and the replicas leave while the pipeline works on them.
+    p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
+        .await?;
+    let counted = "SELECT count(*) FROM cdm.order_state WHERE update_ts IS NOT NULL";
+    let at_leave = p.count(counted).await?;
+    p.stop_replicas().await?;
+    eprintln!("the replicas left with {at_leave} of 6000 orders in the datamart");
+    assert!(at_leave < 6000, "the replicas left while work was pending");
     p.settle(SETTLE).await;
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
     assert_counters_match(&p, &d, &sent).await;
-    assert_eq!(
-        p.count("SELECT count(*) FROM cdm.order_state WHERE update_ts IS NOT NULL")
-            .await?,
-        3000
-    );
+    assert_eq!(p.count(counted).await?, 6000);
     p.shutdown().await
 }

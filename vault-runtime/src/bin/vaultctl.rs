@@ -20,7 +20,8 @@
 //! the owner of the schemas, it applies pending migrations, then creates and grants the
 //! least-privilege role of each service named by `PG_STG_USER`, `PG_DDS_USER`, `PG_CDM_USER`
 //! (passwords from `PG_STG_PASSWORD`, ...), whose services start with `MIGRATIONS=verify`.
-//! `lag` looks at the default groups and topics (`service-stg` on `stg_service`, ...); with
+//! `lag` looks at the pipeline's groups and topics (`PIPELINE_<STAGE>_GROUP` and `_TOPIC`, by
+//! default `service-stg` on `stg_service`, ...); with
 //! `--wait` it polls until each hop, in pipeline order, has committed everything on its
 //! topic, and fails when the time runs out.
 //! `replay` rewinds the consumer group of service S (`stg`, `dds`, `cdm`; default group and
@@ -79,7 +80,7 @@ async fn main() -> ExitCode {
     {
         ["dead-letters", "list", rest @ ..] => list(&settings, rest.first().copied()).await,
         ["dead-letters", "replay", rest @ ..] => replay(&settings, &settings.kafka, rest).await,
-        ["lag"] => lag(&settings.kafka, None).await,
+        ["lag"] => lag(&settings, None).await,
         ["verify"] => verify(&settings).await,
         ["migrate"] => migrate(&settings).await,
         ["tags", "list"] => tags_list(&settings).await,
@@ -95,7 +96,7 @@ async fn main() -> ExitCode {
             .await
         }
         ["lag", "--wait", seconds] => match seconds.parse::<u64>() {
-            Ok(seconds) => lag(&settings.kafka, Some(Duration::from_secs(seconds))).await,
+            Ok(seconds) => lag(&settings, Some(Duration::from_secs(seconds))).await,
             Err(_) => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -157,17 +158,24 @@ async fn replay(
     Ok(())
 }
 
-async fn lag(kafka: &KafkaSettings, wait: Option<Duration>) -> anyhow::Result<()> {
+/// The lag of each hop of the pipeline (`PIPELINE_<STAGE>_GROUP` / `_TOPIC`, by default the
+/// default names), or, with `wait`, each hop in turn until it has caught up.
+async fn lag(settings: &Settings, wait: Option<Duration>) -> anyhow::Result<()> {
+    let hops: Vec<(&str, &str)> = settings
+        .pipeline
+        .iter()
+        .map(|hop| (hop.group.as_str(), hop.topic.as_str()))
+        .collect();
     match wait {
         None => {
-            for (group, topic) in kafka::PIPELINE_HOPS {
-                let lag = kafka::lag(kafka, group, topic).await?;
+            for (group, topic) in hops {
+                let lag = kafka::lag(&settings.kafka, group, topic).await?;
                 println!("{group:<12} {topic:<12} lag {lag}");
             }
             Ok(())
         }
         Some(limit) => {
-            kafka::wait_caught_up(kafka, &kafka::PIPELINE_HOPS, limit, |group, topic| {
+            kafka::wait_caught_up(&settings.kafka, &hops, limit, |group, topic| {
                 println!("{group:<12} {topic:<12} caught up");
             })
             .await
