@@ -416,8 +416,7 @@ async fn first_assignment_after(stack: &Stack) -> anyhow::Result<Duration> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_delays_a_new_groups_first_assignment_by_3_s_unless_told_0_s() -> anyhow::Result<()>
-{
+async fn kafka_delays_a_new_groups_first_assignment_by_3_s_unless_told_0_s() -> anyhow::Result<()> {
     // Kafka's own default, which the stack's settings (scripts/kafka.sh) override with 0.
     let default = PrivateKafka::start_with(KafkaOptions {
         settings: vec!["group.initial.rebalance.delay.ms=3000".into()],
