@@ -36,7 +36,7 @@ esac
 readonly BIN
 # librdkafka (rdkafka-sys) is C that its own configure compiles at -O2 -g whatever Cargo's
 # profile; in a dev build it is unoptimised like the rest: 65 CPU-seconds to build instead of
-# 142 (README "A fresh machine, measured"). rdkafka-sys does not rebuild when CFLAGS change, so
+# 142 (docs/performance.md, "Build costs"). rdkafka-sys does not rebuild when CFLAGS change, so
 # this only shapes its first build in target/debug; release builds are left as they are.
 with_dev_cflags=()
 if [[ $PROFILE == dev ]]; then
@@ -82,9 +82,9 @@ if [[ ${1:-} == stop ]]; then
   exit 0
 fi
 
-# The services build while the stack comes up: on a fresh machine that is the broker's own
-# build and the installation of Postgres and Redis, and builds side by side keep both cores
-# busy where one alone would leave one idle (README "A fresh machine, measured").
+# The services build while the stack comes up: on a fresh machine that is the installation of
+# Postgres, Redis, a JRE and Maven and the download of Kafka's jars, which leave the cores
+# mostly idle (docs/performance.md, "A fresh machine").
 stack_env=$(scripts/stack.sh up --beside "$LOG_DIR/build.log" -- "${with_dev_cflags[@]}" \
   cargo build --profile "$PROFILE" --bin datagen --bin service-stg --bin service-dds --bin service-cdm \
   --bin vaultctl)

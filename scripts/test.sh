@@ -32,17 +32,15 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
   printf '[test] chromium not found: the dashboard test will be skipped (apt-get install -y chromium)\n' >&2
 fi
 
-# The tests build while the stack comes up (on a fresh machine: the broker's build, Postgres
-# and Redis installed), so that both cores stay busy. Some tests start the services' real
+# The tests build while the stack comes up (on a fresh machine: Postgres, Redis, a JRE and
+# Maven installed, Kafka's jars fetched), so that both cores stay busy. Some tests start the services' real
 # binaries (SIGTERM, kill -9): those build too. With arguments (a package, a filter) only the
 # binaries: the rest is the runner's to choose.
 build='cargo build --workspace --bins && cargo test --workspace --no-run'
 (($# == 0)) || build='cargo build --workspace --bins'
 # librdkafka's C unoptimised, as in run.sh's dev build (the same target/debug, built once).
 build="export CFLAGS='${CFLAGS:--O0 -g0}' CXXFLAGS='${CXXFLAGS:--O0 -g0}'; $build"
-# Some tests crash and restart a broker of their own, which keeps its topics in SQLite: the
-# stack's broker build must have that engine (scripts/stack.sh).
-stack_env=$(VAULTLINE_BROKER_SQLITE=1 scripts/stack.sh up --beside .stack/logs/test-build.log -- \
+stack_env=$(scripts/stack.sh up --beside .stack/logs/test-build.log -- \
   bash -c "$build")
 eval "$stack_env"
 printf '[test] %s\n' "using: ${stack_env//$'\n'/; }" >&2
