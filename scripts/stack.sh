@@ -326,6 +326,19 @@ beside_parse() {
   BESIDE_COMMAND=("$@")
 }
 
+# On a machine that has never built the workspace, its crates download while the build tools
+# install (neither needs the other), instead of after. Best effort: the build fetches whatever
+# this missed.
+prefetch_start() {
+  [[ -n $BESIDE_LOG && ! -d $REPO_ROOT/target ]] && command -v cargo >/dev/null || return 0
+  mkdir -p "$STATE_DIR/logs"
+  log "downloading the workspace's crates (log: $STATE_DIR/logs/fetch.log)"
+  local host
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  cargo fetch --locked --target "$host" --manifest-path "$REPO_ROOT/Cargo.toml" \
+    >"$STATE_DIR/logs/fetch.log" 2>&1 8>&- &
+}
+
 # Starts the command in the background; if `up` fails before it is done, it is stopped. It
 # runs at the lowest priority, so that the packages' installation and the servers' start, which
 # are short, are not slowed by it.
@@ -403,6 +416,7 @@ main() {
     up)
       shift
       beside_parse "$@"
+      prefetch_start
       build_tools_up
       beside_start
       packages_up
