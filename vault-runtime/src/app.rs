@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::watch;
 
-use crate::config::{Migrations, Settings};
+use crate::config::{ConfigError, Migrations, Settings};
 use crate::consume::{Backoff, Worker};
 use crate::http::{self, Dependency, HealthState};
 use crate::kafka;
@@ -163,7 +163,10 @@ impl<S: Stage> Application<S> {
             let ready = tokio::select! {
                 biased;
                 _ = prepare_stop.wait_for(|stop| *stop) => false,
-                () = prepare(&settings, &status) => true
+                prepared = prepare(&settings, &status) => {
+                    prepared?;
+                    true
+                }
             };
             if ready {
                 // Companions and the worker run together; the first error ends them all.
@@ -195,17 +198,23 @@ impl<S: Stage> Application<S> {
     }
 }
 
-/// Applies migrations and creates topics, retrying while dependencies are down.
-async fn prepare(settings: &Settings, status: &Status) {
-    Backoff::DEFAULT
-        .retry(
-            || schema_ready(settings),
-            |error, _| {
-                tracing::warn!(error = %format!("{error:#}"), "Cannot apply migrations yet; retrying.");
-                status.record_error(format!("migrations: {error:#}"));
-            },
-        )
-        .await;
+/// Checks the Kafka credentials while it applies migrations, then creates topics, retrying
+/// while dependencies are down. Fails only when the brokers refuse the credentials.
+async fn prepare(settings: &Settings, status: &Status) -> anyhow::Result<()> {
+    let migrations = async {
+        Backoff::DEFAULT
+            .retry(
+                || schema_ready(settings),
+                |error, _| {
+                    tracing::warn!(error = %format!("{error:#}"), "Cannot apply migrations yet; retrying.");
+                    status.record_error(format!("migrations: {error:#}"));
+                },
+            )
+            .await;
+        anyhow::Ok(())
+    };
+    // Concurrently: a rejection is fatal even while Postgres is still down.
+    tokio::try_join!(kafka_credentials(settings, status), migrations)?;
     if let Some(partitions) = settings.kafka.create_topics_partitions {
         let topics: Vec<&str> = [
             &settings.kafka.source_topic,
@@ -224,6 +233,29 @@ async fn prepare(settings: &Settings, status: &Status) {
                 },
             )
             .await;
+    }
+    Ok(())
+}
+
+/// How long one credentials check waits for a broker to answer either way.
+const CREDENTIALS_CHECK: Duration = Duration::from_secs(10);
+
+/// Waits until the brokers take the SASL credentials. Refused credentials are a configuration
+/// error (docs/failures.md, "Fatal"): retrying would only hide a wrong password behind
+/// "Kafka is down" forever. A broker that does not answer is an outage: paused and retried.
+async fn kafka_credentials(settings: &Settings, status: &Status) -> anyhow::Result<()> {
+    let mut pause = Backoff::DEFAULT.first();
+    loop {
+        match kafka::check_credentials(&settings.kafka, CREDENTIALS_CHECK).await {
+            Ok(()) => return Ok(()),
+            Err(kafka::CredentialsCheck::Rejected(error)) => return Err(error.into()),
+            Err(kafka::CredentialsCheck::Unanswered(error)) => {
+                tracing::warn!(%error, "Cannot reach Kafka to check its credentials yet; retrying.");
+                status.record_error(format!("kafka: {error}"));
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = Backoff::DEFAULT.next(pause);
     }
 }
 
@@ -278,6 +310,11 @@ pub async fn main_for<S: Stage>(profile: crate::config::Profile) -> std::process
     };
     match app.run_until_stopped(crate::shutdown::signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Found only once connected (credentials the brokers refuse): as fatal as a bad setting.
+        Err(error) if error.is::<ConfigError>() => {
+            eprintln!("{}: {error}", profile.service);
+            std::process::ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "Service failed.");
             std::process::ExitCode::FAILURE

@@ -2,20 +2,21 @@
 //! delivery acknowledgement, and topic creation. Broker-agnostic: nothing here depends on
 //! more than the Kafka protocol (no transactions).
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::try_join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 pub use rdkafka::producer::FutureProducer;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use crate::config::{KafkaSecurity, KafkaSettings};
+use crate::config::{ConfigError, KafkaSecurity, KafkaSettings};
 
 /// A message taken off the consumer, owned so it outlives the poll that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +188,113 @@ pub async fn reachable(producer: &FutureProducer, timeout: Duration) -> Result<(
     .map_err(|e| e.to_string())?
 }
 
+/// What a credentials check found when the brokers did not take the client in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsCheck {
+    /// The brokers refused the SASL credentials: a configuration error no retry fixes.
+    Rejected(ConfigError),
+    /// No broker answered in time: an outage, to wait for like any other.
+    Unanswered(String),
+}
+
+/// Whether `error` says the brokers refused the client's SASL credentials. librdkafka turns
+/// the broker's `SaslAuthenticationFailed` into its own `Authentication` code; both count.
+/// A broker that is down or unreachable (`Transport`, `AllBrokersDown`, ...) does not.
+pub fn is_authentication_failure(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+    )
+}
+
+/// The fatal error for credentials the brokers refused: names the user and the variables to
+/// fix, and carries librdkafka's reason (which never holds the password).
+pub fn credentials_rejected(username: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        variable: "KAFKA_USERNAME",
+        problem: format!(
+            "Kafka SASL authentication failed for user `{username}` \
+             (check KAFKA_USERNAME and KAFKA_PASSWORD): {reason}"
+        ),
+    }
+}
+
+/// Hears librdkafka's client-wide errors and keeps the first authentication failure, which
+/// librdkafka reports only there: a request to a broker that refused the credentials just
+/// times out.
+#[derive(Debug, Default)]
+struct CredentialsWatch {
+    rejected: Mutex<Option<String>>,
+}
+
+impl CredentialsWatch {
+    fn rejected(&self) -> Option<String> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ClientContext for CredentialsWatch {
+    /// Other errors (a broker down) are left to the check's own timeout to report, once.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_authentication_failure(&error) {
+            self.rejected
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| reason.to_owned());
+        }
+    }
+}
+
+impl ConsumerContext for CredentialsWatch {}
+
+/// Whether the brokers take the service's SASL credentials: waits up to `within` for either
+/// a metadata answer (accepted) or an authentication failure (rejected); without either,
+/// the brokers did not answer. Plaintext has no credentials to check.
+pub async fn check_credentials(
+    settings: &KafkaSettings,
+    within: Duration,
+) -> Result<(), CredentialsCheck> {
+    let KafkaSecurity::Sasl { username, .. } = &settings.security else {
+        return Ok(());
+    };
+    // No group.id: the client's events stay on its main queue, which `poll` serves.
+    let client: Arc<BaseConsumer<CredentialsWatch>> = Arc::new(
+        base_config(settings)
+            .create_with_context(CredentialsWatch::default())
+            .map_err(|error| CredentialsCheck::Unanswered(error.to_string()))?,
+    );
+    let deadline = Instant::now() + within;
+    loop {
+        // Rounds of a second each, off the async threads: a stop between rounds leaves no
+        // long blocking call behind (the runtime waits for those at exit).
+        let round = Arc::clone(&client);
+        let answer = tokio::task::spawn_blocking(move || {
+            let answer = round.fetch_metadata(None, Duration::from_secs(1)).map(drop);
+            // librdkafka queues its client-wide errors; the context hears them only as the
+            // client is polled, and a poll returns at each error event: drain them all.
+            while round.poll(Duration::from_millis(10)).is_some() {}
+            answer
+        })
+        .await
+        .map_err(|error| CredentialsCheck::Unanswered(error.to_string()))?;
+        if let Some(reason) = client.context().rejected() {
+            return Err(CredentialsCheck::Rejected(credentials_rejected(
+                username, &reason,
+            )));
+        }
+        match answer {
+            Ok(()) => return Ok(()),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(CredentialsCheck::Unanswered(error.to_string()))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Where a consumer group stands on one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionProgress {
@@ -295,4 +403,54 @@ pub async fn wait_caught_up(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refused_credentials_count_as_an_authentication_failure() {
+        for code in [
+            RDKafkaErrorCode::Authentication,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+        ] {
+            assert!(
+                is_authentication_failure(&KafkaError::Global(code)),
+                "{code:?}"
+            );
+            assert!(is_authentication_failure(&KafkaError::MessageConsumption(
+                code
+            )));
+        }
+        // An outage is waited for, never fatal.
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::OperationTimedOut,
+            RDKafkaErrorCode::SSL,
+            RDKafkaErrorCode::Resolve,
+        ] {
+            assert!(
+                !is_authentication_failure(&KafkaError::Global(code)),
+                "{code:?}"
+            );
+        }
+        assert!(!is_authentication_failure(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn a_rejection_names_the_user_and_the_variables_to_fix() {
+        let error =
+            credentials_rejected("svc-stg", "SASL authentication error: invalid credentials");
+        assert_eq!(error.variable, "KAFKA_USERNAME");
+        let line = error.to_string();
+        assert!(
+            line.starts_with("invalid configuration: KAFKA_USERNAME: "),
+            "{line}"
+        );
+        for part in ["`svc-stg`", "KAFKA_PASSWORD", "invalid credentials"] {
+            assert!(line.contains(part), "{line} lacks {part}");
+        }
+    }
 }
