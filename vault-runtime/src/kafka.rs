@@ -380,7 +380,9 @@ pub const PIPELINE_HOPS: [(&str, &str); 3] = [
 
 /// Waits until each hop, in pipeline order, has committed everything on its topic (so that,
 /// when it returns, the whole chain is at rest); fails when `limit` runs out first. Calls
-/// `caught_up` as each hop gets there.
+/// `caught_up` as each hop gets there. A read that fails (a group coordinator still loading
+/// on a broker that just started answers `NOT_COORDINATOR`, a leader moving answers
+/// `NOT_LEADER_FOR_PARTITION`) is asked again: only the limit ends the wait.
 pub async fn wait_caught_up(
     settings: &KafkaSettings,
     hops: &[(&str, &str)],
@@ -390,14 +392,17 @@ pub async fn wait_caught_up(
     let started = std::time::Instant::now();
     for (group, topic) in hops {
         loop {
-            let lag = lag(settings, group, topic).await?;
-            if lag == 0 {
-                caught_up(group, topic);
-                break;
-            }
+            let outstanding = match lag(settings, group, topic).await {
+                Ok(0) => {
+                    caught_up(group, topic);
+                    break;
+                }
+                Ok(lag) => format!("still has {lag} messages to process"),
+                Err(error) => format!("cannot tell its lag ({error:#})"),
+            };
             anyhow::ensure!(
                 started.elapsed() < limit,
-                "{group} still has {lag} messages to process on {topic} after {limit:?}"
+                "{group} {outstanding} on {topic} after {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
