@@ -31,11 +31,11 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly CACHE_DIR="${VAULTLINE_CACHE:-$HOME/.cache/vaultline}"
-# The compose file's image tag is the one place the version is written.
-KAFKA_VERSION=$(sed -n 's|^ *image: apache/kafka:\([0-9][0-9.]*\)$|\1|p' "$REPO_ROOT/docker-compose.yml" | sort -u)
+# The compose file's `x-kafka-image` is the one place the version is written.
+KAFKA_VERSION=$(sed -n 's|^x-kafka-image: &kafka-image apache/kafka:\([0-9][0-9.]*\)$|\1|p' "$REPO_ROOT/docker-compose.yml")
 readonly KAFKA_VERSION
 [[ $KAFKA_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || {
-  printf '[kafka] docker-compose.yml must pin exactly one apache/kafka:X.Y.Z image; found: %s\n' "${KAFKA_VERSION:-none}" >&2
+  printf '[kafka] docker-compose.yml must pin the version once, as x-kafka-image: &kafka-image apache/kafka:X.Y.Z; found: %s\n' "${KAFKA_VERSION:-none}" >&2
   exit 2
 }
 readonly LIBS_DIR="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
