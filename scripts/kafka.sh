@@ -132,6 +132,9 @@ auto.create.topics.enable=false
 num.partitions=1
 default.replication.factor=$replicas
 offsets.topic.replication.factor=$replicas
+# Kafka's 50 partitions for committed offsets are for clusters with many groups; here they only
+# make a new broker's first group wait seconds for their creation.
+offsets.topic.num.partitions=10
 transaction.state.log.replication.factor=$replicas
 transaction.state.log.min.isr=$(((replicas + 1) / 2))
 # A consumer group's first assignment without Kafka's 3 s wait for more members: every service

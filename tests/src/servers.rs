@@ -551,6 +551,39 @@ impl PrivatePostgres {
             .await
     }
 
+    /// Stops every process of the server with SIGSTOP: connections stay open and nothing
+    /// answers, as with a server that hangs (or a network that drops packets).
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal_all("STOP")
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal_all("CONT")
+    }
+
+    /// Sends `signal` to the postmaster and every process it started.
+    fn signal_all(&self, signal: &str) -> anyhow::Result<()> {
+        let pid_file = std::fs::read_to_string(self.0.dir.join("data/postmaster.pid"))?;
+        let postmaster = pid_file
+            .lines()
+            .next()
+            .context("an empty postmaster.pid")?
+            .trim()
+            .to_owned();
+        let mut pids = vec![postmaster.clone()];
+        for task in std::fs::read_dir(format!("/proc/{postmaster}/task"))? {
+            let children = std::fs::read_to_string(task?.path().join("children"))?;
+            pids.extend(children.split_whitespace().map(str::to_owned));
+        }
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pids:?} failed");
+        Ok(())
+    }
+
     /// Stops it the way a crash would (`pg_ctl stop -m immediate`: no checkpoint, every
     /// connection cut).
     pub fn crash(&self) -> anyhow::Result<()> {

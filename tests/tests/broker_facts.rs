@@ -415,6 +415,13 @@ async fn first_assignment_after(stack: &Stack) -> anyhow::Result<Duration> {
     .await?
 }
 
+/// As [`first_assignment_after`], for a broker's second group: the first one also waits for the
+/// broker to create its offsets topic, which is not what is measured here.
+async fn second_groups_first_assignment(stack: &Stack) -> anyhow::Result<Duration> {
+    first_assignment_after(stack).await?;
+    first_assignment_after(stack).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_delays_a_new_groups_first_assignment_by_3_s_unless_told_0_s() -> anyhow::Result<()> {
     // Kafka's own default, which the stack's settings (scripts/kafka.sh) override with 0.
@@ -423,10 +430,10 @@ async fn kafka_delays_a_new_groups_first_assignment_by_3_s_unless_told_0_s() -> 
         ..KafkaOptions::default()
     })
     .await?;
-    let by_default = first_assignment_after(&private_stack(&default)).await?;
+    let by_default = second_groups_first_assignment(&private_stack(&default)).await?;
     drop(default);
     let zero = PrivateKafka::start().await?;
-    let with_zero = first_assignment_after(&private_stack(&zero)).await?;
+    let with_zero = second_groups_first_assignment(&private_stack(&zero)).await?;
     eprintln!("first assignment: {by_default:?} by default, {with_zero:?} with 0 s");
     ensure!(
         by_default >= Duration::from_millis(2900),

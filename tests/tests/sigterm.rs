@@ -1,15 +1,18 @@
 //! SIGTERM with work in flight, on every service's real binary (docs/contract.md §4): the
 //! process finishes or abandons its batch, commits what is durable, flushes its producer and
 //! exits 0; started again, it goes on from its committed offsets and the counters come out
-//! exact — nothing lost, nothing redone wrongly.
+//! exact — nothing lost, nothing redone wrongly. And whatever it waits on, it is gone within
+//! its stop deadline (`vault_runtime::shutdown::STOP_WITHIN`): a database that stopped
+//! answering mid-batch holds it no longer than that.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
+use vault_runtime::shutdown::STOP_WITHIN;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
-use vault_tests::pipeline::{Pipeline, Service};
+use vault_tests::pipeline::{Overrides, Pipeline, Service};
 use vault_tests::process::{free_port, log, spawn, terminate};
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -86,4 +89,80 @@ async fn sigterm_on_service_dds_mid_stream_commits_and_loses_nothing() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_service_cdm_mid_stream_commits_and_loses_nothing() -> anyhow::Result<()> {
     terminated_mid_stream_loses_nothing(Service::Cdm, 3).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_within_its_deadline(
+) -> anyhow::Result<()> {
+    let pg = vault_tests::servers::PrivatePostgres::start().await?;
+    let (admin, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    admin.batch_execute("CREATE DATABASE warehouse").await?;
+    let (server, _) = pg
+        .url()
+        .rsplit_once('/')
+        .map(|(s, d)| (s.to_owned(), d.to_owned()))
+        .expect("a URL");
+    let mut p = Pipeline::start_with(
+        2,
+        Overrides {
+            database_url: Some(format!("{server}/warehouse")),
+            ..Overrides::default()
+        },
+    )
+    .await?;
+    p.stop_service(Service::Stg).await?;
+    let mut env = p.env(Service::Stg);
+    env.insert("HTTP_PORT".into(), free_port().to_string());
+    env.insert("RUST_LOG".into(), "info".into());
+    // Small batches, so that the freeze finds work pending.
+    env.insert("BATCH_MAX_MESSAGES".into(), "20".into());
+    let log_name = format!("{}.log", vault_tests::unique("stg-frozen-db"));
+    let child = spawn("service-stg", &env, &log_name)?;
+
+    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 20, 4);
+    p.put_dictionary(&d).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let sent = datagen::generate::orders(&mut rng, &d, 170_000, 3_000);
+    p.produce_raw(&messages(&sent)).await?;
+    eventually("stg to be part way through", SETTLE, || async {
+        (committed(&p, Service::Stg).await > 100).then_some(())
+    })
+    .await;
+
+    // Postgres stops answering mid-stream: the batch in hand hangs in its transaction (no
+    // statement times out on a server that never answers), and the group stops moving.
+    pg.freeze()?;
+    let stuck_at = eventually("stg to stop making progress", SETTLE, || async {
+        let first = committed(&p, Service::Stg).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = committed(&p, Service::Stg).await;
+        (first == second).then_some(second)
+    })
+    .await;
+    assert!(stuck_at < 3_000, "work was pending when the database froze");
+
+    let signalled = Instant::now();
+    let code = terminate(child).await?;
+    let took = signalled.elapsed();
+    let text = log(&log_name);
+    eprintln!("stopped {took:?} after SIGTERM, exit {code:?}");
+    assert!(
+        took < STOP_WITHIN + Duration::from_secs(5),
+        "stopped {took:?} after SIGTERM: {text}"
+    );
+    // The deadline, not a clean stop, ended it: the batch never finished.
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("exiting with the work in hand uncommitted"),
+        "{text}"
+    );
+
+    // The database answers again; the service, started again, redoes the abandoned batch.
+    pg.thaw()?;
+    let child = spawn("service-stg", &env, &log_name)?;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &d, &sent).await?;
+    assert_eq!(terminate(child).await?, Some(0));
+    p.shutdown().await
 }
