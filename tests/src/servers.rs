@@ -524,6 +524,20 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.0.port)
     }
 
+    /// Creates database `name` on it and returns its URL (as the `postgres` superuser).
+    pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        let (admin, connection) =
+            tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.0.port
+        ))
+    }
+
     /// Starts (or starts again) the server and waits until it accepts connections.
     pub async fn restart(&self) -> anyhow::Result<()> {
         let data = self.0.dir.join("data");

@@ -95,18 +95,10 @@ async fn sigterm_on_service_cdm_mid_stream_commits_and_loses_nothing() -> anyhow
 async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_within_its_deadline(
 ) -> anyhow::Result<()> {
     let pg = vault_tests::servers::PrivatePostgres::start().await?;
-    let (admin, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    admin.batch_execute("CREATE DATABASE warehouse").await?;
-    let (server, _) = pg
-        .url()
-        .rsplit_once('/')
-        .map(|(s, d)| (s.to_owned(), d.to_owned()))
-        .expect("a URL");
     let mut p = Pipeline::start_with(
         2,
         Overrides {
-            database_url: Some(format!("{server}/warehouse")),
+            database_url: Some(pg.create_database("warehouse").await?),
             ..Overrides::default()
         },
     )

@@ -50,12 +50,7 @@ async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing
     // A private server: the warehouse is altered under the services, and nothing else may
     // touch it meanwhile.
     let pg = vault_tests::servers::PrivatePostgres::start().await?;
-    let (admin, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    admin.batch_execute("CREATE DATABASE warehouse").await?;
-    let server_url = pg.url();
-    let (server, _) = server_url.rsplit_once('/').expect("a URL with a database");
-    let database_url = format!("{server}/warehouse");
+    let database_url = pg.create_database("warehouse").await?;
     let (admin_url, role_url) = database_with_role(&pg.url(), &database_url).await?;
     let role = role_url
         .split("://")
