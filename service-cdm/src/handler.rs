@@ -69,67 +69,69 @@ impl Stage for CdmStage {
     type Needs = ();
     const PUBLISHES: bool = false;
     const VERIFIES: bool = true;
-    const TABLES: &'static [Table] = &[
-        Table {
-            name: "cdm.order_state",
-            columns: &[
-                "order_id",
-                "user_id",
-                "update_ts",
-                "counted",
-                "product_ids",
-                "category_ids",
-                "updated_at",
-            ],
-            privileges: "SELECT, INSERT, UPDATE",
-        },
-        Table {
-            name: Counter::PRODUCTS.table,
-            columns: &[
-                "user_id",
-                "product_id",
-                "product_name",
-                "order_cnt",
-                "updated_at",
-            ],
-            privileges: "SELECT, INSERT, UPDATE",
-        },
-        Table {
-            name: Counter::CATEGORIES.table,
-            columns: &[
-                "user_id",
-                "category_id",
-                "category_name",
-                "order_cnt",
-                "updated_at",
-            ],
-            privileges: "SELECT, INSERT, UPDATE",
-        },
-        // Read, and locked in SHARE mode, which Postgres grants with UPDATE.
-        Table {
-            name: "cdm.tag_rules",
-            columns: &["tag", "scope", "target", "threshold", "enabled"],
-            privileges: "SELECT, UPDATE",
-        },
-        Table {
-            name: "cdm.user_tags",
-            columns: &["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
-            privileges: "SELECT, INSERT, UPDATE, DELETE",
-        },
-        Table {
-            name: "cdm.user_tag_events",
-            columns: &[
-                "event_id",
-                "user_id",
-                "tag",
-                "seq",
-                "event",
-                "order_cnt",
-                "at",
-            ],
-            privileges: "SELECT, INSERT",
-        },
-    ];
+    fn tables() -> Vec<Table> {
+        vec![
+            Table {
+                name: "cdm.order_state",
+                columns: vec![
+                    "order_id",
+                    "user_id",
+                    "update_ts",
+                    "counted",
+                    "product_ids",
+                    "category_ids",
+                    "updated_at",
+                ],
+                privileges: "SELECT, INSERT, UPDATE",
+            },
+            Table {
+                name: Counter::PRODUCTS.table,
+                columns: vec![
+                    "user_id",
+                    "product_id",
+                    "product_name",
+                    "order_cnt",
+                    "updated_at",
+                ],
+                privileges: "SELECT, INSERT, UPDATE",
+            },
+            Table {
+                name: Counter::CATEGORIES.table,
+                columns: vec![
+                    "user_id",
+                    "category_id",
+                    "category_name",
+                    "order_cnt",
+                    "updated_at",
+                ],
+                privileges: "SELECT, INSERT, UPDATE",
+            },
+            // Read, and locked in SHARE mode, which Postgres grants with UPDATE.
+            Table {
+                name: "cdm.tag_rules",
+                columns: vec!["tag", "scope", "target", "threshold", "enabled"],
+                privileges: "SELECT, UPDATE",
+            },
+            Table {
+                name: "cdm.user_tags",
+                columns: vec!["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
+                privileges: "SELECT, INSERT, UPDATE, DELETE",
+            },
+            Table {
+                name: "cdm.user_tag_events",
+                columns: vec![
+                    "event_id",
+                    "user_id",
+                    "tag",
+                    "seq",
+                    "event",
+                    "order_cnt",
+                    "at",
+                ],
+                privileges: "SELECT, INSERT",
+            },
+        ]
+    }
 
     fn new((): (), _: &Settings) -> anyhow::Result<Self> {
         Ok(Self)

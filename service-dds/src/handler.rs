@@ -36,7 +36,9 @@ impl Stage for DdsStage {
     type Item = EnrichedOrder;
     type Needs = ();
     const PUBLISHES: bool = true;
-    const TABLES: &'static [Table] = load::TABLES;
+    fn tables() -> Vec<Table> {
+        load::tables()
+    }
 
     fn new((): (), settings: &Settings) -> anyhow::Result<Self> {
         Ok(Self {

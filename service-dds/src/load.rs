@@ -33,52 +33,32 @@ pub async fn load(
         load_src,
     };
     let rows: Vec<VaultRows> = applied.iter().map(|order| vault::rows(order)).collect();
-    let rows = rows.as_slice();
-
-    // Hubs before links and satellites: with no foreign keys, integrity holds by this order.
-    insert_once(conn, &stamp, rows.iter().map(|r| &r.h_order)).await?;
-    insert_once(conn, &stamp, rows.iter().map(|r| &r.h_user)).await?;
-    insert_once(conn, &stamp, rows.iter().map(|r| &r.h_restaurant)).await?;
-    insert_once(conn, &stamp, rows.iter().flat_map(|r| &r.h_products)).await?;
-    insert_once(conn, &stamp, rows.iter().flat_map(|r| &r.h_categories)).await?;
-
-    insert_once(conn, &stamp, rows.iter().map(|r| &r.l_order_user)).await?;
-    insert_once(conn, &stamp, rows.iter().flat_map(|r| &r.l_order_products)).await?;
-    insert_once(
-        conn,
-        &stamp,
-        rows.iter().flat_map(|r| &r.l_product_categories),
-    )
-    .await?;
-    insert_once(
-        conn,
-        &stamp,
-        rows.iter().flat_map(|r| &r.l_product_restaurants),
-    )
-    .await?;
-    insert_once(
-        conn,
-        &stamp,
-        rows.iter().flat_map(|r| &r.l_order_product_categories),
-    )
-    .await?;
-
-    history(conn, &stamp, rows.iter().map(|r| &r.s_user_names)).await?;
-    history(conn, &stamp, rows.iter().map(|r| &r.s_restaurant_names)).await?;
-    history(conn, &stamp, rows.iter().flat_map(|r| &r.s_product_names)).await?;
-    history(conn, &stamp, rows.iter().map(|r| &r.s_order_cost)).await?;
-    history(conn, &stamp, rows.iter().map(|r| &r.s_order_status)).await?;
-
-    insert_once(conn, &stamp, rows.iter().map(|r| &r.s_order_version)).await?;
-    insert_once(
-        conn,
-        &stamp,
-        rows.iter()
-            .flat_map(|r| &r.s_order_product_category_effectivity),
-    )
-    .await?;
-
+    let mut statements = Statements {
+        stamp: &stamp,
+        queries: Vec::new(),
+    };
+    VaultRows::visit(&rows, &mut statements);
+    for query in statements.queries {
+        query.execute(conn).await?;
+    }
     advance_applied_versions(conn, applied, stamp.load_dt).await
+}
+
+/// The statements of one load, one per table with rows, in the order [`VaultRows::visit`]
+/// gives.
+struct Statements<'r> {
+    stamp: &'r Stamp<'r>,
+    queries: Vec<BoxedSqlQuery<'r, Pg, SqlQuery>>,
+}
+
+impl<'r> vault::Visitor<'r> for Statements<'r> {
+    fn insert_once<R: InsertOnce>(&mut self, rows: Vec<&'r R>) {
+        self.queries.extend(insert_once(self.stamp, rows));
+    }
+
+    fn history<R: History>(&mut self, rows: Vec<&'r R>) {
+        self.queries.extend(history(self.stamp, rows));
+    }
 }
 
 /// What every row of one load carries besides its own columns.
@@ -87,19 +67,18 @@ struct Stamp<'a> {
     load_src: &'a str,
 }
 
-/// Writes the rows of one insert-once table, deduplicated and in key order; a row whose key
-/// is in the table already is skipped.
-async fn insert_once<'r, R: InsertOnce>(
-    conn: &mut AsyncPgConnection,
-    stamp: &Stamp<'_>,
-    rows: impl IntoIterator<Item = &'r R>,
-) -> diesel::QueryResult<usize> {
+/// The statement writing the rows of one insert-once table, deduplicated and in key order; a
+/// row whose key is in the table already is skipped. None without rows.
+fn insert_once<'r, R: InsertOnce>(
+    stamp: &'r Stamp<'r>,
+    rows: Vec<&'r R>,
+) -> Option<BoxedSqlQuery<'r, Pg, SqlQuery>> {
     let mut unique: BTreeMap<R::Key, &R> = BTreeMap::new();
     for row in rows {
         unique.entry(row.key()).or_insert(row);
     }
     if unique.is_empty() {
-        return Ok(0);
+        return None;
     }
     let rows: Vec<&R> = unique.into_values().collect();
     let columns = Columns::of::<R>();
@@ -115,20 +94,20 @@ async fn insert_once<'r, R: InsertOnce>(
         dt = n + 1,
         src = n + 2,
     );
-    bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
-        .bind::<Timestamptz, _>(stamp.load_dt)
-        .bind::<Text, _>(stamp.load_src)
-        .execute(conn)
-        .await
+    Some(
+        bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
+            .bind::<Timestamptz, _>(stamp.load_dt)
+            .bind::<Text, _>(stamp.load_src),
+    )
 }
 
-/// Writes the rows of one history satellite: per hub in load order, a row only where the
-/// hashdiff changes, starting from the hub's current row in the table.
-async fn history<'r, R: History>(
-    conn: &mut AsyncPgConnection,
-    stamp: &Stamp<'_>,
-    rows: impl IntoIterator<Item = &'r R>,
-) -> diesel::QueryResult<usize> {
+/// The statement writing the rows of one history satellite: per hub in load order, a row only
+/// where the hashdiff changes, starting from the hub's current row in the table. None without
+/// rows.
+fn history<'r, R: History>(
+    stamp: &'r Stamp<'r>,
+    rows: Vec<&'r R>,
+) -> Option<BoxedSqlQuery<'r, Pg, SqlQuery>> {
     let mut per_hub: BTreeMap<HashKey, Vec<&R>> = BTreeMap::new();
     for row in rows {
         let candidates = per_hub.entry(row.hub()).or_default();
@@ -140,7 +119,7 @@ async fn history<'r, R: History>(
         }
     }
     if per_hub.is_empty() {
-        return Ok(0);
+        return None;
     }
     let (mut rows, mut load_dts, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
     for candidates in per_hub.values() {
@@ -170,12 +149,12 @@ async fn history<'r, R: History>(
         first = n + 2,
         src = n + 3,
     );
-    bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
-        .bind::<Array<Timestamptz>, _>(load_dts)
-        .bind::<Array<Bool>, _>(firsts)
-        .bind::<Text, _>(stamp.load_src)
-        .execute(conn)
-        .await
+    Some(
+        bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
+            .bind::<Array<Timestamptz>, _>(load_dts)
+            .bind::<Array<Bool>, _>(firsts)
+            .bind::<Text, _>(stamp.load_src),
+    )
 }
 
 /// The SQL fragments for a table's columns, bound as parameters `$1..$count`, one array each.
@@ -298,99 +277,21 @@ async fn advance_applied_versions(
 }
 
 /// Every table the loader writes, for the warehouse check the runtime runs when a batch is
-/// refused (hubs, links and satellites are insert-only; the load state is updated).
-pub const TABLES: &[vault_runtime::Table] = &{
-    const INSERT: &str = "SELECT, INSERT";
-    const fn table(name: &'static str, columns: &'static [&'static str]) -> vault_runtime::Table {
-        vault_runtime::Table {
-            name,
-            columns,
-            privileges: INSERT,
-        }
-    }
-    [
-        table(
-            "dds.h_order",
-            &["h_order_pk", "order_id", "order_dt", "load_dt", "load_src"],
-        ),
-        table(
-            "dds.h_user",
-            &["h_user_pk", "user_id", "load_dt", "load_src"],
-        ),
-        table("dds.h_restaurant", &["h_restaurant_pk", "restaurant_id"]),
-        table("dds.h_product", &["h_product_pk", "product_id"]),
-        table("dds.h_category", &["h_category_pk", "category_name"]),
-        table(
-            "dds.l_order_user",
-            &["hk_order_user_pk", "h_order_pk", "h_user_pk"],
-        ),
-        table(
-            "dds.l_order_product",
-            &["hk_order_product_pk", "h_order_pk", "h_product_pk"],
-        ),
-        table(
-            "dds.l_product_category",
-            &["hk_product_category_pk", "h_product_pk", "h_category_pk"],
-        ),
-        table(
-            "dds.l_product_restaurant",
-            &[
-                "hk_product_restaurant_pk",
-                "h_product_pk",
-                "h_restaurant_pk",
-            ],
-        ),
-        table(
-            "dds.s_user_names",
-            &[
-                "h_user_pk",
-                "username",
-                "userlogin",
-                "hk_user_names_hashdiff",
-                "update_ts",
-            ],
-        ),
-        table(
-            "dds.s_restaurant_names",
-            &[
-                "h_restaurant_pk",
-                "name",
-                "hk_restaurant_names_hashdiff",
-                "update_ts",
-            ],
-        ),
-        table(
-            "dds.s_product_names",
-            &[
-                "h_product_pk",
-                "name",
-                "hk_product_names_hashdiff",
-                "update_ts",
-            ],
-        ),
-        table(
-            "dds.s_order_cost",
-            &[
-                "h_order_pk",
-                "cost",
-                "payment",
-                "hk_order_cost_hashdiff",
-                "update_ts",
-            ],
-        ),
-        table(
-            "dds.s_order_status",
-            &[
-                "h_order_pk",
-                "status",
-                "hk_order_status_hashdiff",
-                "update_ts",
-            ],
-        ),
-        vault_runtime::Table {
-            name: "dds.order_load_state",
-            columns: &["h_order_pk", "order_id", "update_ts", "load_dt"],
-            privileges: "SELECT, INSERT, UPDATE",
-        },
-    ]
-};
+/// refused: the Data Vault's, from the same visit the load makes (insert-only: the database
+/// refuses UPDATE and DELETE), and the load state, which is updated.
+pub fn tables() -> Vec<vault_runtime::Table> {
+    let mut tables: Vec<vault_runtime::Table> = vault::tables()
+        .into_iter()
+        .map(|table| vault_runtime::Table {
+            name: table.name,
+            columns: table.columns,
+            privileges: "SELECT, INSERT",
+        })
+        .collect();
+    tables.push(vault_runtime::Table {
+        name: "dds.order_load_state",
+        columns: vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
+        privileges: "SELECT, INSERT, UPDATE",
+    });
+    tables
+}

@@ -66,18 +66,20 @@ impl Stage for StgStage {
     type Item = RawOrderMessage;
     type Needs = RedisPool;
     const PUBLISHES: bool = true;
-    const TABLES: &'static [Table] = &[Table {
-        name: "stg.order_events",
-        columns: &[
-            "object_id",
-            "object_type",
-            "sent_dttm",
-            "update_ts",
-            "payload",
-            "load_dt",
-        ],
-        privileges: "SELECT, INSERT, UPDATE",
-    }];
+    fn tables() -> Vec<Table> {
+        vec![Table {
+            name: "stg.order_events",
+            columns: vec![
+                "object_id",
+                "object_type",
+                "sent_dttm",
+                "update_ts",
+                "payload",
+                "load_dt",
+            ],
+            privileges: "SELECT, INSERT, UPDATE",
+        }]
+    }
 
     fn new(redis: RedisPool, _: &Settings) -> anyhow::Result<Self> {
         Ok(Self { redis })

@@ -372,28 +372,92 @@ history!(SProductNames, h_product_pk, hk_product_names_hashdiff);
 history!(SOrderCost, h_order_pk, hk_order_cost_hashdiff);
 history!(SOrderStatus, h_order_pk, hk_order_status_hashdiff);
 
-/// Every Data Vault row one order version yields, one field per table. Collections are
-/// deduplicated and sorted by key, so loading them in this order takes row locks in a stable
-/// order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VaultRows {
-    pub h_order: HOrder,
-    pub h_user: HUser,
-    pub h_restaurant: HRestaurant,
-    pub h_products: Vec<HProduct>,
-    pub h_categories: Vec<HCategory>,
-    pub l_order_user: LOrderUser,
-    pub l_order_products: Vec<LOrderProduct>,
-    pub l_product_categories: Vec<LProductCategory>,
-    pub l_product_restaurants: Vec<LProductRestaurant>,
-    pub l_order_product_categories: Vec<LOrderProductCategory>,
-    pub s_user_names: SUserNames,
-    pub s_restaurant_names: SRestaurantNames,
-    pub s_product_names: Vec<SProductNames>,
-    pub s_order_cost: SOrderCost,
-    pub s_order_status: SOrderStatus,
-    pub s_order_version: SOrderVersion,
-    pub s_order_product_category_effectivity: Vec<SOrderProductCategoryEffectivity>,
+/// What is done with one load's rows, one call per table ([`VaultRows::visit`]).
+pub trait Visitor<'r> {
+    /// The rows of an insert-once table (hub, link or effectivity).
+    fn insert_once<R: InsertOnce>(&mut self, rows: Vec<&'r R>);
+    /// The rows of a history satellite.
+    fn history<R: History>(&mut self, rows: Vec<&'r R>);
+}
+
+/// Declares [`VaultRows`] and its [`VaultRows::visit`] from one list, so the tables a load
+/// writes and the tables anything else derives from it (the warehouse check) cannot differ.
+macro_rules! vault_rows {
+    ( $( $field:ident : $kind:ident $shape:ident $row:ty ),+ $(,)? ) => {
+        /// Every Data Vault row one order version yields, one field per table. Collections
+        /// are deduplicated and sorted by key, so loading them in this order takes row locks
+        /// in a stable order.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct VaultRows {
+            $( pub $field: vault_rows!(@type $shape $row), )+
+        }
+
+        impl VaultRows {
+            /// Hands the rows of `loads` to `visitor` table by table, in load order: hubs,
+            /// then links, then satellites (with no foreign keys, integrity holds by this
+            /// order). Every table is visited, even one with no rows.
+            pub fn visit<'r>(loads: &'r [VaultRows], visitor: &mut impl Visitor<'r>) {
+                $( visitor.$kind::<$row>(vault_rows!(@collect $shape loads $field)); )+
+            }
+        }
+    };
+    (@type one $row:ty) => { $row };
+    (@type many $row:ty) => { Vec<$row> };
+    (@collect one $loads:ident $field:ident) => { $loads.iter().map(|r| &r.$field).collect() };
+    (@collect many $loads:ident $field:ident) => {
+        $loads.iter().flat_map(|r| &r.$field).collect()
+    };
+}
+
+vault_rows! {
+    h_order: insert_once one HOrder,
+    h_user: insert_once one HUser,
+    h_restaurant: insert_once one HRestaurant,
+    h_products: insert_once many HProduct,
+    h_categories: insert_once many HCategory,
+    l_order_user: insert_once one LOrderUser,
+    l_order_products: insert_once many LOrderProduct,
+    l_product_categories: insert_once many LProductCategory,
+    l_product_restaurants: insert_once many LProductRestaurant,
+    l_order_product_categories: insert_once many LOrderProductCategory,
+    s_user_names: history one SUserNames,
+    s_restaurant_names: history one SRestaurantNames,
+    s_product_names: history many SProductNames,
+    s_order_cost: history one SOrderCost,
+    s_order_status: history one SOrderStatus,
+    s_order_version: insert_once one SOrderVersion,
+    s_order_product_category_effectivity: insert_once many SOrderProductCategoryEffectivity,
+}
+
+/// One table a load writes: its name and the columns a row fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableColumns {
+    pub name: &'static str,
+    pub columns: Vec<&'static str>,
+}
+
+/// Every table a load writes, in load order, with the columns it fills.
+pub fn tables() -> Vec<TableColumns> {
+    struct Names(Vec<TableColumns>);
+    impl Names {
+        fn add<R: Table>(&mut self) {
+            self.0.push(TableColumns {
+                name: R::NAME,
+                columns: R::columns().iter().map(|c| c.name).collect(),
+            });
+        }
+    }
+    impl Visitor<'_> for Names {
+        fn insert_once<R: InsertOnce>(&mut self, _: Vec<&R>) {
+            self.add::<R>();
+        }
+        fn history<R: History>(&mut self, _: Vec<&R>) {
+            self.add::<R>();
+        }
+    }
+    let mut names = Names(Vec::new());
+    VaultRows::visit(&[], &mut names);
+    names.0
 }
 
 /// Maps one enriched order version to its Data Vault rows.
@@ -564,6 +628,19 @@ mod tests {
             of::<SOrderVersion>(),
             of::<SOrderProductCategoryEffectivity>(),
         ]
+    }
+
+    #[test]
+    fn a_load_visits_every_table_with_the_columns_it_declares() {
+        let visited: Vec<(&str, Vec<&str>)> = tables()
+            .into_iter()
+            .map(|table| (table.name, table.columns))
+            .collect();
+        let declared: Vec<(&str, Vec<&str>)> = all_tables()
+            .into_iter()
+            .map(|(name, columns, _)| (name, columns))
+            .collect();
+        assert_eq!(visited, declared);
     }
 
     #[test]

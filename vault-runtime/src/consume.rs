@@ -208,7 +208,7 @@ impl<S: Stage> Attempts for Worker<S> {
 
     async fn warehouse_problems(&self) -> Vec<String> {
         match self.runner.pool.get().await {
-            Ok(mut conn) => failure::diagnose(&mut conn, S::TABLES).await,
+            Ok(mut conn) => failure::diagnose(&mut conn, &S::tables()).await,
             Err(error) => vec![format!("cannot reach Postgres: {error}")],
         }
     }

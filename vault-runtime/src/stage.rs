@@ -97,11 +97,11 @@ impl<'a> Rejects<'a> {
 /// The tables a stage writes, with the columns and privileges it relies on. When the database
 /// refuses a batch, the runtime checks them to tell a warehouse that cannot take writes (a
 /// systemic fault: pause, never reject) from a message the database refuses.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Table {
     /// `schema.table`.
     pub name: &'static str,
-    pub columns: &'static [&'static str],
+    pub columns: Vec<&'static str>,
     /// As `has_table_privilege` takes them: `"SELECT, INSERT, UPDATE"`.
     pub privileges: &'static str,
 }
@@ -170,8 +170,9 @@ pub trait Stage: Send + Sync + Sized + 'static {
     /// Whether `apply` returns messages to publish (the settings must then name a destination
     /// topic; a stage that does not publish must return none).
     const PUBLISHES: bool;
-    /// Every table `apply` writes (the dead-letter table is the runtime's).
-    const TABLES: &'static [Table];
+    /// Every table `apply` writes (the dead-letter table is the runtime's), derived from what
+    /// writes them where a stage has a list of its own.
+    fn tables() -> Vec<Table>;
     /// Whether the service checks the datamarts against the recount over the Data Vault
     /// periodically (`VERIFY_INTERVAL_SECONDS`) and exports the result as a metric: the
     /// datamart stage does.
