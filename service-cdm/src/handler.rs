@@ -12,12 +12,13 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio::sync::watch;
 use uuid::Uuid;
+use vault_core::contract::{EntityId, OrderId, OrderStatus};
 use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Transition};
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
 use vault_runtime::{
-    Companion, Context, Entry, Failure, Rejection, Rejects, Settings, Stage, Table,
+    Companion, Context, Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table,
 };
 
 /// The datamart stage.
@@ -148,35 +149,25 @@ impl Stage for CdmStage {
         versions: Vec<Entry<OrderVersion>>,
         _: &mut Rejects<'_>,
     ) -> Result<Vec<OutMessage>, Failure> {
-        let orders: BTreeSet<Uuid> = versions.iter().map(|v| v.item.order.as_uuid()).collect();
-        let orders: Vec<Uuid> = orders.into_iter().collect();
-        let mut states = lock_states(conn, &orders).await?;
-        let mut deltas = Deltas::default();
-        let mut changed = BTreeSet::new();
-        let mut product_names = BTreeMap::new();
-        let mut category_names = BTreeMap::new();
-        for Entry { item: version, .. } in &versions {
-            if let Transition::Applied { state, deltas: d } =
-                transition(states.get(&version.order), version)
-            {
-                deltas.merge(&d);
-                states.insert(version.order, state);
-                changed.insert(version.order);
-                product_names.extend(version.products.clone());
-                category_names.extend(version.categories.clone());
-            }
-        }
-        apply_deltas(conn, Counter::PRODUCTS, &deltas.products, &product_names).await?;
-        apply_deltas(
-            conn,
-            Counter::CATEGORIES,
-            &deltas.categories,
-            &category_names,
-        )
-        .await?;
-        save_states(conn, &changed, &states).await?;
-        crate::tags::settle_batch(conn, &deltas).await?;
+        count(conn, versions.iter().map(|entry| &entry.item)).await?;
         Ok(Vec::new())
+    }
+
+    /// One made-up CLOSED order of a new user, counted as a batch's are: its state, both
+    /// counters, and the tags it settles (the rules' lock included).
+    async fn probe(&self, conn: &mut AsyncPgConnection) -> Result<(), Failure> {
+        let keys = ProbeKeys::new();
+        let entity = |n| EntityId::parse(&keys.entity(n)).map_err(|e| Failure::Systemic(e.into()));
+        let name = format!("probe {}", keys.entity(0));
+        let version = OrderVersion {
+            order: HashKey::order(OrderId(keys.id())),
+            user: HashKey::user(&entity(1)?),
+            version: Timestamp::from_datetime(chrono::Utc::now()),
+            status: OrderStatus::Closed,
+            products: BTreeMap::from([(HashKey::product(&entity(2)?), name.clone())]),
+            categories: BTreeMap::from([(HashKey::category(&name), name.clone())]),
+        };
+        count(conn, [&version]).await
     }
 
     /// The read API and the dashboard (docs/contract.md §6.4, §6.5).
@@ -199,15 +190,58 @@ impl Stage for CdmStage {
         })?;
         let producer = vault_runtime::kafka::producer(&settings.kafka)?;
         Ok(vec![
-            Box::pin(crate::tags::watch_rules(context.pool.clone(), stop.clone())),
+            Box::pin(crate::tags::watch_rules(
+                context.pool.clone(),
+                context.status.clone(),
+                stop.clone(),
+            )),
             Box::pin(crate::tags::relay_events(
                 context.pool.clone(),
                 producer,
                 topic,
+                context.status.clone(),
                 stop,
             )),
         ])
     }
+}
+
+/// Runs `versions` (in arrival order) through the counter transition against the stored
+/// states and applies the netted deltas, the new states and the tags they settle.
+async fn count<'v>(
+    conn: &mut AsyncPgConnection,
+    versions: impl IntoIterator<Item = &'v OrderVersion>,
+) -> Result<(), Failure> {
+    let versions: Vec<&OrderVersion> = versions.into_iter().collect();
+    let orders: BTreeSet<Uuid> = versions.iter().map(|v| v.order.as_uuid()).collect();
+    let orders: Vec<Uuid> = orders.into_iter().collect();
+    let mut states = lock_states(conn, &orders).await?;
+    let mut deltas = Deltas::default();
+    let mut changed = BTreeSet::new();
+    let mut product_names = BTreeMap::new();
+    let mut category_names = BTreeMap::new();
+    for version in versions {
+        if let Transition::Applied { state, deltas: d } =
+            transition(states.get(&version.order), version)
+        {
+            deltas.merge(&d);
+            states.insert(version.order, state);
+            changed.insert(version.order);
+            product_names.extend(version.products.clone());
+            category_names.extend(version.categories.clone());
+        }
+    }
+    apply_deltas(conn, Counter::PRODUCTS, &deltas.products, &product_names).await?;
+    apply_deltas(
+        conn,
+        Counter::CATEGORIES,
+        &deltas.categories,
+        &category_names,
+    )
+    .await?;
+    save_states(conn, &changed, &states).await?;
+    crate::tags::settle_batch(conn, &deltas).await?;
+    Ok(())
 }
 
 /// Claims a state row for every order (new ones start empty) and locks them all, in key

@@ -17,6 +17,7 @@
 //! counter committed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Text, Timestamptz, Uuid as SqlUuid};
@@ -29,6 +30,7 @@ use vault_core::counter::Deltas;
 use vault_core::tags::{decide, event_id, Rule, Scope, TagChange, TagEventKind, TagEventMessage};
 use vault_core::HashKey;
 use vault_runtime::kafka::{self, OutMessage};
+use vault_runtime::status::Status;
 use vault_runtime::stores::PgPool;
 
 /// How often the rules are compared with the applied ones.
@@ -615,10 +617,21 @@ async fn record_applied(
 
 /// Watches the rules until `stop`: every [`RULES_POLL`] recomputes each rule that differs from
 /// the one applied. An error (Postgres down) is logged and retried at the next poll.
-pub async fn watch_rules(pool: PgPool, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Its failures reach `/health` and `vaultline_component_failing` under this name.
+pub async fn watch_rules(
+    pool: PgPool,
+    status: Arc<Status>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    const COMPONENT: &str = "tag_rule_watcher";
     loop {
-        if let Err(error) = recompute_pending(&pool, &stop).await {
-            tracing::warn!(error = %format!("{error:#}"), "Cannot recompute tag rules yet; retrying.");
+        match recompute_pending(&pool, &stop).await {
+            Ok(()) => status.component_ok(COMPONENT),
+            Err(error) => {
+                let cause = format!("cannot recompute tag rules: {error:#}");
+                tracing::warn!(error = %cause, "Cannot recompute tag rules yet; retrying.");
+                status.component_failed(COMPONENT, cause);
+            }
         }
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
@@ -676,13 +689,20 @@ pub async fn relay_events(
     pool: PgPool,
     producer: FutureProducer,
     topic: String,
+    status: Arc<Status>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    const COMPONENT: &str = "tag_outbox";
     loop {
         let published = match relay_once(&pool, &producer, &topic).await {
-            Ok(published) => published,
+            Ok(published) => {
+                status.component_ok(COMPONENT);
+                published
+            }
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "Cannot publish tag events yet; retrying.");
+                let cause = format!("cannot publish tag events: {error:#}");
+                tracing::warn!(error = %cause, "Cannot publish tag events yet; retrying.");
+                status.component_failed(COMPONENT, cause);
                 0
             }
         };

@@ -13,7 +13,7 @@ use vault_core::decode;
 use vault_core::events::cdm_events;
 use vault_core::{version, EnrichedOrder, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
-use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
+use vault_runtime::{Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table};
 
 use crate::load;
 
@@ -48,6 +48,15 @@ impl Stage for DdsStage {
 
     fn decode(&self, message: &InMessage) -> Result<EnrichedOrder, Rejection> {
         Ok(decode::enriched_order(message.payload()).and_then(check_amounts)?)
+    }
+
+    /// One made-up order (a user, a restaurant, a dish in a category, all new) loaded as a
+    /// batch's are: a row in every Data Vault table and the load state.
+    async fn probe(&self, conn: &mut AsyncPgConnection) -> Result<(), Failure> {
+        let keys = ProbeKeys::new();
+        let order = probe_order(&keys).map_err(|e| Failure::Systemic(e.into()))?;
+        load::load(conn, &[&order], "probe").await?;
+        Ok(())
     }
 
     async fn apply(
@@ -143,4 +152,43 @@ fn check_amounts(order: EnrichedOrder) -> Result<EnrichedOrder, decode::DecodeEr
         }
     }
     Ok(order)
+}
+
+/// The order [`DdsStage::probe`] loads, with fresh keys.
+fn probe_order(keys: &ProbeKeys) -> Result<EnrichedOrder, vault_core::contract::ScalarError> {
+    use vault_core::contract::{
+        Amount, EnrichedPayload, EnrichedProduct, EntityId, OrderId, OrderStatus, RestaurantRef,
+        UserRef,
+    };
+    let now = vault_core::Timestamp::from_datetime(chrono::Utc::now());
+    let id = OrderId(keys.id());
+    let name = format!("probe {}", keys.entity(0));
+    Ok(EnrichedOrder {
+        object_id: id,
+        object_type: "order".to_owned(),
+        payload: EnrichedPayload {
+            id,
+            date: now,
+            cost: Amount::from_i64(1),
+            payment: Amount::from_i64(1),
+            status: OrderStatus::Closed,
+            update_ts: now,
+            restaurant: RestaurantRef {
+                id: EntityId::parse(&keys.entity(1))?,
+                name: name.clone(),
+            },
+            user: UserRef {
+                id: EntityId::parse(&keys.entity(2))?,
+                name: name.clone(),
+                login: name.clone(),
+            },
+            products: vec![EnrichedProduct {
+                id: EntityId::parse(&keys.entity(3))?,
+                price: Amount::from_i64(1),
+                quantity: 1,
+                name: name.clone(),
+                category: name,
+            }],
+        },
+    })
 }

@@ -13,7 +13,7 @@ use vault_core::enrich::enrich;
 use vault_core::{version, EntityId, Restaurant, Timestamp, User};
 use vault_runtime::kafka::{InMessage, OutMessage};
 use vault_runtime::stores::RedisPool;
-use vault_runtime::{Entry, Failure, Rejection, Rejects, Settings, Stage, Table};
+use vault_runtime::{Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table};
 
 /// The staging stage.
 pub struct StgStage {
@@ -87,6 +87,20 @@ impl Stage for StgStage {
 
     fn decode(&self, message: &InMessage) -> Result<RawOrderMessage, Rejection> {
         Ok(decode::raw_order(message.payload())?)
+    }
+
+    /// One made-up order version, upserted as a batch's are.
+    async fn probe(&self, conn: &mut AsyncPgConnection) -> Result<(), Failure> {
+        let now = chrono::Utc::now();
+        let row = StagedRow {
+            object_id: ProbeKeys::new().id(),
+            object_type: "probe".to_owned(),
+            sent_dttm: now,
+            update_ts: now,
+            payload: Value::Object(serde_json::Map::new()),
+        };
+        upsert_orders(conn, &[row]).await?;
+        Ok(())
     }
 
     async fn apply(

@@ -32,6 +32,7 @@
 //! them.
 
 pub mod expect;
+pub mod faults;
 pub mod openapi;
 pub mod oracle;
 pub mod orders;

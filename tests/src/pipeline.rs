@@ -524,7 +524,10 @@ impl Pipeline {
     pub fn tools(&self) -> anyhow::Result<(vault_runtime::stores::PgPool, FutureProducer)> {
         let settings = Settings::from(&self.env(Service::Stg), service_stg::PROFILE)?;
         Ok((
-            vault_runtime::stores::pg_pool(&settings.postgres),
+            vault_runtime::stores::pg_pool(
+                &settings.postgres,
+                vault_runtime::stores::SessionLimits::OPERATOR,
+            ),
             vault_runtime::kafka::producer(&settings.kafka)?,
         ))
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{Rng as _, SeedableRng as _};
 use vault_core::{decode, Amount, EnrichedOrder, HashKey, OrderStatus, Timestamp};
 use vault_runtime::config::{PostgresSettings, Secret};
-use vault_runtime::stores::{pg_pool, PgPool};
+use vault_runtime::stores::{pg_pool, PgPool, SessionLimits};
 use vault_tests::stack;
 
 const DDS_MESSAGE: &str = include_str!("../../vault-core/tests/data/dds_message.json");
@@ -51,11 +51,14 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 async fn warehouse() -> anyhow::Result<(String, PgPool, tokio_postgres::Client)> {
     let url = stack().await.fresh_database().await?;
     vault_migrations::run(&url).await?;
-    let pool = pg_pool(&PostgresSettings {
-        url: Secret::new(&url),
-        pool_size: 2,
-        migrations: vault_runtime::config::Migrations::Apply,
-    });
+    let pool = pg_pool(
+        &PostgresSettings {
+            url: Secret::new(&url),
+            pool_size: 2,
+            migrations: vault_runtime::config::Migrations::Apply,
+        },
+        SessionLimits::SERVICE,
+    );
     let client = connect(&url).await?;
     Ok((url, pool, client))
 }

@@ -7,67 +7,22 @@ use std::time::{Duration, Instant};
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_tests::expect::{assert_exact, messages};
-use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
-use vault_tests::{database_with_role, eventually};
+use vault_tests::faults::{await_healthy, await_paused, health, Altered, SETTLE};
+use vault_tests::pipeline::Service;
 
-const SETTLE: Duration = Duration::from_secs(180);
 /// How long the faults last: long enough that every back-off step and every bisection
 /// would have had its chance to reject something.
 const FAULT: Duration = Duration::from_secs(30);
 
-/// Waits until `service` answers 503 with a pause cause that mentions `needle`; on time-out
-/// the panic shows the last answer.
-async fn await_paused(p: &Pipeline, service: Service, needle: &str) {
-    let addr = p.http_addr(service).expect("running");
-    let last = std::sync::Mutex::new(String::new());
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        if let Ok((status, body)) = http(addr, "GET", "/health", "").await {
-            let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let cause = doc["worker"]["cause"].as_str().unwrap_or_default();
-            if status == 503 && cause.contains(needle) {
-                return;
-            }
-            *last.lock().expect("lock") = format!("{status} {body}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{service:?} did not pause naming {needle}; last answer: {}",
-            last.lock().expect("lock")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn health(p: &Pipeline, service: Service) -> anyhow::Result<(u16, serde_json::Value)> {
-    let (status, body) = http(p.http_addr(service).expect("running"), "GET", "/health", "").await?;
-    Ok((status, serde_json::from_str(&body)?))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing(
 ) -> anyhow::Result<()> {
-    // A private server: the warehouse is altered under the services, and nothing else may
-    // touch it meanwhile.
-    let pg = vault_tests::servers::PrivatePostgres::start().await?;
-    let database_url = pg.create_database("warehouse").await?;
-    let (admin_url, role_url) = database_with_role(&pg.url(), &database_url).await?;
-    let role = role_url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .expect("a role")
-        .to_owned();
-    let p = Pipeline::start_with(
-        2,
-        Overrides {
-            database_url: Some(role_url),
-            ..Overrides::default()
-        },
-    )
-    .await?;
-    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let Altered {
+        pg: _pg,
+        pipeline: p,
+        admin,
+        role,
+    } = Altered::start(2).await?;
     let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 20, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(41);
@@ -125,13 +80,6 @@ async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing
         .await?;
     p.settle(SETTLE).await;
     assert_exact(&p, &d, &sent).await?;
-    for service in Service::ALL {
-        let what = format!("{service:?} to report healthy again");
-        eventually(&what, Duration::from_secs(30), || async {
-            let (status, _) = health(&p, service).await.ok()?;
-            (status == 200).then_some(())
-        })
-        .await;
-    }
+    await_healthy(&p).await;
     p.shutdown().await
 }

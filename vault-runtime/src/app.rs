@@ -47,7 +47,7 @@ impl<S: Stage> Application<S> {
     /// the settings do not give (a destination topic, Redis) is a configuration error here.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let status = Arc::new(Status::new(settings.service));
-        let pool = stores::pg_pool(&settings.postgres);
+        let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::SERVICE);
         let mut dependencies = vec![Dependency::Postgres(pool.clone())];
         let needs = S::Needs::build(&settings, &mut dependencies)?;
         let output = if S::PUBLISHES {

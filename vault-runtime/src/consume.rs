@@ -34,6 +34,22 @@ use crate::status::{Status, WorkerState};
 /// How many times a lone message may fail as suspect before it is rejected.
 const SUSPECT_ATTEMPTS: u32 = 4;
 
+/// How long one attempt may take before it is abandoned as systemic: past the session's
+/// statement timeout and the producer's acknowledgements on a healthy cluster, so only a
+/// dependency that stopped answering reaches it (docs/failures.md).
+pub(crate) const ATTEMPT_DEADLINE: Duration = Duration::from_secs(45);
+
+/// A refusal that arrives later than this after the attempt began is systemic: the session's
+/// lock timeout, which a wait for a lock reaches.
+const SLOW_FAILURE: Duration = crate::stores::SessionLimits::SERVICE.lock;
+
+/// The consumer's name on `/health` and in `vaultline_component_failing`.
+const KAFKA_CONSUMER: &str = "kafka_consumer";
+
+/// How long an attempt in flight may still finish once the service is told to stop; after
+/// that it is abandoned (rolled back, redelivered), so a stop is never held by a wait.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Retry pacing: the first pause, doubled after each failure up to the maximum. The one
 /// back-off of the runtime: the consume loop, start-up and the consumer use it.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +162,7 @@ impl<S: Stage> Worker<S> {
         loop {
             match self.consumer.recv().await {
                 Ok(message) => {
+                    self.status.component_ok(KAFKA_CONSUMER);
                     batch.push(owned(&message));
                     break;
                 }
@@ -168,8 +185,8 @@ impl<S: Stage> Worker<S> {
 
     async fn consumer_error(&self, error: KafkaError) {
         tracing::warn!(%error, "Kafka consumer error; retrying.");
-        self.status.metrics.error("kafka_consumer");
-        self.status.record_error(format!("kafka consumer: {error}"));
+        self.status
+            .component_failed(KAFKA_CONSUMER, format!("kafka consumer: {error}"));
         tokio::time::sleep(Backoff::DEFAULT.first()).await;
     }
 
@@ -206,10 +223,20 @@ impl<S: Stage> Attempts for Worker<S> {
         self.runner.attempt(slice).await
     }
 
-    async fn warehouse_problems(&self) -> Vec<String> {
-        match self.runner.pool.get().await {
+    /// The catalog check names what it finds (a missing table, a revoked grant); the probe
+    /// then proves the stage's writes go through, which covers what a catalog cannot show
+    /// (a held lock, a sequence, a full disk, a changed column type).
+    async fn warehouse_problems(&self, prove_writes: bool) -> Vec<String> {
+        let problems = match self.runner.pool.get().await {
             Ok(mut conn) => failure::diagnose(&mut conn, &S::tables()).await,
             Err(error) => vec![format!("cannot reach Postgres: {error}")],
+        };
+        if !problems.is_empty() || !prove_writes {
+            return problems;
+        }
+        match self.runner.probe().await {
+            Ok(()) => Vec::new(),
+            Err(problem) => vec![problem],
         }
     }
 
@@ -252,8 +279,10 @@ pub(crate) trait Attempts: Sync {
     /// One attempt at `slice`, committed when it returns `Ok`.
     fn attempt(&self, slice: &[InMessage])
         -> impl Future<Output = Result<Outcome, Failure>> + Send;
-    /// What keeps the warehouse from taking the stage's writes; empty when nothing does.
-    fn warehouse_problems(&self) -> impl Future<Output = Vec<String>> + Send;
+    /// What keeps the warehouse from taking the stage's writes; empty when nothing does. The
+    /// catalog is checked; with `prove_writes`, the warehouse probe then writes (and rolls
+    /// back) a row to each of the stage's tables.
+    fn warehouse_problems(&self, prove_writes: bool) -> impl Future<Output = Vec<String>> + Send;
     /// The first dependency that does not answer now, if any.
     fn unhealthy(&self) -> impl Future<Output = Option<String>> + Send;
     /// Keeps `message` as a dead letter; true once that is durable.
@@ -287,7 +316,18 @@ pub(crate) async fn process_batch<A: Attempts>(
             return Err(Abandoned);
         }
         let started = Instant::now();
-        let failure = match attempts.attempt(slice).await {
+        let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, attempts.attempt(slice));
+        let result = tokio::select! {
+            result = attempt => result.unwrap_or_else(|_| Err(Failure::Systemic(anyhow::anyhow!(
+                "an attempt took longer than {ATTEMPT_DEADLINE:?}: the database or the broker \
+                 stopped answering"
+            )))),
+            () = async {
+                stopped(stop).await;
+                tokio::time::sleep(STOP_GRACE).await;
+            } => return Err(Abandoned),
+        };
+        let failure = match result {
             Ok(outcome) => {
                 status.record_batch(
                     outcome.processed,
@@ -303,10 +343,28 @@ pub(crate) async fn process_batch<A: Attempts>(
             Err(failure) => failure,
         };
         let failure = match failure {
+            // A statement that fails only after waiting this long was held by something
+            // else (a lock, an overloaded server), not refused for a value.
+            Failure::Suspect(error) if started.elapsed() >= SLOW_FAILURE => {
+                Failure::Systemic(error.context(format!(
+                    "the database refused the batch after {:?} of waiting",
+                    started.elapsed()
+                )))
+            }
             Failure::Suspect(error) => {
-                let problems = attempts.warehouse_problems().await;
+                let problems = attempts.warehouse_problems(true).await;
                 if problems.is_empty() {
                     Failure::Suspect(error)
+                } else {
+                    Failure::Systemic(error.context(problems.join("; ")))
+                }
+            }
+            // Postgres named the fault; the catalog check adds where it lies (the table, the
+            // privilege), which Postgres's message may leave out.
+            Failure::Systemic(error) if failure::refused_by_database(&error) => {
+                let problems = attempts.warehouse_problems(false).await;
+                if problems.is_empty() {
+                    Failure::Systemic(error)
                 } else {
                     Failure::Systemic(error.context(problems.join("; ")))
                 }
@@ -468,7 +526,7 @@ mod tests {
             })
         }
 
-        async fn warehouse_problems(&self) -> Vec<String> {
+        async fn warehouse_problems(&self, _: bool) -> Vec<String> {
             self.problems.clone()
         }
 

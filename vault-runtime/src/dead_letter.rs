@@ -37,6 +37,21 @@ impl DeadLetter {
     }
 }
 
+impl DeadLetter {
+    /// The made-up letter the warehouse probe writes (and rolls back).
+    pub(crate) fn probe() -> Self {
+        Self {
+            topic: "vaultline.probe".to_owned(),
+            partition: 0,
+            offset: (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64,
+            key: None,
+            payload: b"{}".to_vec(),
+            kind: "probe".to_owned(),
+            reason: "warehouse probe (rolled back)".to_owned(),
+        }
+    }
+}
+
 /// Stores dead letters in one round trip; a redelivered message is stored once.
 pub async fn insert(
     conn: &mut AsyncPgConnection,

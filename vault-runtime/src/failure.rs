@@ -33,16 +33,56 @@ impl Failure {
     }
 }
 
+/// What Postgres says for faults of the database, not of a message, whose SQLSTATE diesel
+/// does not pass on (`Unknown`): timeouts and cancellations (57014, 55P03), deadlocks and
+/// serialization (40P01, 40001), privileges (42501, sequences included), missing objects and
+/// changed column types (42P01, 42703, 42804), resources (53100 disk full, 53200, 53300),
+/// shutdown and recovery (57P01, 57P03), I/O (58030), read-only (25006). A message can only
+/// cause data exceptions and constraint violations (classes 22 and 23), which none of these
+/// match. The texts are Postgres's English messages; on a server set to another language
+/// they do not match, and the warehouse probe (`Stage::probe`) still tells the fault apart
+/// before any message is rejected.
+const SYSTEMIC_MESSAGES: &[&str] = &[
+    "canceling statement due to",
+    "deadlock detected",
+    "could not serialize access",
+    "permission denied",
+    "does not exist",
+    "is of type",
+    "could not extend file",
+    "no space left on device",
+    "out of memory",
+    "too many connections",
+    "remaining connection slots",
+    "terminating connection",
+    "the database system is",
+    "could not write",
+    "could not read",
+    "could not open",
+    "read-only transaction",
+];
+
+/// Whether Postgres's message names a fault of the database ([`SYSTEMIC_MESSAGES`]).
+fn names_a_database_fault(message: &str) -> bool {
+    let message = message.to_lowercase();
+    SYSTEMIC_MESSAGES
+        .iter()
+        .any(|pattern| message.contains(pattern))
+}
+
 impl From<DieselError> for Failure {
     fn from(error: DieselError) -> Self {
         let systemic = match &error {
-            DieselError::DatabaseError(kind, _) => matches!(
-                kind,
-                DatabaseErrorKind::UnableToSendCommand
-                    | DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::SerializationFailure
-                    | DatabaseErrorKind::ReadOnlyTransaction
-            ),
+            DieselError::DatabaseError(kind, info) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::UnableToSendCommand
+                        | DatabaseErrorKind::ClosedConnection
+                        | DatabaseErrorKind::SerializationFailure
+                        | DatabaseErrorKind::ReadOnlyTransaction
+                ) || (matches!(kind, DatabaseErrorKind::Unknown)
+                    && names_a_database_fault(info.message()))
+            }
             DieselError::BrokenTransactionManager | DieselError::AlreadyInTransaction => true,
             _ => false,
         };
@@ -53,6 +93,16 @@ impl From<DieselError> for Failure {
             Self::Suspect(error)
         }
     }
+}
+
+/// Whether `error` is Postgres answering a statement with a refusal (not a lost connection):
+/// then the warehouse check can name what refused it.
+pub(crate) fn refused_by_database(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<DieselError>(),
+        Some(DieselError::DatabaseError(kind, _))
+            if !matches!(kind, DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection)
+    )
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<bb8::RunError<E>> for Failure {
@@ -166,6 +216,38 @@ mod tests {
             Box::new("violates check constraint".to_owned()),
         );
         assert!(!Failure::from(check).is_systemic());
+    }
+
+    fn unknown(message: &str) -> DieselError {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn timeouts_deadlocks_privileges_and_a_full_disk_are_systemic() {
+        for message in [
+            "canceling statement due to statement timeout",
+            "canceling statement due to lock timeout",
+            "deadlock detected",
+            "permission denied for sequence dead_letters_id_seq",
+            "relation \"dds.s_order_version\" does not exist",
+            "column \"order_cnt\" is of type text but expression is of type bigint",
+            "could not extend file \"base/16384/16385\": No space left on device",
+            "terminating connection due to administrator command",
+        ] {
+            assert!(Failure::from(unknown(message)).is_systemic(), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_value_the_database_cannot_hold_stays_suspect() {
+        for message in [
+            "numeric field overflow",
+            "invalid input syntax for type uuid: \"x\"",
+            "value too long for type character varying(64)",
+            "date/time field value out of range: \"2023-02-30\"",
+        ] {
+            assert!(!Failure::from(unknown(message)).is_systemic(), "{message}");
+        }
     }
 
     #[test]

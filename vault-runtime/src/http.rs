@@ -79,6 +79,7 @@ impl HealthState {
         let worker = self.status.snapshot();
         healthy &= matches!(worker.state, WorkerState::Running | WorkerState::Starting);
         healthy &= worker.stalled.is_none();
+        healthy &= worker.faults.is_empty();
         let doc = json!({
             "service": self.status.service,
             "status": if healthy { "healthy" } else { "unhealthy" },

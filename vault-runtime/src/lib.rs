@@ -24,4 +24,6 @@ pub use app::Application;
 pub use config::{Profile, Settings};
 pub use failure::Failure;
 pub use kafka::{InMessage, OutMessage};
-pub use stage::{Companion, Context, Entry, Outcome, Rejection, Rejects, Routes, Stage, Table};
+pub use stage::{
+    Companion, Context, Entry, Outcome, ProbeKeys, Rejection, Rejects, Routes, Stage, Table,
+};

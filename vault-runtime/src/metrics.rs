@@ -28,6 +28,11 @@ pub struct DependencyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabel {
+    pub component: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
     pub error: &'static str,
 }
@@ -61,6 +66,9 @@ pub struct Metrics {
     pub lag: Family<PartitionLabel, Gauge>,
     /// 1 when the dependency answered its last check, 0 when not.
     pub dependency_up: Family<DependencyLabel, Gauge>,
+    /// 1 while a component beside the batch loop fails (the Kafka consumer, the tag outbox
+    /// relay, the rule watcher), 0 once it works again.
+    pub component_failing: Family<ComponentLabel, Gauge>,
     /// Counters that differed from the recount over the Data Vault at the last periodic check
     /// (the datamart stage only; taken while the group had no lag).
     pub counter_differences: Gauge,
@@ -85,6 +93,7 @@ impl Metrics {
             stalled: Gauge::default(),
             lag: Family::default(),
             dependency_up: Family::default(),
+            component_failing: Family::default(),
             counter_differences: Gauge::default(),
             registry: Registry::default(),
         };
@@ -147,6 +156,11 @@ impl Metrics {
             "dependency_up",
             "1 when the dependency answered its last check",
             metrics.dependency_up.clone(),
+        );
+        registry.register(
+            "component_failing",
+            "1 while a component beside the batch loop fails",
+            metrics.component_failing.clone(),
         );
         registry.register(
             "counter_differences",

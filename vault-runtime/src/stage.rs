@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
@@ -193,6 +193,16 @@ pub trait Stage: Send + Sync + Sized + 'static {
         rejects: &mut Rejects<'_>,
     ) -> impl Future<Output = Result<Vec<OutMessage>, Failure>> + Send;
 
+    /// Writes made-up rows (fresh random keys) to every table `apply` writes, the way `apply`
+    /// writes them, inside a transaction the runtime opened and always rolls back. This is the
+    /// warehouse probe (docs/failures.md): before a refused message is rejected, it proves
+    /// that the warehouse takes this stage's writes, whatever refused the batch — a renamed
+    /// table, a revoked grant on a sequence, a held lock, a read-only or full database.
+    fn probe(
+        &self,
+        conn: &mut AsyncPgConnection,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
     /// Routes served beside `/health` and `/metrics` (service-cdm: the read API and the
     /// dashboard). None by default.
     fn routes(&self, _context: &Context) -> Option<Routes> {
@@ -235,7 +245,77 @@ pub(crate) struct Runner<S> {
     pub status: Arc<Status>,
 }
 
+/// Fresh random values for a stage's probe rows, so every probe row is new to the tables
+/// (a row whose key exists would be skipped, and prove nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeKeys(u128);
+
+impl ProbeKeys {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+
+    /// A positive id below 2^53, as JSON readers keep integers exact.
+    pub fn id(&self) -> i64 {
+        ((self.0 >> 64) as i64 & ((1 << 53) - 1)).max(1)
+    }
+
+    /// A 24-hex-digit dictionary id (users, restaurants and dishes have such ids), numbered
+    /// so that one probe can name several distinct entities.
+    pub fn entity(&self, n: u8) -> String {
+        format!("{:022x}{n:02x}", self.0 >> 40)
+    }
+}
+
+impl Default for ProbeKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How long the probe's statements may wait for a lock, and run: short, since the probe
+/// writes a row or two per table and must answer before the worker decides anything.
+const PROBE_LIMITS: &str = "SET LOCAL lock_timeout = 2000; SET LOCAL statement_timeout = 10000";
+
+/// How a probe's transaction ends: always rolled back, by one of these.
+enum ProbeEnd {
+    /// Everything was written: roll it back.
+    Written,
+    Refused(Failure),
+}
+
+impl From<diesel::result::Error> for ProbeEnd {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Refused(error.into())
+    }
+}
+
 impl<S: Stage> Runner<S> {
+    /// The warehouse probe: the stage's made-up writes ([`Stage::probe`]) and a dead letter,
+    /// in one transaction that is always rolled back. `Err` says what refused them.
+    pub async fn probe(&self) -> Result<(), String> {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| format!("cannot reach Postgres: {error}"))?;
+        let ended = conn
+            .transaction::<(), ProbeEnd, _>(async |conn| {
+                conn.batch_execute(PROBE_LIMITS).await?;
+                self.stage.probe(conn).await.map_err(ProbeEnd::Refused)?;
+                dead_letter::insert(conn, self.service, &[DeadLetter::probe()]).await?;
+                Err(ProbeEnd::Written)
+            })
+            .await;
+        match ended {
+            Err(ProbeEnd::Written) => Ok(()),
+            Err(ProbeEnd::Refused(failure)) => {
+                Err(format!("a test write to the warehouse failed: {failure:#}"))
+            }
+            Ok(()) => unreachable!("the probe's transaction always ends in a rollback"),
+        }
+    }
+
     /// One attempt at `batch`: decode, then in one transaction apply, keep the rejects and
     /// publish; returns once everything is committed and acknowledged.
     pub async fn attempt(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {

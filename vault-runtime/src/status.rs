@@ -1,12 +1,17 @@
 //! The worker's observable state: what `/health` reports and `/metrics` exports.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::{ComponentLabel, KindLabel, Metrics};
+
+/// How long a component's failure counts when nothing says it recovered: the Kafka consumer
+/// reports errors but no recovery, so its last error ages out.
+const FAULT_WINDOW: Duration = Duration::from_secs(30);
 
 /// The phase of a service's worker loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,6 +41,9 @@ pub struct Status {
     cause: Mutex<Option<String>>,
     /// Why the consumer group counts as stalled (the monitor's finding); `None` when it moves.
     stalled: Mutex<Option<String>>,
+    /// Components beside the batch loop failing now, with the cause and when it was last
+    /// reported: set by the component on an error, removed when it works again.
+    faults: Mutex<BTreeMap<&'static str, (String, Instant)>>,
     /// The group's lag on the source topic at the monitor's last look.
     lag: AtomicI64,
     pub batches: AtomicU64,
@@ -58,6 +66,9 @@ pub struct StatusSnapshot {
     /// Why the worker counts as stalled, while it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled: Option<String>,
+    /// Components beside the batch loop that are failing, each with its cause.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<&'static str, String>,
     /// Messages of the source topic the group has not committed yet.
     pub lag: i64,
     pub batches: u64,
@@ -75,6 +86,7 @@ impl Status {
             last_error: Mutex::new(None),
             cause: Mutex::new(None),
             stalled: Mutex::new(None),
+            faults: Mutex::new(BTreeMap::new()),
             lag: AtomicI64::new(0),
             batches: AtomicU64::new(0),
             processed: AtomicU64::new(0),
@@ -154,6 +166,58 @@ impl Status {
         }
     }
 
+    /// A component beside the batch loop failed: `/health` names it with the cause (and
+    /// answers 503) until it reports success or, for [`FAULT_WINDOW`], nothing more.
+    pub fn component_failed(&self, component: &'static str, cause: String) {
+        self.metrics.error(component);
+        self.metrics
+            .component_failing
+            .get_or_create(&ComponentLabel { component })
+            .set(1);
+        if let Ok(mut faults) = self.faults.lock() {
+            faults.insert(component, (cause, Instant::now()));
+        }
+    }
+
+    /// The component works (again).
+    pub fn component_ok(&self, component: &'static str) {
+        let removed = self
+            .faults
+            .lock()
+            .map(|mut faults| faults.remove(component).is_some())
+            .unwrap_or(false);
+        if removed {
+            self.metrics
+                .component_failing
+                .get_or_create(&ComponentLabel { component })
+                .set(0);
+        }
+    }
+
+    /// The components failing now, with their causes; a fault not reported again within
+    /// [`FAULT_WINDOW`] has aged out.
+    fn current_faults(&self) -> BTreeMap<&'static str, String> {
+        let Ok(mut faults) = self.faults.lock() else {
+            return BTreeMap::new();
+        };
+        let aged: Vec<&'static str> = faults
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() > FAULT_WINDOW)
+            .map(|(component, _)| *component)
+            .collect();
+        for component in aged {
+            faults.remove(component);
+            self.metrics
+                .component_failing
+                .get_or_create(&ComponentLabel { component })
+                .set(0);
+        }
+        faults
+            .iter()
+            .map(|(component, (cause, _))| (*component, cause.clone()))
+            .collect()
+    }
+
     /// Counts a failed batch attempt by fault class (`systemic`, `suspect`).
     pub fn record_retry(&self, class: &str) {
         self.retries.fetch_add(1, Ordering::Relaxed);
@@ -183,6 +247,7 @@ impl Status {
             last_error: self.last_error.lock().ok().and_then(|guard| guard.clone()),
             cause: self.cause.lock().ok().and_then(|guard| guard.clone()),
             stalled: self.stalled.lock().ok().and_then(|guard| guard.clone()),
+            faults: self.current_faults(),
             lag: self.lag.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             processed: self.processed.load(Ordering::Relaxed),

@@ -5,8 +5,9 @@ use std::time::Duration;
 use anyhow::Context;
 use bb8_redis::redis::AsyncCommands;
 use bb8_redis::RedisConnectionManager;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures::FutureExt;
 
 use crate::config::{PostgresSettings, RedisSettings};
 
@@ -16,10 +17,72 @@ pub type RedisPool = bb8::Pool<RedisConnectionManager>;
 /// How long a caller waits for a pooled connection before the attempt counts as failed.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The bounds every session of a pool runs under (docs/failures.md, "Nothing waits forever"):
+/// a statement or a lock wait that exceeds them fails, and the worker treats that as
+/// systemic — it pauses and retries, never rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// `statement_timeout`; `None` leaves the server's setting.
+    pub statement: Option<Duration>,
+    /// `lock_timeout`: how long a statement waits for a lock another session holds.
+    pub lock: Duration,
+    /// `idle_in_transaction_session_timeout`: a session that stopped talking inside a
+    /// transaction (a client that hung) releases its locks.
+    pub idle_in_transaction: Duration,
+}
+
+impl SessionLimits {
+    /// The services' batches and API queries: a batch's statements take milliseconds, so
+    /// these bounds are only ever reached when something else holds the database.
+    pub const SERVICE: SessionLimits = SessionLimits {
+        statement: Some(Duration::from_secs(30)),
+        lock: Duration::from_secs(10),
+        idle_in_transaction: Duration::from_secs(60),
+    };
+    /// Operator commands (`vaultctl`): a check over a large warehouse may run for minutes,
+    /// but never waits on a lock unseen.
+    pub const OPERATOR: SessionLimits = SessionLimits {
+        statement: None,
+        lock: Duration::from_secs(30),
+        idle_in_transaction: Duration::from_secs(600),
+    };
+
+    /// The `SET` statements a new session runs.
+    fn statements(&self) -> String {
+        let mut sql = format!(
+            "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {};",
+            self.lock.as_millis(),
+            self.idle_in_transaction.as_millis()
+        );
+        if let Some(statement) = self.statement {
+            sql.push_str(&format!(
+                " SET statement_timeout = {};",
+                statement.as_millis()
+            ));
+        }
+        sql
+    }
+}
+
 /// Builds the pool without connecting: a database that is down at start is waited for by
-/// whoever needs it, not a reason to crash.
-pub fn pg_pool(settings: &PostgresSettings) -> PgPool {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose());
+/// whoever needs it, not a reason to crash. Every session runs under `limits`.
+pub fn pg_pool(settings: &PostgresSettings, limits: SessionLimits) -> PgPool {
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.batch_execute(&limits.statements())
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        settings.url.expose(),
+        config,
+    );
     bb8::Pool::builder()
         .max_size(settings.pool_size)
         .connection_timeout(CHECKOUT_TIMEOUT)
@@ -50,4 +113,21 @@ pub async fn redis_ping(pool: &RedisPool) -> Result<(), String> {
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
     let _: () = conn.ping().await.map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_session_bounds_statements_locks_and_idle_transactions() {
+        assert_eq!(
+            SessionLimits::SERVICE.statements(),
+            "SET lock_timeout = 10000; SET idle_in_transaction_session_timeout = 60000; \
+             SET statement_timeout = 30000;"
+        );
+        assert!(!SessionLimits::OPERATOR
+            .statements()
+            .contains("statement_timeout"));
+    }
 }

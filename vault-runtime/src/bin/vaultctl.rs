@@ -117,7 +117,7 @@ async fn main() -> ExitCode {
 }
 
 async fn list(settings: &Settings, service: Option<&str>) -> anyhow::Result<()> {
-    let pool = stores::pg_pool(&settings.postgres);
+    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
     let letters = dead_letter::pending(&mut conn, service, 1000).await?;
     println!(
@@ -150,7 +150,7 @@ async fn replay(
             rest.iter().map(|id| id.parse()).collect::<Result<_, _>>()?,
         ),
     };
-    let pool = stores::pg_pool(&settings.postgres);
+    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let producer = kafka::producer(kafka_settings)?;
     let only = (!ids.is_empty()).then_some(ids.as_slice());
     let replayed = dead_letter::replay(&pool, &producer, service, only).await?;
@@ -216,7 +216,7 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn tags_list(settings: &Settings) -> anyhow::Result<()> {
-    let pool = stores::pg_pool(&settings.postgres);
+    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
     let rules = rules::list(&mut conn).await?;
     println!(
@@ -251,7 +251,7 @@ async fn tags_apply(
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
     let specs = vault_core::tags::parse_rules_file(&text).with_context(|| file.to_owned())?;
-    let pool = stores::pg_pool(&settings.postgres);
+    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
     let plan = rules::apply(&mut conn, specs, prune, dry_run).await?;
     print!("{plan}");
@@ -264,7 +264,7 @@ async fn tags_apply(
 }
 
 async fn verify(settings: &Settings) -> anyhow::Result<()> {
-    let pool = stores::pg_pool(&settings.postgres);
+    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
     let differences = verify::differences(&mut conn).await?;
     for difference in &differences {
