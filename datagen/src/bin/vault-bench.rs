@@ -108,7 +108,7 @@ async fn main() -> ExitCode {
 async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
     let redis_settings = settings.redis.as_ref().context("Redis settings")?;
     let redis = stores::redis_pool(redis_settings)?;
-    let pg = stores::pg_pool(&settings.postgres);
+    let pg = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let producer = kafka::producer(&settings.kafka)?;
     let topic = settings
         .kafka
