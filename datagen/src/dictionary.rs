@@ -199,7 +199,9 @@ pub async fn load(pool: &RedisPool) -> anyhow::Result<Dictionary> {
     Ok(dictionary)
 }
 
-/// Writes a dictionary to Redis (key = id, value = JSON), never overwriting an existing key.
+/// Writes a dictionary to Redis (key = id, value = JSON), never overwriting an existing key,
+/// in one transaction: service-stg never sees a half-written set (it would take a missing
+/// entry of a set being loaded for an unknown user).
 pub async fn store(pool: &RedisPool, dictionary: &Dictionary) -> anyhow::Result<()> {
     let mut entries: HashMap<String, String> = HashMap::new();
     for user in &dictionary.users {
@@ -211,8 +213,12 @@ pub async fn store(pool: &RedisPool, dictionary: &Dictionary) -> anyhow::Result<
             serde_json::to_string(restaurant)?,
         );
     }
+    if entries.is_empty() {
+        return Ok(());
+    }
     let mut conn = pool.get().await?;
     let mut pipe = redis::pipe();
+    pipe.atomic();
     for (key, value) in &entries {
         pipe.set_nx(key, value).ignore();
     }

@@ -5,6 +5,7 @@
 pub mod dictionary;
 pub mod generate;
 mod metrics;
+pub mod order_ids;
 mod server;
 
 use std::future::Future;
@@ -59,18 +60,6 @@ impl Settings {
     }
 }
 
-/// Reserves `count` consecutive order ids with one atomic Redis increment, so ids never
-/// collide across pushes, restarts, replicas and the benchmark; returns the first.
-pub async fn allocate_order_ids(redis: &RedisPool, count: u64) -> anyhow::Result<i64> {
-    use bb8_redis::redis::AsyncCommands;
-    const KEY: &str = "vaultline:datagen:last_order_id";
-    let mut conn = redis.get().await?;
-    // Start well above small ids so synthetic orders are easy to tell apart.
-    let _: bool = conn.set_nx(KEY, 10_000_000_i64).await?;
-    let last: i64 = conn.incr(KEY, count as i64).await?;
-    Ok(last - count as i64 + 1)
-}
-
 /// Shared by the HTTP handlers.
 pub(crate) struct State {
     pub(crate) redis: RedisPool,
@@ -81,6 +70,7 @@ pub(crate) struct State {
     pub(crate) kafka: KafkaSettings,
     pub(crate) seed: u64,
     pub(crate) metrics: metrics::Metrics,
+    pub(crate) order_ids: order_ids::OrderIds,
 }
 
 pub struct Application {
@@ -114,6 +104,7 @@ impl Application {
                 kafka: settings.kafka,
                 seed: settings.seed,
                 metrics: metrics::Metrics::new(),
+                order_ids: order_ids::OrderIds::default(),
             }),
             listener,
             http_addr,

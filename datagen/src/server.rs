@@ -13,7 +13,7 @@ use warp::http::StatusCode;
 use warp::reply::{self, Json, WithStatus};
 use warp::Filter;
 
-use crate::{generate, State, MAX_PUSH};
+use crate::{dictionary, generate, State, MAX_PUSH};
 
 pub(crate) fn serve(
     listener: std::net::TcpListener,
@@ -124,13 +124,28 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
             "dictionaries are not loaded yet (is Redis up?)",
         );
     };
-    let first_id = match crate::allocate_order_ids(&state.redis, n).await {
-        Ok(id) => id,
+    let ids = match state.order_ids.reserve(&state.redis, n).await {
+        Ok(ids) => ids,
         Err(e) => {
             state.metrics.failure("redis");
-            return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}"));
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e:#}"));
         }
     };
+    if ids.counter_was_missing {
+        // Redis lost its data (emptied, or restarted without persistence): the dictionaries
+        // went with the counter, and service-stg pauses until they are back. Write back the
+        // ones these orders are made from (never overwriting an entry someone loaded since).
+        if let Err(e) = dictionary::store(&state.redis, &dictionary).await {
+            state.metrics.failure("redis");
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e:#}"));
+        }
+        tracing::info!(
+            users = dictionary.users.len(),
+            restaurants = dictionary.restaurants.len(),
+            "Redis held no order-id counter; wrote the dictionaries back before pushing."
+        );
+    }
+    let first_id = ids.first;
     let messages = generate::orders(
         &mut rand::rngs::StdRng::from_os_rng(),
         &dictionary,
@@ -175,7 +190,7 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
             "messages_pushed": n,
             "later_versions": later_versions,
             "first_order_id": first_id,
-            "last_order_id": first_id + n as i64 - 1,
+            "last_order_id": ids.last,
         })),
         StatusCode::OK,
     )

@@ -1,10 +1,10 @@
-//! The staging stage: decode raw orders, look the dictionaries up in one Redis round trip,
-//! trip, enrich, then in one transaction upsert `stg.order_events`, keep the rejects, and
-//! publish the enriched orders; the transaction commits only once the broker acknowledged them.
+//! The staging stage: decode raw orders, look the dictionaries up in one Redis round trip
+//! (pausing when Redis holds none at all), enrich, then in one transaction upsert
+//! `stg.order_events`, keep the rejects, and publish the enriched orders; the transaction
+//! commits only once the broker acknowledged them.
 
 use std::collections::{BTreeSet, HashMap};
 
-use bb8_redis::redis::AsyncCommands;
 use diesel::sql_types::{Array, BigInt, Jsonb, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
@@ -14,6 +14,8 @@ use vault_core::{version, EntityId, Restaurant, Timestamp, User};
 use vault_runtime::kafka::{InMessage, OutMessage};
 use vault_runtime::stores::RedisPool;
 use vault_runtime::{Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table};
+
+use crate::dictionaries;
 
 /// The staging stage.
 pub struct StgStage {
@@ -39,17 +41,7 @@ impl StgStage {
                 [&payload.user.id, &payload.restaurant.id]
             })
             .collect();
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let keys: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
-        let mut conn = self.redis.get().await?;
-        let values: Vec<Option<String>> = conn.mget(&keys).await?;
-        Ok(ids
-            .into_iter()
-            .zip(values)
-            .filter_map(|(id, value)| value.map(|v| (id.clone(), v)))
-            .collect())
+        dictionaries::fetch(&self.redis, ids).await
     }
 }
 

@@ -2,6 +2,7 @@
 //! dictionaries, keeps the newest version of each in `stg.order_events` and publishes the
 //! enriched orders (topic `dds_service`).
 
+mod dictionaries;
 mod handler;
 
 pub use handler::StgStage;

@@ -119,6 +119,42 @@ impl PrivateRedis {
     pub fn kill(&mut self) {
         self.0.kill();
     }
+
+    /// Empties it (`FLUSHALL`), as a restart without persistence leaves it.
+    pub async fn flush_all(&self) -> anyhow::Result<()> {
+        let pool = redis_pool(&self.url())?;
+        let mut conn = pool.get().await?;
+        let () = bb8_redis::redis::cmd("FLUSHALL")
+            .query_async(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops it with SIGSTOP: connections stay open and nothing answers, as with a server
+    /// that hangs (or a network that drops packets).
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .0
+            .child
+            .as_ref()
+            .context("redis-server is not running")?
+            .id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
 }
 
 /// How a private Kafka cluster is laid out; [`KafkaOptions::default`] is one node set up as the

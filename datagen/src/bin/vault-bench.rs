@@ -120,8 +120,10 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
     let total = options.rate * options.seconds;
     let per_tick = options.rate / 10;
     let ticks = options.seconds * 10;
-    let first_id = datagen::allocate_order_ids(&redis, per_tick * ticks).await?;
-    let last_id = first_id + (per_tick * ticks) as i64 - 1;
+    let ids = datagen::order_ids::OrderIds::default()
+        .reserve(&redis, per_tick * ticks)
+        .await?;
+    let (first_id, last_id) = (ids.first, ids.last);
     println!(
         "vault-bench: {} orders/s for {} s ({total} orders, ids {first_id}..{last_id}, plus ~10% later versions)",
         options.rate, options.seconds
