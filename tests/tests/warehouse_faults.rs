@@ -228,11 +228,15 @@ async fn a_full_tablespace_pauses_cdm_and_rejects_nothing() -> anyhow::Result<()
     // The product datamart moves to a small tablespace, which a filler then fills up.
     admin
         .batch_execute(&format!(
-            "CREATE TABLESPACE small LOCATION '{}'; \
-             ALTER TABLE cdm.user_product_counters SET TABLESPACE small; \
-             CREATE TABLE public.filler (pad text) TABLESPACE small",
+            "CREATE TABLESPACE small LOCATION '{}'",
             dir.display()
         ))
+        .await?;
+    admin
+        .batch_execute(
+            "ALTER TABLE cdm.user_product_counters SET TABLESPACE small; \
+             CREATE TABLE public.filler (pad text) TABLESPACE small",
+        )
         .await?;
     loop {
         let filled = admin
