@@ -122,8 +122,8 @@ async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_withi
     })
     .await;
 
-    // Postgres stops answering mid-stream: the batch in hand hangs in its transaction (no
-    // statement times out on a server that never answers), and the group stops moving.
+    // Postgres stops answering mid-stream: the batch in hand hangs (a server that never
+    // answers times out no statement), and the group stops moving.
     pg.freeze()?;
     let stuck_at = eventually("stg to stop making progress", SETTLE, || async {
         let first = committed(&p, Service::Stg).await;
@@ -143,10 +143,10 @@ async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_withi
         took < STOP_WITHIN + Duration::from_secs(5),
         "stopped {took:?} after SIGTERM: {text}"
     );
-    // The deadline, not a clean stop, ended it: the batch never finished.
-    assert_eq!(code, Some(1), "{text}");
+    // The attempt in hand was abandoned, not finished, and the stop was otherwise clean.
+    assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("exiting with the work in hand uncommitted"),
+        text.contains("Stopping with a batch in hand uncommitted"),
         "{text}"
     );
 

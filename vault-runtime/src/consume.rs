@@ -138,7 +138,11 @@ impl<S: Stage> Worker<S> {
             };
             match process_batch(&self, &self.status, &batch, &mut stop, Backoff::DEFAULT).await {
                 Ok(()) => self.store_and_commit(&batch, CommitMode::Async),
-                Err(Abandoned) => break,
+                Err(Abandoned) => {
+                    tracing::info!(service = self.status.service, messages = batch.len(),
+                        "Stopping with a batch in hand uncommitted; it will be redelivered.");
+                    break;
+                }
             }
         }
         self.status.set_state(WorkerState::Stopping);
