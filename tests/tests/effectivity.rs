@@ -1,8 +1,9 @@
 //! Order effectivity end to end (docs/contract.md §3.3, clarified): an order counts for the dishes of its
-//! latest version, each under the category it had in that version. A dish moved between
-//! categories in the menu, a dish a later version drops, and the `verify` check that compares
-//! the datamarts with the recount over the Data Vault — all through the real broker, Redis
-//! and Postgres, with expectations from a small model written here from the messages sent.
+//! latest version, each under the category it had in that version, and for the user that
+//! version names. A dish moved between categories in the menu, a dish a later version drops,
+//! an order re-sent for another user (and back), and the `verify` check that compares the
+//! datamarts with the recount over the Data Vault — all through the real broker, Redis and
+//! Postgres, with expectations from a small model written here from the messages sent.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +13,9 @@ use uuid::Uuid;
 use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
 use vault_core::{Amount, OrderId, OrderStatus, RawOrder, Timestamp};
 use vault_runtime::verify;
+use vault_tests::eventually;
 use vault_tests::pipeline::Pipeline;
+use vault_tests::process::binary;
 
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -383,5 +386,189 @@ async fn verify_reports_nothing_on_exact_counters_and_every_corrupted_one() -> a
     assert_eq!(lost.item_id.to_string(), hub_key(&dish));
     assert_eq!((lost.counted, lost.recounted), (0, 1));
     assert_eq!(p.counter_mismatches().await?, 2);
+    p.shutdown().await
+}
+
+/// The users holding `tag`, by user hub key, with their order_cnt.
+async fn holders(p: &Pipeline, tag: &str) -> BTreeMap<String, i64> {
+    p.db()
+        .await
+        .expect("db")
+        .query(
+            "SELECT user_id::text, order_cnt::bigint FROM cdm.user_tags WHERE tag = $1",
+            &[&tag],
+        )
+        .await
+        .expect("user tags")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// `vaultctl verify` against the pipeline's warehouse: its exit code and output.
+fn vaultctl_verify(p: &Pipeline) -> (i32, String) {
+    let output = std::process::Command::new(binary("vaultctl"))
+        .env_clear()
+        .env("DATABASE_URL", &p.database_url)
+        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+        .arg("verify")
+        .output()
+        .expect("vaultctl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// After each step: the datamarts and the recount equal the model, `vaultctl verify` passes,
+/// and the tag (one CLOSED order of the category earns it) is held by exactly the users the
+/// model counts.
+async fn assert_step(p: &Pipeline, sent: &[Sent], tag: &str, category: &str, step: &str) {
+    assert_exact(p, sent, step).await;
+    let (code, output) = vaultctl_verify(p);
+    assert_eq!(code, 0, "{step}: vaultctl verify: {output}");
+    let (_, categories) = expected(sent);
+    let want: BTreeMap<String, i64> = categories
+        .into_iter()
+        .filter(|((_, c), _)| *c == hub_key(category))
+        .map(|((user, _), n)| (user, n))
+        .collect();
+    let what = format!("{step}: the tag to be held by {want:?}");
+    eventually(&what, Duration::from_secs(30), || async {
+        (holders(p, tag).await == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_re_sent_for_another_user_counts_for_the_user_of_its_latest_version(
+) -> anyhow::Result<()> {
+    let p = Pipeline::start(2).await?;
+    let d = dictionary();
+    p.put_dictionary(&d).await?;
+    p.migrated().await;
+    let (dish, category) = {
+        let item = &d.restaurants[0].menu[0];
+        (item.id.as_str().to_owned(), item.category.clone())
+    };
+    let (a, b) = (
+        d.users[0].id.as_str().to_owned(),
+        d.users[1].id.as_str().to_owned(),
+    );
+    let tag = "Regular";
+    let db = p.db().await?;
+    db.execute(
+        "INSERT INTO cdm.tag_rules (tag, scope, target, threshold) VALUES ($1, 'category', $2, 1)",
+        &[&tag, &category],
+    )
+    .await?;
+    eventually(
+        "the tag rule to be applied",
+        Duration::from_secs(30),
+        || async {
+            let applied = p
+                .count("SELECT count(*) FROM cdm.tag_rules_applied WHERE tag = 'Regular'")
+                .await
+                .ok()?;
+            (applied == 1).then_some(())
+        },
+    )
+    .await;
+    let version = |order, minute, user: &String, status| Sent {
+        order,
+        minute,
+        user: user.clone(),
+        status,
+        dishes: vec![(dish.clone(), category.clone())],
+    };
+    let (order, together) = (7_400_000, 7_400_001);
+    let (a_key, b_key) = (hub_key(&a), hub_key(&b));
+
+    // CLOSED for A.
+    let mut sent = vec![version(order, 10, &a, OrderStatus::Closed)];
+    send(&p, &d, 0, &[&sent[0]]).await;
+    p.settle(SETTLE).await;
+    assert_step(&p, &sent, tag, &category, "closed for A").await;
+
+    // A later version names B: the order counts for B and no longer for A. Another order does
+    // the same within one batch (both versions applied in one load).
+    let to_b = version(order, 20, &b, OrderStatus::Closed);
+    let (first, second) = (
+        version(together, 10, &a, OrderStatus::Closed),
+        version(together, 20, &b, OrderStatus::Closed),
+    );
+    sent.extend([to_b.clone(), first.clone(), second.clone()]);
+    send(&p, &d, 0, &[&to_b, &first, &second]).await;
+    p.settle(SETTLE).await;
+    assert_step(&p, &sent, tag, &category, "re-sent for B").await;
+    let (products, _) = expected(&sent);
+    assert_eq!(products[&(b_key.clone(), hub_key(&dish))], 2);
+    assert!(!products.contains_key(&(a_key.clone(), hub_key(&dish))));
+
+    // Back to A; a late duplicate of the version for B changes nothing.
+    let back = version(order, 30, &a, OrderStatus::Closed);
+    sent.extend([back.clone(), to_b.clone()]);
+    send(&p, &d, 0, &[&back, &to_b]).await;
+    p.settle(SETTLE).await;
+    assert_step(&p, &sent, tag, &category, "back to A").await;
+    let (products, _) = expected(&sent);
+    assert_eq!(products[&(a_key.clone(), hub_key(&dish))], 1);
+    assert_eq!(products[&(b_key.clone(), hub_key(&dish))], 1);
+
+    // A CANCELLED later version, naming B: the order counts for nobody.
+    let cancelled = version(order, 40, &b, OrderStatus::Cancelled);
+    sent.push(cancelled.clone());
+    send(&p, &d, 0, &[&cancelled]).await;
+    p.settle(SETTLE).await;
+    assert_step(&p, &sent, tag, &category, "cancelled for B").await;
+    let (products, _) = expected(&sent);
+    assert!(!products.contains_key(&(a_key.clone(), hub_key(&dish))));
+    assert_eq!(
+        products[&(b_key.clone(), hub_key(&dish))],
+        1,
+        "the other order"
+    );
+
+    // The vault keeps both links of the order and says which applied at each version.
+    let users: Vec<(String, String)> = db
+        .query(
+            "SELECT to_char(e.update_ts AT TIME ZONE 'UTC', 'HH24:MI'), u.user_id FROM dds.s_order_user_effectivity e \
+             JOIN dds.l_order_user l USING (hk_order_user_pk) \
+             JOIN dds.h_user u USING (h_user_pk) JOIN dds.h_order o USING (h_order_pk) \
+             WHERE o.order_id = $1 ORDER BY 1",
+            &[&order],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let at = |minute: i64| format!("08:{minute}");
+    assert_eq!(
+        users,
+        [
+            (at(10), a.clone()),
+            (at(20), b.clone()),
+            (at(30), a.clone()),
+            (at(40), b.clone())
+        ]
+    );
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM dds.l_order_user JOIN dds.h_order o USING (h_order_pk) \
+             WHERE o.order_id IN ({order}, {together})"
+        ))
+        .await?,
+        4
+    );
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM bi.fact_order WHERE order_id IN ({order}, {together})"
+        ))
+        .await?,
+        2,
+        "one fact per order"
+    );
     p.shutdown().await
 }

@@ -36,6 +36,7 @@ async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> any
         "dds.s_order_cost",
         "dds.s_order_status",
         "dds.s_order_version",
+        "dds.s_order_user_effectivity",
         "dds.l_order_product_category",
         "dds.s_order_product_category_effectivity",
         "cdm.user_product_counters",

@@ -201,6 +201,9 @@ async fn one_batch_with_several_versions_and_a_repeat_loads_each_row_once() -> a
         ("dds.l_product_category", 4),
         ("dds.l_order_product_category", 4),
         ("dds.s_order_version", 3),
+        // One user throughout: one link, in effect at each version.
+        ("dds.l_order_user", 1),
+        ("dds.s_order_user_effectivity", 3),
         ("dds.s_order_product_category_effectivity", 3 + 2 + 2),
         // One status (CLOSED throughout), two logins, one cost.
         ("dds.s_order_status", 1),

@@ -10,7 +10,9 @@
 //! the migration `order_effectivity`): a [`SOrderVersion`] row, and for every dish of the
 //! version an [`LOrderProductCategory`] link (dish, order and the category the dish has in
 //! this version) with a [`SOrderProductCategoryEffectivity`] row saying the link is in effect
-//! at this version.
+//! at this version. The version's user is recorded the same way: an [`SOrderUserEffectivity`]
+//! row says the order→user link is in effect at this version (see the migration
+//! `order_user_effectivity`), since a later version of an order may name another user.
 
 use std::collections::BTreeMap;
 
@@ -338,6 +340,14 @@ table! {
     }
 }
 table! {
+    /// The link of an order and its user is in effect at this order version: the version names
+    /// that user. A later version may name another user, whose link then takes over.
+    SOrderUserEffectivity = "dds.s_order_user_effectivity" {
+        hk_order_user_pk: HashKey as Key,
+        update_ts: Timestamp as Time,
+    }
+}
+table! {
     /// The link of a dish, its order and its category is in effect at this order version.
     SOrderProductCategoryEffectivity = "dds.s_order_product_category_effectivity" {
         hk_order_product_category_pk: HashKey as Key,
@@ -356,6 +366,7 @@ keyed_by!(LProductCategory, hk_product_category_pk);
 keyed_by!(LProductRestaurant, hk_product_restaurant_pk);
 keyed_by!(LOrderProductCategory, hk_order_product_category_pk);
 keyed_by!(SOrderVersion, h_order_pk, update_ts);
+keyed_by!(SOrderUserEffectivity, hk_order_user_pk, update_ts);
 keyed_by!(
     SOrderProductCategoryEffectivity,
     hk_order_product_category_pk,
@@ -426,6 +437,7 @@ vault_rows! {
     s_order_cost: history one SOrderCost,
     s_order_status: history one SOrderStatus,
     s_order_version: insert_once one SOrderVersion,
+    s_order_user_effectivity: insert_once one SOrderUserEffectivity,
     s_order_product_category_effectivity: insert_once many SOrderProductCategoryEffectivity,
 }
 
@@ -491,6 +503,7 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
         .map(|(pk, (_, category))| LOrderProductCategory::new(h_order, *pk, *category))
         .collect();
     l_order_product_categories.sort_by_key(|link| link.hk_order_product_category_pk);
+    let l_order_user = LOrderUser::new(h_order, h_user);
     let cost_text = p.cost.to_string();
     let payment_text = p.payment.to_string();
 
@@ -522,7 +535,11 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
                 category_name: name.clone(),
             })
             .collect(),
-        l_order_user: LOrderUser::new(h_order, h_user),
+        s_order_user_effectivity: SOrderUserEffectivity {
+            hk_order_user_pk: l_order_user.hk_order_user_pk,
+            update_ts: version,
+        },
+        l_order_user,
         l_order_products: products
             .keys()
             .map(|pk| LOrderProduct::new(h_order, *pk))
@@ -626,6 +643,7 @@ mod tests {
             of::<SOrderCost>(),
             of::<SOrderStatus>(),
             of::<SOrderVersion>(),
+            of::<SOrderUserEffectivity>(),
             of::<SOrderProductCategoryEffectivity>(),
         ]
     }
@@ -697,6 +715,11 @@ mod tests {
             ["hk_order_product_category_pk", "update_ts"]
         );
         assert_eq!(names::<SOrderVersion>(), ["h_order_pk", "update_ts"]);
+        assert_eq!(
+            names::<SOrderUserEffectivity>(),
+            ["hk_order_user_pk", "update_ts"]
+        );
+        assert_eq!(types::<SOrderUserEffectivity>(), ["uuid", "timestamptz"]);
     }
 
     #[test]
@@ -771,6 +794,15 @@ mod tests {
         assert_eq!(
             effectivity.key(),
             (link.hk_order_product_category_pk, at("2025-02-22 08:00:00"))
+        );
+        let user = LOrderUser::new(key("o"), key("u"));
+        let in_effect = SOrderUserEffectivity {
+            hk_order_user_pk: user.hk_order_user_pk,
+            update_ts: at("2025-02-22 08:00:00"),
+        };
+        assert_eq!(
+            in_effect.key(),
+            (user.hk_order_user_pk, at("2025-02-22 08:00:00"))
         );
     }
 

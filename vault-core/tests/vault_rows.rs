@@ -397,8 +397,63 @@ proptest! {
             rows.s_order_product_category_effectivity.len(),
             distinct_products.len()
         );
+        // And its user: the order–user link is in effect at this version, whatever the dishes.
+        prop_assert_eq!(
+            rows.s_order_user_effectivity.hk_order_user_pk,
+            rows.l_order_user.hk_order_user_pk
+        );
+        prop_assert_eq!(rows.s_order_user_effectivity.update_ts, order.payload.update_ts);
+    }
+
+    #[test]
+    fn each_version_names_its_own_user_through_its_own_link(
+        users in proptest::collection::vec(0..USER_POOL.len(), 1..8)
+    ) {
+        // Versions of one order, a minute apart, each naming a user of the pool: every version
+        // has exactly one user in effect, the one it names, and versions naming the same user
+        // share that user's link.
+        let base = example();
+        let start = base.payload.update_ts.as_datetime();
+        let versions: Vec<EnrichedOrder> = users
+            .iter()
+            .enumerate()
+            .map(|(minute, &u)| {
+                let mut version = base.clone();
+                version.payload.user.id = EntityId::parse(USER_POOL[u]).expect("valid id");
+                version.payload.update_ts = Timestamp::from_datetime(
+                    start + chrono::TimeDelta::minutes(minute as i64),
+                );
+                version
+            })
+            .collect();
+        let mut links = std::collections::BTreeMap::new();
+        for (version, &u) in versions.iter().zip(&users) {
+            let rows = rows(version);
+            let user = HashKey::user(&EntityId::parse(USER_POOL[u]).expect("valid id"));
+            prop_assert_eq!(rows.l_order_user.h_user_pk, user);
+            prop_assert_eq!(rows.l_order_user.h_order_pk, rows.h_order.h_order_pk);
+            prop_assert_eq!(
+                rows.l_order_user.hk_order_user_pk,
+                HashKey::link(rows.h_order.h_order_pk, user)
+            );
+            prop_assert_eq!(
+                rows.s_order_user_effectivity.hk_order_user_pk,
+                rows.l_order_user.hk_order_user_pk
+            );
+            prop_assert_eq!(rows.s_order_user_effectivity.update_ts, version.payload.update_ts);
+            let link = *links.entry(u).or_insert(rows.l_order_user.hk_order_user_pk);
+            prop_assert_eq!(link, rows.l_order_user.hk_order_user_pk);
+        }
+        let distinct: BTreeSet<HashKey> = links.values().copied().collect();
+        prop_assert_eq!(distinct.len(), links.len(), "one link per user");
     }
 }
+
+const USER_POOL: [&str; 3] = [
+    "626a81ce9a8cd1920641e296",
+    "626a81ce9a8cd1920641e297",
+    "aaaaaaaaaaaaaaaaaaaaaaa1",
+];
 
 // ---------------------------------------------------------------- effectivity (docs/contract.md §3.3)
 
@@ -480,10 +535,54 @@ fn a_dish_a_later_version_drops_has_no_effectivity_in_it() {
 }
 
 #[test]
+fn a_version_records_the_user_it_names_as_the_users_link_in_effect() {
+    let order = example();
+    let rows = rows(&order);
+    assert_eq!(
+        rows.s_order_user_effectivity.hk_order_user_pk,
+        key(L_ORDER_USER)
+    );
+    assert_eq!(
+        rows.s_order_user_effectivity.update_ts,
+        order.payload.update_ts
+    );
+}
+
+#[test]
+fn a_later_version_naming_another_user_puts_that_users_link_in_effect() {
+    let first = example();
+    let mut later = example();
+    later.payload.update_ts = Timestamp::parse("2023-08-06 10:00:00").expect("timestamp");
+    later.payload.user.id = EntityId::parse("626a81ce9a8cd1920641e297").expect("valid id");
+    let (before, after) = (rows(&first), rows(&later));
+    assert_eq!(before.h_order, after.h_order, "the same order");
+    assert_ne!(
+        before.l_order_user.hk_order_user_pk,
+        after.l_order_user.hk_order_user_pk
+    );
+    assert_eq!(
+        after.l_order_user.h_user_pk,
+        HashKey::user(&later.payload.user.id)
+    );
+    assert_eq!(
+        after.s_order_user_effectivity.hk_order_user_pk,
+        after.l_order_user.hk_order_user_pk
+    );
+    assert_eq!(
+        after.s_order_user_effectivity.update_ts,
+        later.payload.update_ts
+    );
+}
+
+#[test]
 fn a_version_without_dishes_still_records_the_version() {
     let mut empty = example();
     empty.payload.products.clear();
     let rows = rows(&empty);
     assert!(rows.s_order_product_category_effectivity.is_empty());
     assert_eq!(rows.s_order_version.update_ts, empty.payload.update_ts);
+    assert_eq!(
+        rows.s_order_user_effectivity.update_ts, empty.payload.update_ts,
+        "and its user"
+    );
 }

@@ -1,7 +1,8 @@
 //! The counter check (docs/contract.md §3.3): every datamart counter against a recount from the Data
-//! Vault. The recount itself is written once, as the views of the `order_effectivity`
-//! migration (`cdm.v_user_product_recount`, `cdm.v_user_category_recount`, compared in
-//! `cdm.v_counter_differences`); `vaultctl verify`, `scripts/run.sh`, the tests and any
+//! Vault. The recount itself is written once, as views in the migrations (`order_effectivity`,
+//! with the user of each order's latest version from `order_user_effectivity`):
+//! `cdm.v_user_product_recount`, `cdm.v_user_category_recount`, compared in
+//! `cdm.v_counter_differences`; `vaultctl verify`, `scripts/run.sh`, the tests and any
 //! periodic check all read the same views.
 
 use std::fmt;
