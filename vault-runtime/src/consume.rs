@@ -139,8 +139,11 @@ impl<S: Stage> Worker<S> {
             match process_batch(&self, &self.status, &batch, &mut stop, Backoff::DEFAULT).await {
                 Ok(()) => self.store_and_commit(&batch, CommitMode::Async),
                 Err(Abandoned) => {
-                    tracing::info!(service = self.status.service, messages = batch.len(),
-                        "Stopping with a batch in hand uncommitted; it will be redelivered.");
+                    tracing::info!(
+                        service = self.status.service,
+                        messages = batch.len(),
+                        "Stopping with a batch in hand uncommitted; it will be redelivered."
+                    );
                     break;
                 }
             }
