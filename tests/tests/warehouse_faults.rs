@@ -180,6 +180,43 @@ async fn a_statement_timeout_pauses_dds_and_rejects_nothing() -> anyhow::Result<
     p.shutdown().await
 }
 
+/// A refusal Postgres reports as a constraint violation — a message fault by its kind — and
+/// that the catalog check cannot see: only the warehouse probe, which writes a made-up row
+/// the same way, tells that the table refuses every row, not the messages' rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_constraint_refusing_every_row_pauses_dds_through_the_probe_and_rejects_nothing(
+) -> anyhow::Result<()> {
+    let Altered {
+        pg: _pg,
+        pipeline: p,
+        admin,
+        ..
+    } = Altered::start(2).await?;
+    let d = dictionary(&p).await?;
+    let sent = orders(47, &d, 55_000, 400);
+    let (first, second) = sent.split_at(200);
+    p.produce_raw(&messages(first)).await?;
+    p.settle(SETTLE).await;
+
+    admin
+        .batch_execute(
+            "ALTER TABLE dds.s_order_cost ADD CONSTRAINT refuses_all CHECK (false) NOT VALID",
+        )
+        .await?;
+    p.produce_raw(&messages(second)).await?;
+    let faulted = Instant::now();
+    await_paused(&p, Service::Dds, "a test write to the warehouse failed").await;
+    hold_without_dead_letters(&p, faulted + HOLD).await?;
+    admin
+        .batch_execute("ALTER TABLE dds.s_order_cost DROP CONSTRAINT refuses_all")
+        .await?;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &d, &sent).await?;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    await_healthy(&p).await;
+    p.shutdown().await
+}
+
 /// Mounts a tmpfs of `megabytes` at `dir` for the private Postgres; false (and a visible
 /// line) where this machine does not allow it — except under CI, where it must.
 fn small_filesystem(dir: &std::path::Path, megabytes: u32) -> anyhow::Result<bool> {
