@@ -529,6 +529,24 @@ impl Pipeline {
         ))
     }
 
+    /// Runs the real `vaultctl` with `args` against this pipeline's database and broker (with
+    /// nothing else from the environment); returns its exit code and its stdout + stderr.
+    pub async fn vaultctl(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        let output = tokio::process::Command::new(crate::process::binary("vaultctl"))
+            .env_clear()
+            .env("DATABASE_URL", &self.database_url)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &self.stack.kafka_bootstrap)
+            .args(args)
+            .output()
+            .await?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.code().unwrap_or(-1), text))
+    }
+
     /// Stops every running service cleanly.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop_replicas().await?;
