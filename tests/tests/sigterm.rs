@@ -17,22 +17,6 @@ use vault_tests::process::{free_port, log, spawn, terminate};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
-fn binary(service: Service) -> &'static str {
-    match service {
-        Service::Stg => "service-stg",
-        Service::Dds => "service-dds",
-        Service::Cdm => "service-cdm",
-    }
-}
-
-fn topic(p: &Pipeline, service: Service) -> &str {
-    match service {
-        Service::Stg => &p.raw_topic,
-        Service::Dds => &p.enriched_topic,
-        Service::Cdm => &p.counter_topic,
-    }
-}
-
 /// Rows the service's own transactions write, one per message it processes when every order
 /// is sent once (its first version only): what it has made durable, in messages.
 fn durable(service: Service) -> &'static str {
@@ -44,13 +28,7 @@ fn durable(service: Service) -> &'static str {
 }
 
 async fn committed(p: &Pipeline, service: Service) -> i64 {
-    p.stack
-        .committed_offsets(p.group(service), topic(p, service))
-        .await
-        .expect("committed offsets")
-        .values()
-        .map(|offset| offset.unwrap_or(0))
-        .sum()
+    p.committed(service).await.expect("committed offsets")
 }
 
 async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> anyhow::Result<()> {
@@ -61,8 +39,8 @@ async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> any
     env.insert("RUST_LOG".into(), "info".into());
     // Small batches, so that the signal finds one in flight.
     env.insert("BATCH_MAX_MESSAGES".into(), "20".into());
-    let log_name = format!("{}.log", vault_tests::unique(binary(service)));
-    let child = spawn(binary(service), &env, &log_name)?;
+    let log_name = format!("{}.log", vault_tests::unique(service.binary()));
+    let child = spawn(service.binary(), &env, &log_name)?;
 
     let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 30, 4);
     p.put_dictionary(&d).await?;
@@ -77,7 +55,7 @@ async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> any
         (done > 100).then_some(done)
     })
     .await;
-    let waiting: i64 = p.end_offsets(topic(&p, service)).await?.values().sum();
+    let waiting: i64 = p.end_offsets(p.topic(service)).await?.values().sum();
 
     assert_eq!(terminate(child).await?, Some(0), "{}", log(&log_name));
     let text = log(&log_name);
@@ -101,7 +79,7 @@ async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> any
     );
 
     // Started again, it goes on from there: exactly the rest, nothing lost, nothing twice.
-    let child = spawn(binary(service), &env, &log_name)?;
+    let child = spawn(service.binary(), &env, &log_name)?;
     p.settle(SETTLE).await;
     assert_exact(&p, &d, &sent).await?;
     let at_end = committed(&p, service).await;
