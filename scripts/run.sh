@@ -141,7 +141,7 @@ orders=$(psql_dwh -At -c "SELECT count(*) FROM stg.order_events WHERE object_id 
 counted=$(psql_dwh -At -c "SELECT count(*) FROM dds.order_load_state d JOIN cdm.order_state c \
   ON c.order_id = d.h_order_pk AND c.update_ts = d.update_ts WHERE d.order_id BETWEEN $first AND $last")
 # The recount is written once, in the views of the migrations (docs/contract.md §3.3);
-# `vaultctl verify` lists the same differences one by one.
+# `vaultctl verify` lists the first of the same differences and counts them all.
 mismatches=$(psql_dwh -At -c "SELECT count(*) FROM cdm.v_counter_differences")
 rejected=$(psql_dwh -At -c "SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NULL")
 

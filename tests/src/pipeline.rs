@@ -31,6 +31,15 @@ pub enum Service {
 impl Service {
     pub const ALL: [Service; 3] = [Service::Stg, Service::Dds, Service::Cdm];
 
+    /// The service's binary, for tests that run it as a process (`crate::process::spawn`).
+    pub fn binary(self) -> &'static str {
+        match self {
+            Service::Stg => "service-stg",
+            Service::Dds => "service-dds",
+            Service::Cdm => "service-cdm",
+        }
+    }
+
     fn profile(self) -> Profile {
         match self {
             Service::Stg => service_stg::PROFILE,
@@ -273,15 +282,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Kills a service mid-flight, as `kill -9` would: its futures are dropped wherever they
-    /// are, open transactions die with their connections and nothing is committed.
-    pub async fn kill_service(&mut self, service: Service) {
-        if let Some(running) = self.running.remove(&service) {
-            running.task.abort();
-            let _ = running.task.await;
-        }
-    }
-
     /// Gives a service a fresh consumer group, so that its next start reads its topic from the
     /// beginning.
     pub fn reset_group(&mut self, service: Service) {
@@ -291,6 +291,33 @@ impl Pipeline {
 
     pub fn group(&self, service: Service) -> &str {
         &self.groups[&service]
+    }
+
+    /// The topic `service` reads.
+    pub fn topic(&self, service: Service) -> &str {
+        match service {
+            Service::Stg => &self.raw_topic,
+            Service::Dds => &self.enriched_topic,
+            Service::Cdm => &self.counter_topic,
+        }
+    }
+
+    /// How many messages of its topic `service`'s group has committed, over all partitions.
+    pub async fn committed(&self, service: Service) -> anyhow::Result<i64> {
+        Ok(self
+            .stack
+            .committed_offsets(self.group(service), self.topic(service))
+            .await?
+            .values()
+            .map(|offset| offset.unwrap_or(0))
+            .sum())
+    }
+
+    /// How many messages on its topic `service` has not committed yet: work waiting for it,
+    /// or in its hands.
+    pub async fn backlog(&self, service: Service) -> anyhow::Result<i64> {
+        let end: i64 = self.end_offsets(self.topic(service)).await?.values().sum();
+        Ok(end - self.committed(service).await?)
     }
 
     pub fn http_addr(&self, service: Service) -> Option<SocketAddr> {
@@ -432,6 +459,31 @@ impl Pipeline {
         .await;
     }
 
+    /// Waits until `service` (running in-process) reports on `/health` that its worker is
+    /// paused by a systemic fault, retrying a batch it holds (state `retrying`, retries > 0),
+    /// and returns the worker's status: proof that a fault hit it mid-batch.
+    pub async fn await_retrying(&self, service: Service, timeout: Duration) -> serde_json::Value {
+        let what = format!("{service:?} to retry a batch");
+        eventually(&what, timeout, || async {
+            let worker = self.worker(service).await.ok()?;
+            (worker["state"] == "retrying" && worker["retries"].as_u64() > Some(0))
+                .then_some(worker)
+        })
+        .await
+    }
+
+    /// The worker status `service` (running in-process) reports on `/health`: its state and
+    /// what this instance has processed, retried, ... (`vault_runtime::status`). A cheap look,
+    /// for conditions that must be caught while they hold.
+    pub async fn worker(&self, service: Service) -> anyhow::Result<serde_json::Value> {
+        let addr = self
+            .http_addr(service)
+            .context("the service is not running")?;
+        let (_, body) = http(addr, "GET", "/health", "").await?;
+        let body: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(body["worker"].clone())
+    }
+
     /// The warehouse's tables (`schema.table`), from the catalog.
     pub async fn warehouse_tables(db: &tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
         Ok(db
@@ -530,6 +582,24 @@ impl Pipeline {
             ),
             vault_runtime::kafka::producer(&settings.kafka)?,
         ))
+    }
+
+    /// Runs the real `vaultctl` with `args` against this pipeline's database and broker (with
+    /// nothing else from the environment); returns its exit code and its stdout + stderr.
+    pub async fn vaultctl(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        let output = tokio::process::Command::new(crate::process::binary("vaultctl"))
+            .env_clear()
+            .env("DATABASE_URL", &self.database_url)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &self.stack.kafka_bootstrap)
+            .args(args)
+            .output()
+            .await?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.code().unwrap_or(-1), text))
     }
 
     /// Stops every running service cleanly.

@@ -188,10 +188,20 @@ async fn assert_exact(p: &Pipeline, sent: &[Sent], step: &str) {
     assert_eq!(differences(p).await, Vec::new(), "{step}: verify");
 }
 
+/// Every difference `verify` finds (these tests make few: all of them fit under the limit).
 async fn differences(p: &Pipeline) -> Vec<verify::Difference> {
     let (pool, _) = p.tools().expect("tools");
     let mut conn = pool.get().await.expect("a connection");
-    verify::differences(&mut conn).await.expect("verify")
+    let found = verify::differences(&mut conn, 1_000).await.expect("verify");
+    assert_eq!(found.total, found.first.len() as i64, "{found:?}");
+    found.first
+}
+
+/// The lines of `vaultctl verify` output that name a difference.
+fn difference_lines(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|line| line.contains(" != recount "))
+        .collect()
 }
 
 /// A fresh dictionary (its own user and restaurant ids, so the shared Redis holds no other
@@ -334,7 +344,8 @@ async fn a_dish_a_later_version_drops_stops_counting_for_that_order() -> anyhow:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reports_nothing_on_exact_counters_and_every_corrupted_one() -> anyhow::Result<()> {
+async fn verify_reports_nothing_on_exact_counters_and_counts_every_corrupted_one_showing_the_first(
+) -> anyhow::Result<()> {
     let p = Pipeline::start(2).await?;
     let d = dictionary();
     p.put_dictionary(&d).await?;
@@ -354,6 +365,9 @@ async fn verify_reports_nothing_on_exact_counters_and_every_corrupted_one() -> a
     send(&p, &d, 0, &[&sent[0]]).await;
     p.settle(SETTLE).await;
     assert_exact(&p, &sent, "one order closed").await;
+    let (code, out) = p.vaultctl(&["verify"]).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("counters match the recount"), "{out}");
 
     let db = p.db().await?;
     db.execute(
@@ -386,6 +400,33 @@ async fn verify_reports_nothing_on_exact_counters_and_every_corrupted_one() -> a
     assert_eq!(lost.item_id.to_string(), hub_key(&dish));
     assert_eq!((lost.counted, lost.recounted), (0, 1));
     assert_eq!(p.counter_mismatches().await?, 2);
+
+    // `vaultctl verify` shows the first of them, says how many more, and fails.
+    let (code, out) = p.vaultctl(&["verify", "--limit", "1"]).await?;
+    assert_eq!(code, 1, "{out}");
+    let shown = difference_lines(&out);
+    assert_eq!(shown.len(), 1, "{out}");
+    assert!(shown[0].starts_with("product"), "products first: {out}");
+    assert!(out.contains("... and 1 more"), "{out}");
+    assert!(out.contains("2 counter(s) differ"), "{out}");
+
+    // Many differences: counters of a user the Data Vault never saw. The output stays at
+    // the default limit, and the total counts them all.
+    db.execute(
+        "INSERT INTO cdm.user_product_counters (user_id, product_id, product_name, order_cnt) \
+         SELECT $1::text::uuid, gen_random_uuid(), 'ghost', 1 FROM generate_series(1, 48)",
+        &[&Uuid::new_v4().to_string()],
+    )
+    .await?;
+    let (code, out) = p.vaultctl(&["verify"]).await?;
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(difference_lines(&out).len(), 20, "{out}");
+    assert!(out.contains("... and 30 more"), "{out}");
+    assert!(out.contains("50 counter(s) differ"), "{out}");
+    assert_eq!(p.counter_mismatches().await?, 50);
+    let (code, out) = p.vaultctl(&["verify", "--limit", "0"]).await?;
+    assert_eq!((code, difference_lines(&out).len()), (1, 0), "{out}");
+    assert!(out.contains("... and 50 more"), "{out}");
     p.shutdown().await
 }
 

@@ -1,7 +1,9 @@
-//! End to end: orders through the real broker, Redis and Postgres, all services in-process,
-//! each test on its own database, topics and consumer groups.
+//! End to end: orders through the real broker, Redis and Postgres, the services in-process
+//! (or as their real binaries where a test kills them), each test on its own database, topics
+//! and consumer groups. Every fault is injected mid-stream, and each test shows that it was.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::Child;
 use std::time::Duration;
 
 use datagen::dictionary::Dictionary;
@@ -11,6 +13,7 @@ use vault_core::{EntityId, HashKey, OrderStatus, RawOrder};
 use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::orders::{message, order, random_dictionary};
 use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
+use vault_tests::process::{free_port, log, spawn, terminate};
 use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -436,30 +439,57 @@ async fn poison_messages_are_kept_with_reasons_and_replayed_once_fixed() -> anyh
     p.shutdown().await
 }
 
+/// Starts `service` as its real binary (small batches, so that a kill finds work in hand),
+/// instead of in-process.
+async fn launch_binary(p: &mut Pipeline, service: Service, log: &str) -> anyhow::Result<Child> {
+    p.stop_service(service).await?;
+    let mut env = p.env(service);
+    env.insert("HTTP_PORT".into(), free_port().to_string());
+    env.insert("RUST_LOG".into(), "info".into());
+    env.insert("BATCH_MAX_MESSAGES".into(), "50".into());
+    spawn(service.binary(), &env, log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_killed_or_stopped_mid_stream_lose_nothing_and_count_nothing_twice(
 ) -> anyhow::Result<()> {
     let mut p = Pipeline::start(3).await?;
+    // stg and dds as processes, to be killed with SIGKILL; cdm in-process, to be stopped.
+    let logs = [unique("killed-stg") + ".log", unique("killed-dds") + ".log"];
+    let mut stg = launch_binary(&mut p, Service::Stg, &logs[0]).await?;
+    let mut dds = launch_binary(&mut p, Service::Dds, &logs[1]).await?;
     let d = random_dictionary(20, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let sent = datagen::generate::orders(&mut rng, &d, 5_000, 1100);
-    let (first, second) = sent.split_at(600);
+    let sent = datagen::generate::orders(&mut rng, &d, 5_000, 3_500);
+    let (first, second) = sent.split_at(3_000);
     p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
         .await?;
-    // Mid-stream: once counting has begun, kill stg and dds outright and stop cdm cleanly.
+    // Mid-stream: once counting has begun, kill stg and dds outright (SIGKILL: no clean-up,
+    // no final commit) and stop cdm cleanly.
     eventually("the datamart to start filling", SETTLE, || async {
         (p.count("SELECT count(*) FROM cdm.order_state").await.ok()? > 0).then_some(())
     })
     .await;
-    p.kill_service(Service::Stg).await;
-    p.kill_service(Service::Dds).await;
+    stg.kill()?;
+    dds.kill()?;
+    stg.wait()?;
+    dds.wait()?;
     p.stop_service(Service::Cdm).await?;
+    // Dead, they commit nothing more: what is uncommitted now was uncommitted at the kill.
+    let (stg_left, dds_left) = (
+        p.backlog(Service::Stg).await?,
+        p.backlog(Service::Dds).await?,
+    );
+    eprintln!("killed with {stg_left} messages left to stg and {dds_left} to dds");
+    assert!(stg_left > 0, "stg was killed with work left");
+    assert!(dds_left > 0, "dds was killed with work left");
+
     p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
         .await?;
-    for service in Service::ALL {
-        p.start_service(service).await?;
-    }
+    let stg = launch_binary(&mut p, Service::Stg, &logs[0]).await?;
+    let dds = launch_binary(&mut p, Service::Dds, &logs[1]).await?;
+    p.start_service(Service::Cdm).await?;
     p.settle(SETTLE).await;
     assert_counters_match(&p, &d, &sent).await;
     let distinct: BTreeSet<i64> = sent.iter().map(|o| o.object_id.0).collect();
@@ -468,6 +498,8 @@ async fn services_killed_or_stopped_mid_stream_lose_nothing_and_count_nothing_tw
             .await?,
         distinct.len() as i64
     );
+    assert_eq!(terminate(stg).await?, Some(0), "{}", log(&logs[0]));
+    assert_eq!(terminate(dds).await?, Some(0), "{}", log(&logs[1]));
     p.shutdown().await
 }
 
@@ -506,13 +538,20 @@ async fn a_service_whose_database_is_unreachable_reports_unhealthy_and_names_it(
     Ok(())
 }
 
+/// Every service gets small batches, so that a stream of a few thousand orders is many
+/// batches long and a fault finds one in flight.
+fn small_batches() -> BTreeMap<String, String> {
+    BTreeMap::from([("BATCH_MAX_MESSAGES".to_owned(), "50".to_owned())])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<()> {
+async fn a_redis_outage_pauses_enrichment_mid_stream_and_skips_nothing() -> anyhow::Result<()> {
     let mut redis = vault_tests::servers::PrivateRedis::start().await?;
     let p = Pipeline::start_with(
         2,
         Overrides {
             redis_url: Some(redis.url()),
+            service_env: small_batches(),
             ..Overrides::default()
         },
     )
@@ -521,17 +560,23 @@ async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<
     p.put_dictionary(&d).await?;
     redis.snapshot().await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
-    let sent = datagen::generate::orders(&mut rng, &d, 7_000, 200);
-    let (first, second) = sent.split_at(100);
-    p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
+    let sent = datagen::generate::orders(&mut rng, &d, 7_000, 3_000);
+    p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>())
         .await?;
-    p.settle(SETTLE).await;
 
-    // Redis crashes: orders wait instead of failing, and go on once it is back.
+    // Redis crashes once stg has enriched some of the stream, with most of it still to do.
+    eventually("stg to be part way through", SETTLE, || async {
+        let worker = p.worker(Service::Stg).await.ok()?;
+        (worker["processed"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
     redis.kill();
-    p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
-        .await?;
+    // The batch in hand fails and is retried, not rejected: the stream pauses.
+    let worker = p.await_retrying(Service::Stg, SETTLE).await;
+    eprintln!("stg during the outage: {worker}");
     p.await_dependency_down(Service::Stg, "redis", SETTLE).await;
+    let left = p.backlog(Service::Stg).await?;
+    assert!(left > 0, "the outage came with work left to stg");
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
 
     redis.restart().await?;
@@ -550,12 +595,14 @@ async fn a_redis_outage_pauses_enrichment_and_skips_nothing() -> anyhow::Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Result<()> {
+async fn a_postgres_crash_mid_stream_pauses_every_service_and_skips_nothing() -> anyhow::Result<()>
+{
     let pg = vault_tests::servers::PrivatePostgres::start().await?;
-    let p = Pipeline::start_with(
+    let mut p = Pipeline::start_with(
         2,
         Overrides {
             database_url: Some(pg.url()),
+            service_env: small_batches(),
             ..Overrides::default()
         },
     )
@@ -563,17 +610,50 @@ async fn a_postgres_crash_pauses_every_service_and_skips_nothing() -> anyhow::Re
     let d = random_dictionary(10, 3);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(29);
-    let sent = datagen::generate::orders(&mut rng, &d, 9_000, 300);
-    let (first, second) = sent.split_at(150);
-    p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
-        .await?;
-    p.settle(SETTLE).await;
+    let sent = datagen::generate::orders(&mut rng, &d, 9_000, 4_000);
 
-    pg.crash()?;
-    p.produce_raw(&second.iter().map(message).collect::<Vec<_>>())
+    // A backlog on every hop: stg takes a third of the stream and stops, dds a third of what
+    // stg passed on and stops, cdm has not started.
+    p.stop_service(Service::Dds).await?;
+    p.stop_service(Service::Cdm).await?;
+    p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>())
         .await?;
+    let total = i64::try_from(sent.len())?;
+    eventually("stg to take a third of the stream", SETTLE, || async {
+        (p.committed(Service::Stg).await.ok()? >= total / 3).then_some(())
+    })
+    .await;
+    p.stop_service(Service::Stg).await?;
+    p.start_service(Service::Dds).await?;
+    let enriched: i64 = p.end_offsets(&p.enriched_topic).await?.values().sum();
+    eventually("dds to take a third of it", SETTLE, || async {
+        (p.committed(Service::Dds).await.ok()? >= enriched / 3).then_some(())
+    })
+    .await;
+    p.stop_service(Service::Dds).await?;
+
+    // All three at work on their backlogs: Postgres crashes as soon as each has processed a
+    // batch (the look is one local HTTP request each, so the crash follows at once).
     for service in Service::ALL {
+        p.start_service(service).await?;
+    }
+    eventually("every service to be at work", SETTLE, || async {
+        for service in Service::ALL {
+            let worker = p.worker(service).await.ok()?;
+            (worker["processed"].as_u64() > Some(0)).then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    pg.crash()?;
+    for service in Service::ALL {
+        // The batch it held failed and is retried: the fault hit it mid-stream. Nothing can
+        // commit while Postgres is down, so what is uncommitted now was at the crash.
+        let worker = p.await_retrying(service, SETTLE).await;
         p.await_dependency_down(service, "postgres", SETTLE).await;
+        let left = p.backlog(service).await?;
+        eprintln!("{service:?}: {left} messages left at the crash; {worker}");
+        assert!(left > 0, "the crash came with work left to {service:?}");
     }
 
     pg.restart().await?;

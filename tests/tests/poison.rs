@@ -2,17 +2,19 @@
 //! on `cdm_service` (counter events) ends as a dead letter of the service that reads it, with
 //! its kind, reason and exact source position, while the good messages written before and
 //! after it on the same partitions all count, and the group's committed offsets move past it.
-//! (Poison on the raw topic is in `pipeline.rs`.)
+//! (Poison on the raw topic is in `pipeline.rs`.) And `vaultctl dead-letters replay` over more
+//! letters than it reads at a time: each replayed exactly once, and only those chosen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use vault_tests::eventually;
+use vault_runtime::dead_letter::REPLAY_PAGE;
 use vault_tests::oracle::{self, Model};
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::produce::{produce_placed, Outgoing, Placed};
+use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -306,5 +308,132 @@ async fn poison_on_the_enriched_and_counter_topics_is_kept_and_everything_around
         "a poisoned enriched order reached the Data Vault"
     );
     oracle::assert_exact(&p, &model).await;
+    p.shutdown().await
+}
+
+/// The payloads on `topic`, each with how often it is there; every key must be its payload's.
+async fn republished(p: &Pipeline, topic: &str) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for (_, key, payload) in p.read_topic(topic).await.expect("the replay topic") {
+        let payload = String::from_utf8(payload).expect("a text payload");
+        assert_eq!(key, payload.replace("letter", "key"), "the original key");
+        *seen.entry(payload).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_more_letters_than_a_page_republishes_each_once_and_only_those_chosen(
+) -> anyhow::Result<()> {
+    let p = Pipeline::start(1).await?;
+    p.migrated().await;
+    // Letters from a topic no service reads, so that what a replay republishes stays there:
+    // three of every four service-stg's, the rest service-cdm's, interleaved by id.
+    let topic = unique("replayed");
+    p.stack
+        .create_topics(std::slice::from_ref(&topic), 1)
+        .await?;
+    let letters = 5 * REPLAY_PAGE;
+    let stg_letters = letters - letters / 4;
+    p.db()
+        .await?
+        .execute(
+            "INSERT INTO ops.dead_letters \
+                 (service, topic, partition, \"offset\", message_key, payload, error_kind, reason) \
+             SELECT CASE WHEN n % 4 = 0 THEN 'service-cdm' ELSE 'service-stg' END, $1, 0, n, \
+                    convert_to('key-' || n, 'UTF8'), convert_to('letter-' || n, 'UTF8'), \
+                    'unknown_user', 'test' \
+             FROM generate_series(1, $2::bigint) AS n",
+            &[&topic, &letters],
+        )
+        .await?;
+    let (code, out) = p.vaultctl(&["dead-letters", "list"]).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{letters} pending; the oldest 1000 shown")),
+        "{out}"
+    );
+
+    // Chosen ids, more than a page of them: exactly those, once each.
+    let chosen: Vec<i64> = p
+        .db()
+        .await?
+        .query(
+            "SELECT id FROM ops.dead_letters WHERE service = 'service-stg' AND id % 2 = 0 \
+             ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(chosen.len() as i64 > REPLAY_PAGE);
+    let mut args = vec![
+        "dead-letters".to_owned(),
+        "replay".into(),
+        "service-stg".into(),
+    ];
+    args.extend(chosen.iter().map(i64::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = p.vaultctl(&args).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("replayed {} dead letter(s)", chosen.len())),
+        "{out}"
+    );
+    let seen = republished(&p, &topic).await;
+    assert_eq!(seen.len(), chosen.len());
+    assert!(seen.values().all(|times| *times == 1), "{seen:?}");
+    let marked: Vec<i64> = p
+        .db()
+        .await?
+        .query(
+            "SELECT id FROM ops.dead_letters WHERE replayed_at IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(marked, chosen);
+
+    // The rest of one service's, then everything left: each letter once in all.
+    let (code, out) = p
+        .vaultctl(&["dead-letters", "replay", "service-stg"])
+        .await?;
+    assert_eq!(code, 0, "{out}");
+    let rest = stg_letters - chosen.len() as i64;
+    assert!(
+        out.contains(&format!("replayed {rest} dead letter(s)")),
+        "{out}"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NULL")
+            .await?,
+        letters - stg_letters,
+        "service-cdm's letters are left"
+    );
+    let (code, out) = p.vaultctl(&["dead-letters", "replay"]).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "replayed {} dead letter(s)",
+            letters - stg_letters
+        )),
+        "{out}"
+    );
+    let seen = republished(&p, &topic).await;
+    let expected: BTreeSet<String> = (1..=letters).map(|n| format!("letter-{n}")).collect();
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(seen.values().all(|times| *times == 1), "{seen:?}");
+    assert_eq!(
+        p.count("SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NULL")
+            .await?,
+        0
+    );
+    // Nothing is pending: a replay now republishes nothing.
+    let (code, out) = p.vaultctl(&["dead-letters", "replay"]).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replayed 0 dead letter(s)"), "{out}");
     p.shutdown().await
 }

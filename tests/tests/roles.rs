@@ -113,6 +113,13 @@ async fn each_service_role_writes_only_its_layer_and_none_is_privileged() -> any
             assert_eq!(outcome(client, &sql).await, None, "{sql}");
         }
 
+        // service-cdm's counter check reads the recount over dds through cdm's views, which
+        // run as their owner: allowed, though the role may not read dds itself (refused below).
+        let check = "SELECT count(*) FROM cdm.v_counter_differences; \
+                     SELECT count(*) FROM cdm.v_user_product_recount; \
+                     SELECT count(*) FROM cdm.v_user_category_recount";
+        assert_eq!(outcome(cdm, check).await, None, "{check}");
+
         // Nothing of another layer, no replaying of dead letters, no DDL.
         let refused = [
             (stg, "INSERT INTO cdm.order_state (order_id) VALUES (gen_random_uuid())"),
@@ -121,6 +128,8 @@ async fn each_service_role_writes_only_its_layer_and_none_is_privileged() -> any
             (dds, "DELETE FROM stg.order_events"),
             (dds, "INSERT INTO cdm.order_state (order_id) VALUES (gen_random_uuid())"),
             (cdm, "SELECT count(*) FROM stg.order_events"),
+            (cdm, "SELECT count(*) FROM dds.h_order"),
+            (stg, "SELECT count(*) FROM cdm.v_counter_differences"),
             (cdm, "INSERT INTO dds.h_order (h_order_pk, order_id, order_dt, load_dt, load_src) \
                    VALUES (gen_random_uuid(), 2, now(), now(), 'x')"),
             (stg, "UPDATE ops.dead_letters SET replayed_at = now()"),

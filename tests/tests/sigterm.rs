@@ -17,27 +17,18 @@ use vault_tests::process::{free_port, log, spawn, terminate};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
-fn binary(service: Service) -> &'static str {
+/// Rows the service's own transactions write, one per message it processes when every order
+/// is sent once (its first version only): what it has made durable, in messages.
+fn durable(service: Service) -> &'static str {
     match service {
-        Service::Stg => "service-stg",
-        Service::Dds => "service-dds",
-        Service::Cdm => "service-cdm",
+        Service::Stg => "SELECT count(*) FROM stg.order_events",
+        Service::Dds => "SELECT count(*) FROM dds.order_load_state",
+        Service::Cdm => "SELECT count(*) FROM cdm.order_state WHERE update_ts IS NOT NULL",
     }
 }
 
 async fn committed(p: &Pipeline, service: Service) -> i64 {
-    let topic = match service {
-        Service::Stg => &p.raw_topic,
-        Service::Dds => &p.enriched_topic,
-        Service::Cdm => &p.counter_topic,
-    };
-    p.stack
-        .committed_offsets(p.group(service), topic)
-        .await
-        .expect("committed offsets")
-        .values()
-        .map(|offset| offset.unwrap_or(0))
-        .sum()
+    p.committed(service).await.expect("committed offsets")
 }
 
 async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> anyhow::Result<()> {
@@ -48,30 +39,55 @@ async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> any
     env.insert("RUST_LOG".into(), "info".into());
     // Small batches, so that the signal finds one in flight.
     env.insert("BATCH_MAX_MESSAGES".into(), "20".into());
-    let log_name = format!("{}.log", vault_tests::unique(binary(service)));
-    let child = spawn(binary(service), &env, &log_name)?;
+    let log_name = format!("{}.log", vault_tests::unique(service.binary()));
+    let child = spawn(service.binary(), &env, &log_name)?;
 
     let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 30, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let sent = datagen::generate::orders(&mut rng, &d, 70_000 + seed as i64 * 10_000, 3_000);
-    let messages = messages(&sent);
-    p.produce_raw(&messages).await?;
-    eventually("the service to be part way through", SETTLE, || async {
-        (committed(&p, service).await > 100).then_some(())
+    let mut sent = datagen::generate::orders(&mut rng, &d, 70_000 + seed as i64 * 10_000, 3_000);
+    // Each order once (the later versions datagen appends are dropped), so that every message
+    // the service processes leaves exactly one row of `durable(service)`.
+    sent.truncate(3_000);
+    p.produce_raw(&messages(&sent)).await?;
+    let before = eventually("the service to be part way through", SETTLE, || async {
+        let done = committed(&p, service).await;
+        (done > 100).then_some(done)
     })
     .await;
+    let waiting: i64 = p.end_offsets(p.topic(service)).await?.values().sum();
 
     assert_eq!(terminate(child).await?, Some(0), "{}", log(&log_name));
     let text = log(&log_name);
     assert!(text.contains("Worker stopped."), "{text}");
     let at_stop = committed(&p, service).await;
-    assert!(at_stop > 100, "offsets were committed at shutdown");
+    eprintln!(
+        "{service:?}: SIGTERM with {before} of {waiting} messages on its topic committed; \
+         {at_stop} committed at exit"
+    );
+    assert!(
+        waiting > before,
+        "messages were waiting for the service when the signal came"
+    );
+    // What the service made durable is exactly what it committed: the batch in hand was
+    // either finished and committed, or abandoned and rolled back; nothing durable is left
+    // for the restart to redo, nothing committed is missing.
+    assert_eq!(
+        p.count(durable(service)).await?,
+        at_stop,
+        "rows written vs offsets committed at exit: {text}"
+    );
 
-    // Started again, it goes on from there.
-    let child = spawn(binary(service), &env, &log_name)?;
+    // Started again, it goes on from there: exactly the rest, nothing lost, nothing twice.
+    let child = spawn(service.binary(), &env, &log_name)?;
     p.settle(SETTLE).await;
     assert_exact(&p, &d, &sent).await?;
+    let at_end = committed(&p, service).await;
+    assert!(
+        at_stop < at_end,
+        "the service stopped with work left for the restart ({at_stop} of {at_end})"
+    );
+    assert_eq!(p.count(durable(service)).await?, at_end);
     assert_eq!(terminate(child).await?, Some(0));
     p.shutdown().await
 }

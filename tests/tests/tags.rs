@@ -431,22 +431,6 @@ async fn tags_equal_the_recount_when_rules_change_mid_stream() -> anyhow::Result
     p.shutdown().await
 }
 
-/// Runs `vaultctl` with `args` against `database_url`; returns (exit code, stdout + stderr).
-fn vaultctl(database_url: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let output = std::process::Command::new(vault_tests::process::binary("vaultctl"))
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-        .args(args)
-        .output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.code().unwrap_or(-1), text))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rules_file_is_applied_by_vaultctl_and_takes_effect_without_a_restart(
 ) -> anyhow::Result<()> {
@@ -479,7 +463,7 @@ async fn a_rules_file_is_applied_by_vaultctl_and_takes_effect_without_a_restart(
     ]))?;
 
     // A dry run shows the plan and writes nothing.
-    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &both, "--dry-run"])?;
+    let (code, out) = p.vaultctl(&["tags", "apply", &both, "--dry-run"]).await?;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("+ \"Lover\"") && out.contains("dry run"),
@@ -487,28 +471,28 @@ async fn a_rules_file_is_applied_by_vaultctl_and_takes_effect_without_a_restart(
     );
     assert_eq!(p.count("SELECT count(*) FROM cdm.tag_rules").await?, 0);
 
-    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &both])?;
+    let (code, out) = p.vaultctl(&["tags", "apply", &both]).await?;
     assert_eq!(code, 0, "{out}");
     holds(&p, &user, &["Lover", "Fan"], &[("Lover", 2)]).await;
     rules_applied(&p).await;
-    let (code, out) = vaultctl(&p.database_url, &["tags", "list"])?;
+    let (code, out) = p.vaultctl(&["tags", "list"]).await?;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Lover") && out.contains("2 rule(s)"), "{out}");
-    let (_, out) = vaultctl(&p.database_url, &["tags", "apply", &both])?;
+    let (_, out) = p.vaultctl(&["tags", "apply", &both]).await?;
     assert!(out.contains("already match"), "{out}");
 
     // A file without "Lover": kept unless --prune; "Fan" lowered to 2 grants it.
     let fan = write(serde_json::json!([
         {"tag": "Fan", "scope": "product", "target": dish.id.as_str(), "threshold": 2}
     ]))?;
-    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &fan])?;
+    let (code, out) = p.vaultctl(&["tags", "apply", &fan]).await?;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("~ \"Fan\"") && out.contains("--prune deletes it"),
         "{out}"
     );
     holds(&p, &user, &["Lover", "Fan"], &[("Lover", 2), ("Fan", 2)]).await;
-    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &fan, "--prune"])?;
+    let (code, out) = p.vaultctl(&["tags", "apply", &fan, "--prune"]).await?;
     assert_eq!(code, 0, "{out}");
     holds(&p, &user, &["Lover", "Fan"], &[("Fan", 2)]).await;
 
@@ -516,7 +500,7 @@ async fn a_rules_file_is_applied_by_vaultctl_and_takes_effect_without_a_restart(
     let bad = write(serde_json::json!([
         {"tag": "Fan", "scope": "product", "target": "not-a-product-id", "threshold": 2}
     ]))?;
-    let (code, out) = vaultctl(&p.database_url, &["tags", "apply", &bad])?;
+    let (code, out) = p.vaultctl(&["tags", "apply", &bad]).await?;
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("rule 1 (\"Fan\")") && out.contains("target"),

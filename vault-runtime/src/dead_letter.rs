@@ -111,23 +111,66 @@ pub struct StoredDeadLetter {
     pub reason: String,
 }
 
-/// Dead letters not yet replayed, oldest first, optionally of one service only.
+/// How many dead letters one step of a replay reads, republishes and marks: one page of
+/// payloads is all a replay holds in memory, however many letters are pending.
+pub const REPLAY_PAGE: i64 = 500;
+
+/// Dead letters not yet replayed with an id above `after` and at most `through`, oldest first,
+/// at most `limit` of them; optionally of one service only, optionally only the given ids.
+/// Everything is filtered by the database, so a caller pages through any number of letters by
+/// passing the last id it saw as `after`.
 pub async fn pending(
     conn: &mut AsyncPgConnection,
     service: Option<&str>,
+    ids: Option<&[i64]>,
+    after: i64,
+    through: i64,
     limit: i64,
 ) -> diesel::QueryResult<Vec<StoredDeadLetter>> {
     diesel::sql_query(
         "SELECT id, service, topic, partition, \"offset\", message_key, payload, error_kind, \
                 reason \
          FROM ops.dead_letters \
-         WHERE replayed_at IS NULL AND ($1::text IS NULL OR service = $1) \
-         ORDER BY id LIMIT $2",
+         WHERE replayed_at IS NULL AND id > $1 AND id <= $2 \
+           AND ($3::text IS NULL OR service = $3) AND ($4::bigint[] IS NULL OR id = ANY($4)) \
+         ORDER BY id LIMIT $5",
     )
+    .bind::<BigInt, _>(after)
+    .bind::<BigInt, _>(through)
     .bind::<Nullable<Text>, _>(service)
+    .bind::<Nullable<Array<BigInt>>, _>(ids)
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// How many dead letters are not yet replayed, optionally of one service only.
+pub async fn count_pending(
+    conn: &mut AsyncPgConnection,
+    service: Option<&str>,
+) -> diesel::QueryResult<i64> {
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM ops.dead_letters \
+         WHERE replayed_at IS NULL AND ($1::text IS NULL OR service = $1)",
+    )
+    .bind::<Nullable<Text>, _>(service)
+    .get_result(conn)
+    .await?;
+    Ok(count.n)
+}
+
+/// The highest dead letter id so far (0 when there is none).
+async fn last_id(conn: &mut AsyncPgConnection) -> diesel::QueryResult<i64> {
+    let last: Count = diesel::sql_query("SELECT coalesce(max(id), 0) AS n FROM ops.dead_letters")
+        .get_result(conn)
+        .await?;
+    Ok(last.n)
 }
 
 /// Marks dead letters as replayed (after their payloads were republished).
@@ -148,6 +191,11 @@ pub async fn mark_replayed(
 /// then marks them replayed; the owning service processes them afresh, and one that fails
 /// again becomes a new dead letter. `ids` narrows the replay to chosen letters. Returns how
 /// many were replayed.
+///
+/// The letters are read [`REPLAY_PAGE`] at a time in id order, and each page is republished
+/// and marked before the next is read, so memory stays bounded whatever the number pending.
+/// Only letters that existed when the replay began are replayed: one that fails again while
+/// the replay runs is a new letter, left for the next replay instead of looping forever.
 pub async fn replay(
     pool: &crate::stores::PgPool,
     producer: &rdkafka::producer::FutureProducer,
@@ -158,22 +206,37 @@ pub async fn replay(
     use rdkafka::util::Timeout;
 
     let mut conn = pool.get().await?;
-    let letters: Vec<StoredDeadLetter> = pending(&mut conn, service, i64::MAX)
-        .await?
-        .into_iter()
-        .filter(|l| ids.is_none_or(|ids| ids.contains(&l.id)))
-        .collect();
-    for letter in &letters {
-        let mut record = FutureRecord::to(&letter.topic).payload(&letter.payload);
-        if let Some(key) = &letter.message_key {
-            record = record.key(key);
+    let through = last_id(&mut conn).await?;
+    let (mut after, mut replayed) = (0, 0);
+    loop {
+        let page = pending(&mut conn, service, ids, after, through, REPLAY_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        // The whole page is enqueued at once and acknowledged together (as
+        // `kafka::publish` does); the idempotent producer keeps each partition's order.
+        let deliveries = page.iter().map(|letter| {
+            let mut record = FutureRecord::to(&letter.topic).payload(&letter.payload);
+            if let Some(key) = &letter.message_key {
+                record = record.key(key);
+            }
+            async move {
+                producer
+                    .send(record, Timeout::After(std::time::Duration::from_secs(30)))
+                    .await
+                    .map_err(|(e, _)| {
+                        anyhow::anyhow!("republishing dead letter {}: {e}", letter.id)
+                    })
+            }
+        });
+        futures::future::try_join_all(deliveries).await?;
+        let page_ids: Vec<i64> = page.iter().map(|l| l.id).collect();
+        mark_replayed(&mut conn, &page_ids).await?;
+        replayed += page_ids.len();
+        if i64::try_from(page.len()).unwrap_or(i64::MAX) < REPLAY_PAGE {
+            break;
         }
-        producer
-            .send(record, Timeout::After(std::time::Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("republishing dead letter {}: {e}", letter.id))?;
     }
-    let replayed: Vec<i64> = letters.iter().map(|l| l.id).collect();
-    mark_replayed(&mut conn, &replayed).await?;
-    Ok(replayed.len())
+    Ok(replayed)
 }

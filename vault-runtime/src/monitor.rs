@@ -138,21 +138,19 @@ pub(crate) async fn run(
 /// the events still on their way.
 async fn check_counters(pool: &PgPool, status: &Status) {
     let differences = match pool.get().await {
-        Ok(mut conn) => crate::verify::differences(&mut conn)
+        // The total, and the first difference to name in the log.
+        Ok(mut conn) => crate::verify::differences(&mut conn, 1)
             .await
             .map_err(|e| e.to_string()),
         Err(error) => Err(error.to_string()),
     };
     match differences {
         Ok(differences) => {
-            if !differences.is_empty() {
-                tracing::error!(count = differences.len(), first = %differences[0],
+            if let Some(first) = differences.first.first() {
+                tracing::error!(count = differences.total, %first,
                     "Counters differ from the recount over the Data Vault; run `vaultctl verify`.");
             }
-            status
-                .metrics
-                .counter_differences
-                .set(i64::try_from(differences.len()).unwrap_or(i64::MAX));
+            status.metrics.counter_differences.set(differences.total);
         }
         Err(error) => {
             tracing::warn!(%error, "Cannot check the counters against the recount.");

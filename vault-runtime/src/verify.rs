@@ -1,13 +1,13 @@
 //! The counter check (docs/contract.md §3.3): every datamart counter against a recount from the Data
-//! Vault. The recount itself is written once, as views in the migrations (`order_effectivity`,
-//! with the user of each order's latest version from `order_user_effectivity`):
-//! `cdm.v_user_product_recount`, `cdm.v_user_category_recount`, compared in
-//! `cdm.v_counter_differences`; `vaultctl verify`, `scripts/run.sh`, the tests and any
+//! Vault. The recount itself is written once, as views of the migrations
+//! (`cdm.v_user_product_recount`, `cdm.v_user_category_recount`, compared in
+//! `cdm.v_counter_differences`; each order counts for the user of its latest version,
+//! `order_user_effectivity`); `vaultctl verify`, `scripts/run.sh`, the tests and service-cdm's
 //! periodic check all read the same views.
 
 use std::fmt;
 
-use diesel::sql_types::{Integer, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -61,47 +61,81 @@ impl fmt::Display for Difference {
     }
 }
 
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    counter: String,
-    #[diesel(sql_type = SqlUuid)]
-    user_id: Uuid,
-    #[diesel(sql_type = SqlUuid)]
-    item_id: Uuid,
-    #[diesel(sql_type = Nullable<Text>)]
-    item_name: Option<String>,
-    #[diesel(sql_type = Integer)]
-    counted: i32,
-    #[diesel(sql_type = Integer)]
-    recounted: i32,
+/// The counters that differ from the recount: how many in all, and the first of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Differences {
+    /// How many counters differ, all of them counted by the database.
+    pub total: i64,
+    /// The first ones, products first, in a stable order; at most the limit asked for.
+    pub first: Vec<Difference>,
 }
 
-/// Every counter that differs from the recount, products first, in a stable order; empty
-/// when the datamarts are exact. Read in one statement, so both datamarts are compared at
-/// one snapshot.
-pub async fn differences(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<Difference>> {
+impl Differences {
+    /// True when the datamarts are exact.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
+/// One row of the query: the total, and a difference unless there is none to show.
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = BigInt)]
+    total: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    counter: Option<String>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    user_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    item_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    item_name: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    counted: Option<i32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    recounted: Option<i32>,
+}
+
+/// How many counters differ from the recount, and the first `limit` of them (products first,
+/// in a stable order); a total of 0 when the datamarts are exact. One statement, so the total
+/// and the rows shown come from one snapshot and the recount runs once; the database counts
+/// and sorts (a top-`limit` sort), so the caller holds at most `limit` rows however many differ.
+pub async fn differences(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> diesel::QueryResult<Differences> {
     let rows: Vec<Row> = diesel::sql_query(
-        "SELECT counter, user_id, item_id, item_name, counted, recounted \
-         FROM cdm.v_counter_differences ORDER BY counter DESC, user_id, item_id",
+        "WITH d AS MATERIALIZED ( \
+             SELECT counter, user_id, item_id, item_name, counted, recounted \
+             FROM cdm.v_counter_differences) \
+         SELECT t.total, f.counter, f.user_id, f.item_id, f.item_name, f.counted, f.recounted \
+         FROM (SELECT count(*) AS total FROM d) t \
+         LEFT JOIN LATERAL (SELECT * FROM d ORDER BY counter DESC, user_id, item_id LIMIT $1) f \
+           ON true \
+         ORDER BY f.counter DESC, f.user_id, f.item_id",
     )
+    .bind::<BigInt, _>(limit.max(0))
     .load(conn)
     .await?;
-    Ok(rows
+    let total = <[Row]>::first(&rows).map_or(0, |row| row.total);
+    let first = rows
         .into_iter()
-        .map(|row| Difference {
-            counter: if row.counter == "category" {
-                Counter::Category
-            } else {
-                Counter::Product
-            },
-            user_id: row.user_id,
-            item_id: row.item_id,
-            item_name: row.item_name,
-            counted: row.counted,
-            recounted: row.recounted,
+        .filter_map(|row| {
+            Some(Difference {
+                counter: if row.counter? == "category" {
+                    Counter::Category
+                } else {
+                    Counter::Product
+                },
+                user_id: row.user_id?,
+                item_id: row.item_id?,
+                item_name: row.item_name,
+                counted: row.counted?,
+                recounted: row.recounted?,
+            })
         })
-        .collect())
+        .collect();
+    Ok(Differences { total, first })
 }
 
 #[cfg(test)]

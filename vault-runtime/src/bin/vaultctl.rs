@@ -4,7 +4,7 @@
 //! vaultctl dead-letters list [SERVICE]             pending dead letters, oldest first
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
 //! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
-//! vaultctl verify                                  counters against a recount from the vault
+//! vaultctl verify [--limit N]                       counters against a recount from the vault
 //! vaultctl replay --service S --from T|N|P:N,...   rewind a service's group to reprocess
 //!          [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]
 //! vaultctl migrate                                 apply the schema and grant the service roles
@@ -14,8 +14,9 @@
 //! `tags apply` reads a rules file (docs/tags.md), shows what changes and writes it in one
 //! transaction; service-cdm recomputes the affected users within seconds. Rules not in the file
 //! are kept unless `--prune`.
-//! `verify` prints every counter that differs from the recount over the Data Vault (docs/contract.md §3.3)
-//! and exits 1 when there is any, 0 when the datamarts are exact.
+//! `verify` prints the counters that differ from the recount over the Data Vault (docs/contract.md §3.3),
+//! the first few (`--limit N`: the first N) and how many more there are, and exits 1 when there
+//! is any, 0 when the datamarts are exact.
 //! `migrate` is the deployment's one-shot step (a compose service, a Kubernetes Job): run as
 //! the owner of the schemas, it applies pending migrations, then creates and grants the
 //! least-privilege role of each service named by `PG_STG_USER`, `PG_DDS_USER`, `PG_CDM_USER`
@@ -50,7 +51,7 @@ const PROFILE: Profile = Profile {
     uses_redis: false,
 };
 
-const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify\n       vaultctl migrate\n       vaultctl tags list\n       vaultctl tags apply FILE [--prune] [--dry-run]\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
+const USAGE: &str = "usage: vaultctl dead-letters list [SERVICE]\n       vaultctl dead-letters replay [SERVICE] [ID ...]\n       vaultctl lag [--wait SECONDS]\n       vaultctl verify [--limit N]\n       vaultctl migrate\n       vaultctl tags list\n       vaultctl tags apply FILE [--prune] [--dry-run]\n       vaultctl replay --service S --from TIMESTAMP|OFFSET|P:OFFSET,... [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -81,7 +82,14 @@ async fn main() -> ExitCode {
         ["dead-letters", "list", rest @ ..] => list(&settings, rest.first().copied()).await,
         ["dead-letters", "replay", rest @ ..] => replay(&settings, &settings.kafka, rest).await,
         ["lag"] => lag(&settings, None).await,
-        ["verify"] => verify(&settings).await,
+        ["verify"] => verify(&settings, VERIFY_LIMIT).await,
+        ["verify", "--limit", limit] => match limit.parse::<i64>() {
+            Ok(limit) if limit >= 0 => verify(&settings, limit).await,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ["migrate"] => migrate(&settings).await,
         ["tags", "list"] => tags_list(&settings).await,
         ["tags", "apply", file, flags @ ..]
@@ -116,10 +124,14 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The most dead letters `dead-letters list` shows (the oldest); it says how many there are.
+const LIST_LIMIT: i64 = 1000;
+
 async fn list(settings: &Settings, service: Option<&str>) -> anyhow::Result<()> {
     let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
-    let letters = dead_letter::pending(&mut conn, service, 1000).await?;
+    let letters = dead_letter::pending(&mut conn, service, None, 0, i64::MAX, LIST_LIMIT).await?;
+    let total = dead_letter::count_pending(&mut conn, service).await?;
     println!(
         "{:>8}  {:<12} {:<24} {:<22} REASON",
         "ID", "SERVICE", "SOURCE", "KIND"
@@ -131,7 +143,11 @@ async fn list(settings: &Settings, service: Option<&str>) -> anyhow::Result<()> 
             l.id, l.service, source, l.error_kind, l.reason
         );
     }
-    println!("{} pending", letters.len());
+    if total > letters.len() as i64 {
+        println!("{total} pending; the oldest {} shown", letters.len());
+    } else {
+        println!("{total} pending");
+    }
     Ok(())
 }
 
@@ -263,12 +279,21 @@ async fn tags_apply(
     Ok(())
 }
 
-async fn verify(settings: &Settings) -> anyhow::Result<()> {
+/// How many differences `verify` prints unless `--limit` says otherwise.
+const VERIFY_LIMIT: i64 = 20;
+
+/// Prints the first `limit` counters that differ from the recount and how many more there
+/// are; an error (exit 1) when any differs.
+async fn verify(settings: &Settings, limit: i64) -> anyhow::Result<()> {
     let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
-    let differences = verify::differences(&mut conn).await?;
-    for difference in &differences {
+    let differences = verify::differences(&mut conn, limit).await?;
+    for difference in &differences.first {
         println!("{difference}");
+    }
+    let more = differences.total - differences.first.len() as i64;
+    if more > 0 {
+        println!("... and {more} more (`vaultctl verify --limit N` shows N)");
     }
     if differences.is_empty() {
         println!("counters match the recount from the Data Vault");
@@ -276,7 +301,7 @@ async fn verify(settings: &Settings) -> anyhow::Result<()> {
     } else {
         anyhow::bail!(
             "{} counter(s) differ from the recount from the Data Vault",
-            differences.len()
+            differences.total
         )
     }
 }
