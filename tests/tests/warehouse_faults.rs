@@ -217,6 +217,84 @@ async fn a_constraint_refusing_every_row_pauses_dds_through_the_probe_and_reject
     p.shutdown().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_sequence_pauses_cdm_and_rejects_nothing() -> anyhow::Result<()> {
+    let Altered {
+        pg: _pg,
+        pipeline: p,
+        admin,
+        role,
+    } = Altered::start(2).await?;
+    let d = dictionary(&p).await?;
+    let sent = orders(48, &d, 56_000, 400);
+    let (first, second) = sent.split_at(200);
+    p.produce_raw(&messages(first)).await?;
+    p.settle(SETTLE).await;
+
+    // New counter rows take their id from a sequence the role may no longer use; the table
+    // grants are untouched.
+    admin
+        .batch_execute(&format!(
+            "REVOKE USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq FROM {role}"
+        ))
+        .await?;
+    p.produce_raw(&messages(second)).await?;
+    let faulted = Instant::now();
+    await_paused(&p, Service::Cdm, "sequence").await;
+    hold_without_dead_letters(&p, faulted + HOLD).await?;
+    admin
+        .batch_execute(&format!(
+            "GRANT USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq TO {role}"
+        ))
+        .await?;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &d, &sent).await?;
+    await_healthy(&p).await;
+    p.shutdown().await
+}
+
+/// The tag outbox relay and the rule watcher run beside the batch loop: their failures are
+/// named on `/health` (503) and cleared once they work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_outbox_relay_and_rule_watcher_are_named_on_health_until_they_recover(
+) -> anyhow::Result<()> {
+    let Altered {
+        pg: _pg,
+        pipeline: p,
+        admin,
+        ..
+    } = Altered::start(1).await?;
+    await_healthy(&p).await;
+    admin
+        .batch_execute(
+            "ALTER TABLE cdm.user_tag_events RENAME TO user_tag_events_away; \
+             ALTER TABLE cdm.tag_rules_applied RENAME TO tag_rules_applied_away",
+        )
+        .await?;
+    let doc = vault_tests::eventually("both companions to be named", SETTLE, || async {
+        let (status, doc) = health(&p, Service::Cdm).await.ok()?;
+        let faults = &doc["worker"]["faults"];
+        (status == 503
+            && faults["tag_outbox"].as_str()?.contains("user_tag_events")
+            && faults["tag_rule_watcher"]
+                .as_str()?
+                .contains("tag_rules_applied"))
+        .then_some(doc)
+    })
+    .await;
+    eprintln!("{doc}");
+    admin
+        .batch_execute(
+            "ALTER TABLE cdm.user_tag_events_away RENAME TO user_tag_events; \
+             ALTER TABLE cdm.tag_rules_applied_away RENAME TO tag_rules_applied",
+        )
+        .await?;
+    await_healthy(&p).await;
+    let (_, doc) = health(&p, Service::Cdm).await?;
+    assert!(doc["worker"]["faults"].is_null(), "{doc}");
+    p.shutdown().await
+}
+
 /// Mounts a tmpfs of `megabytes` at `dir` for the private Postgres; false (and a visible
 /// line) where this machine does not allow it — except under CI, where it must.
 fn small_filesystem(dir: &std::path::Path, megabytes: u32) -> anyhow::Result<bool> {
