@@ -264,6 +264,7 @@ async fn a_failing_outbox_relay_and_rule_watcher_are_named_on_health_until_they_
         admin,
         ..
     } = Altered::start(1).await?;
+    p.migrated().await;
     await_healthy(&p).await;
     admin
         .batch_execute(
