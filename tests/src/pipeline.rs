@@ -669,3 +669,47 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// datagen, in-process, producing to a pipeline's raw topic.
+#[derive(Debug)]
+pub struct Datagen {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Datagen {
+    /// Starts datagen with the dictionaries and order-id counter of `redis_url`, producing
+    /// to `p`'s raw topic, and waits until it reports healthy.
+    pub async fn start(p: &Pipeline, redis_url: &str) -> anyhow::Result<Self> {
+        let env: HashMap<String, String> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", p.stack.kafka_bootstrap.clone()),
+            ("REDIS_URL", redis_url.to_owned()),
+            ("KAFKA_DESTINATION_TOPIC", p.raw_topic.clone()),
+            ("HTTP_HOST", "127.0.0.1".into()),
+            ("HTTP_PORT", "0".into()),
+            ("KAFKA_TOPIC_PARTITIONS", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let app = datagen::Application::build(datagen::Settings::from(&env)?)?;
+        let addr = app.http_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        eventually("datagen to be healthy", Duration::from_secs(60), || async {
+            let (status, _) = http(addr, "GET", "/health", "").await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await;
+        Ok(Self { addr, stop, task })
+    }
+
+    /// Stops it and waits for it to end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}

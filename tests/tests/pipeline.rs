@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use vault_core::{EntityId, HashKey, OrderStatus, RawOrder};
 use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::orders::{message, order, random_dictionary};
-use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
+use vault_tests::pipeline::{http, Datagen, Overrides, Pipeline, Service};
 use vault_tests::process::{free_port, log, spawn, terminate};
 use vault_tests::{eventually, unique};
 
@@ -35,28 +35,8 @@ async fn assert_counters_match(p: &Pipeline, d: &Dictionary, sent: &[RawOrder]) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_orders_come_out_exact_and_a_full_replay_changes_nothing() -> anyhow::Result<()> {
     let mut p = Pipeline::start(3).await?;
-    let env: HashMap<String, String> = [
-        ("KAFKA_BOOTSTRAP_SERVERS", p.stack.kafka_bootstrap.clone()),
-        ("REDIS_URL", p.stack.redis_url.clone()),
-        ("KAFKA_DESTINATION_TOPIC", p.raw_topic.clone()),
-        ("HTTP_HOST", "127.0.0.1".into()),
-        ("HTTP_PORT", "0".into()),
-        ("KAFKA_TOPIC_PARTITIONS", "0".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let datagen = datagen::Application::build(datagen::Settings::from(&env)?)?;
-    let datagen_addr = datagen.http_addr();
-    let (stop_datagen, stopped) = tokio::sync::oneshot::channel::<()>();
-    let datagen = tokio::spawn(datagen.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    eventually("datagen to be healthy", Duration::from_secs(60), || async {
-        let (status, _) = http(datagen_addr, "GET", "/health", "").await.ok()?;
-        (status == 200).then_some(())
-    })
-    .await;
+    let datagen = Datagen::start(&p, &p.stack.redis_url).await?;
+    let datagen_addr = datagen.addr;
 
     for bad in [
         r#"{"N": 0}"#,
@@ -166,8 +146,7 @@ async fn pushed_orders_come_out_exact_and_a_full_replay_changes_nothing() -> any
         "a full replay changed the warehouse"
     );
 
-    let _ = stop_datagen.send(());
-    datagen.await??;
+    datagen.stop().await?;
     p.shutdown().await
 }
 

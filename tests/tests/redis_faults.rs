@@ -18,7 +18,7 @@ use vault_runtime::stores::REDIS_COMMAND_TIMEOUT;
 use vault_tests::eventually;
 use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::orders::{message, order, random_dictionary};
-use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
+use vault_tests::pipeline::{http, Datagen, Overrides, Pipeline, Service};
 use vault_tests::servers::PrivateRedis;
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -328,28 +328,8 @@ async fn datagen_after_redis_is_emptied_issues_only_new_order_ids_and_writes_its
 ) -> anyhow::Result<()> {
     let redis = PrivateRedis::start().await?;
     let p = pipeline_on(&redis).await?;
-    let env: HashMap<String, String> = [
-        ("KAFKA_BOOTSTRAP_SERVERS", p.stack.kafka_bootstrap.clone()),
-        ("REDIS_URL", redis.url()),
-        ("KAFKA_DESTINATION_TOPIC", p.raw_topic.clone()),
-        ("HTTP_HOST", "127.0.0.1".into()),
-        ("HTTP_PORT", "0".into()),
-        ("KAFKA_TOPIC_PARTITIONS", "0".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let datagen = datagen::Application::build(datagen::Settings::from(&env)?)?;
-    let addr = datagen.http_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let datagen = tokio::spawn(datagen.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    eventually("datagen to be healthy", Duration::from_secs(60), || async {
-        let (status, _) = http(addr, "GET", "/health", "").await.ok()?;
-        (status == 200).then_some(())
-    })
-    .await;
+    let datagen = Datagen::start(&p, &redis.url()).await?;
+    let addr = datagen.addr;
     // The counter as datagen used to start it, far below the time floor.
     p.put_redis(COUNTER_KEY, "10000000").await?;
     let push = || async {
@@ -395,8 +375,7 @@ async fn datagen_after_redis_is_emptied_issues_only_new_order_ids_and_writes_its
     // datagen wrote its dictionaries back before pushing: nothing rejected, nothing paused.
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
     assert_eq!(p.counter_mismatches().await?, 0);
-    let _ = stop.send(());
-    datagen.await??;
+    datagen.stop().await?;
     p.shutdown().await
 }
 

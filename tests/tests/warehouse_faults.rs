@@ -38,6 +38,56 @@ async fn retries(p: &Pipeline, service: Service) -> anyhow::Result<u64> {
     Ok(doc["worker"]["retries"].as_u64().unwrap_or(0))
 }
 
+/// A fault injected mid-stream: `inject` runs on the admin session right after the second
+/// half of the orders is produced (so the stage under test has them in flight), `heal` once
+/// the stage has paused naming `cause` and held it for `hold`. `{role}` in either stands for
+/// the services' role.
+struct Fault {
+    service: Service,
+    cause: &'static str,
+    inject: &'static str,
+    heal: &'static str,
+    hold: Duration,
+}
+
+/// Runs `fault` over 400 orders: the stage pauses naming the cause, nothing becomes a dead
+/// letter while it holds, and once healed every order counts exactly and every service is
+/// healthy again.
+async fn paused_by(fault: Fault, seed: u64, first_id: i64) -> anyhow::Result<()> {
+    let Altered {
+        pg: _pg,
+        pipeline: p,
+        admin,
+        role,
+    } = Altered::start(2).await?;
+    let d = dictionary(&p).await?;
+    let sent = orders(seed, &d, first_id, 400);
+    let (first, second) = sent.split_at(200);
+    p.produce_raw(&messages(first)).await?;
+    p.settle(SETTLE).await;
+
+    let before = retries(&p, fault.service).await?;
+    p.produce_raw(&messages(second)).await?;
+    admin
+        .batch_execute(&fault.inject.replace("{role}", &role))
+        .await?;
+    let faulted = Instant::now();
+    let doc = await_paused(&p, fault.service, fault.cause).await;
+    assert!(
+        doc["worker"]["retries"].as_u64() > Some(before),
+        "the fault hit a batch in flight: {doc}"
+    );
+    hold_without_dead_letters(&p, faulted + fault.hold).await?;
+    admin
+        .batch_execute(&fault.heal.replace("{role}", &role))
+        .await?;
+    p.settle(SETTLE).await;
+    assert_exact(&p, &d, &sent).await?;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    await_healthy(&p).await;
+    p.shutdown().await
+}
+
 #[tokio::test]
 async fn the_warehouse_check_covers_every_data_vault_table() -> anyhow::Result<()> {
     let url = vault_tests::stack().await.fresh_database().await?;
@@ -110,74 +160,35 @@ async fn each_effectivity_table_renamed_mid_stream_pauses_dds_and_rejects_nothin
     p.shutdown().await
 }
 
+/// Someone edits a rule in psql and leaves the transaction open: it holds the table lock that
+/// every datamart batch needs to read the rules consistently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_edit_held_open_pauses_cdm_on_its_lock_timeout_and_rejects_nothing(
 ) -> anyhow::Result<()> {
-    let Altered {
-        pg: _pg,
-        pipeline: p,
-        admin,
-        ..
-    } = Altered::start(2).await?;
-    let d = dictionary(&p).await?;
-    let sent = orders(44, &d, 52_000, 400);
-    let (first, second) = sent.split_at(200);
-    p.produce_raw(&messages(first)).await?;
-    p.settle(SETTLE).await;
-
-    // Someone edits a rule in psql and leaves the transaction open: it holds the table lock
-    // that every datamart batch needs to read the rules consistently.
-    admin
-        .batch_execute(
-            "BEGIN; UPDATE cdm.tag_rules SET threshold = threshold; \
-             SELECT pg_sleep(0)",
-        )
-        .await?;
-    p.produce_raw(&messages(second)).await?;
-    let faulted = Instant::now();
-    await_paused(&p, Service::Cdm, "lock timeout").await;
-    hold_without_dead_letters(&p, faulted + HOLD).await?;
-    admin.batch_execute("COMMIT").await?;
-    p.settle(SETTLE).await;
-    assert_exact(&p, &d, &sent).await?;
-    await_healthy(&p).await;
-    p.shutdown().await
+    let fault = Fault {
+        service: Service::Cdm,
+        cause: "lock timeout",
+        inject: "BEGIN; UPDATE cdm.tag_rules SET threshold = threshold",
+        heal: "COMMIT",
+        hold: HOLD,
+    };
+    paused_by(fault, 44, 52_000).await
 }
 
+/// Every statement writing order statuses outlasts the session's statement timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_timeout_pauses_dds_and_rejects_nothing() -> anyhow::Result<()> {
-    let Altered {
-        pg: _pg,
-        pipeline: p,
-        admin,
-        ..
-    } = Altered::start(2).await?;
-    let d = dictionary(&p).await?;
-    let sent = orders(45, &d, 53_000, 400);
-    let (first, second) = sent.split_at(200);
-    p.produce_raw(&messages(first)).await?;
-    p.settle(SETTLE).await;
-
-    // Every statement writing order statuses now outlasts the session's statement timeout.
-    admin
-        .batch_execute(
-            "CREATE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$; \
-             CREATE TRIGGER slow BEFORE INSERT ON dds.s_order_status \
-                 FOR EACH STATEMENT EXECUTE FUNCTION public.slow()",
-        )
-        .await?;
-    p.produce_raw(&messages(second)).await?;
-    await_paused(&p, Service::Dds, "statement timeout").await;
-    hold_without_dead_letters(&p, Instant::now() + Duration::from_secs(2)).await?;
-    admin
-        .batch_execute("DROP TRIGGER slow ON dds.s_order_status")
-        .await?;
-    p.settle(SETTLE).await;
-    assert_exact(&p, &d, &sent).await?;
-    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
-    await_healthy(&p).await;
-    p.shutdown().await
+    let fault = Fault {
+        service: Service::Dds,
+        cause: "statement timeout",
+        inject: "CREATE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$; \
+                 CREATE TRIGGER slow BEFORE INSERT ON dds.s_order_status \
+                     FOR EACH STATEMENT EXECUTE FUNCTION public.slow()",
+        heal: "DROP TRIGGER slow ON dds.s_order_status",
+        hold: Duration::from_secs(2),
+    };
+    paused_by(fault, 45, 53_000).await
 }
 
 /// A refusal Postgres reports as a constraint violation — a message fault by its kind — and
@@ -186,71 +197,29 @@ async fn a_statement_timeout_pauses_dds_and_rejects_nothing() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_constraint_refusing_every_row_pauses_dds_through_the_probe_and_rejects_nothing(
 ) -> anyhow::Result<()> {
-    let Altered {
-        pg: _pg,
-        pipeline: p,
-        admin,
-        ..
-    } = Altered::start(2).await?;
-    let d = dictionary(&p).await?;
-    let sent = orders(47, &d, 55_000, 400);
-    let (first, second) = sent.split_at(200);
-    p.produce_raw(&messages(first)).await?;
-    p.settle(SETTLE).await;
-
-    admin
-        .batch_execute(
-            "ALTER TABLE dds.s_order_cost ADD CONSTRAINT refuses_all CHECK (false) NOT VALID",
-        )
-        .await?;
-    p.produce_raw(&messages(second)).await?;
-    let faulted = Instant::now();
-    await_paused(&p, Service::Dds, "a test write to the warehouse failed").await;
-    hold_without_dead_letters(&p, faulted + HOLD).await?;
-    admin
-        .batch_execute("ALTER TABLE dds.s_order_cost DROP CONSTRAINT refuses_all")
-        .await?;
-    p.settle(SETTLE).await;
-    assert_exact(&p, &d, &sent).await?;
-    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
-    await_healthy(&p).await;
-    p.shutdown().await
+    let fault = Fault {
+        service: Service::Dds,
+        cause: "a test write to the warehouse failed",
+        inject: "ALTER TABLE dds.s_order_cost ADD CONSTRAINT refuses_all CHECK (false) NOT VALID",
+        heal: "ALTER TABLE dds.s_order_cost DROP CONSTRAINT refuses_all",
+        hold: HOLD,
+    };
+    paused_by(fault, 47, 55_000).await
 }
 
+/// New counter rows take their id from a sequence the role may no longer use; the table
+/// grants are untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_sequence_pauses_cdm_and_rejects_nothing() -> anyhow::Result<()> {
-    let Altered {
-        pg: _pg,
-        pipeline: p,
-        admin,
-        role,
-    } = Altered::start(2).await?;
-    let d = dictionary(&p).await?;
-    let sent = orders(48, &d, 56_000, 400);
-    let (first, second) = sent.split_at(200);
-    p.produce_raw(&messages(first)).await?;
-    p.settle(SETTLE).await;
-
-    // New counter rows take their id from a sequence the role may no longer use; the table
-    // grants are untouched.
-    admin
-        .batch_execute(&format!(
-            "REVOKE USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq FROM {role}"
-        ))
-        .await?;
-    p.produce_raw(&messages(second)).await?;
-    let faulted = Instant::now();
-    await_paused(&p, Service::Cdm, "sequence").await;
-    hold_without_dead_letters(&p, faulted + HOLD).await?;
-    admin
-        .batch_execute(&format!(
-            "GRANT USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq TO {role}"
-        ))
-        .await?;
-    p.settle(SETTLE).await;
-    assert_exact(&p, &d, &sent).await?;
-    await_healthy(&p).await;
-    p.shutdown().await
+    let fault = Fault {
+        service: Service::Cdm,
+        cause: "sequence",
+        inject: "REVOKE USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq \
+                 FROM {role}",
+        heal: "GRANT USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq TO {role}",
+        hold: HOLD,
+    };
+    paused_by(fault, 48, 56_000).await
 }
 
 /// The tag outbox relay and the rule watcher run beside the batch loop: their failures are
