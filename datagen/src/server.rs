@@ -1,13 +1,14 @@
-//! datagen's HTTP API: `GET /health`, `GET /metrics` and `POST /push {"N": n}`, which pushes n orders and
-//! answers `{"status": "success", "messages_pushed": n, ...}`; the later versions of some
-//! orders go out as extra messages, counted in `later_versions`.
+//! datagen's HTTP API: `GET /health`, `GET /metrics` (both also `HEAD`) and
+//! `POST /push {"N": n}`, which pushes n orders and answers
+//! `{"status": "success", "messages_pushed": n, ...}`; the later versions of some orders go out
+//! as extra messages, counted in `later_versions`.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use vault_runtime::http::Dependency;
+use vault_runtime::http::{get_or_head, Dependency};
 use vault_runtime::kafka::{self, OutMessage};
 use warp::http::StatusCode;
 use warp::reply::{self, Json, WithStatus};
@@ -26,7 +27,7 @@ pub(crate) fn serve(
     };
     let health = warp::path("health")
         .and(warp::path::end())
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_state.clone())
         .then(health);
     let push = warp::path("push")
@@ -38,7 +39,7 @@ pub(crate) fn serve(
         .then(|body: warp::hyper::body::Bytes, state| push(body.to_vec(), state));
     let metrics = warp::path("metrics")
         .and(warp::path::end())
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_state)
         .map(|state: Arc<State>| {
             warp::reply::with_header(

@@ -4,7 +4,8 @@
 //! Everything under `/api` is routed here by hand rather than by warp filters, so that every
 //! answer — an unknown path, a wrong method, a malformed id — is a JSON body with the right
 //! status, and so that path segments are percent-decoded (tag names have spaces and Cyrillic).
-//! The API only reads: every query is a `SELECT` on the service's pool.
+//! The API only reads: every query is a `SELECT` on the service's pool. `HEAD` is answered
+//! like `GET` (the server sends no body), since uptime checkers use it.
 
 use std::sync::Arc;
 
@@ -39,8 +40,8 @@ pub enum ApiError {
     /// An unknown route or tag (404).
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
-    /// A known route asked with another method than GET (405).
-    #[error("{method} is not allowed here; the API only answers GET")]
+    /// A known route asked with another method than GET or HEAD (405).
+    #[error("{method} is not allowed here; the API only answers GET and HEAD")]
     MethodNotAllowed { method: Method },
     /// The warehouse could not be read (500); the cause goes to the log, not to the client.
     #[error("the warehouse could not be read")]
@@ -83,7 +84,7 @@ impl ApiError {
         let reply = warp::reply::with_status(warp::reply::json(&body), self.status());
         match self {
             Self::MethodNotAllowed { .. } => {
-                Box::new(warp::reply::with_header(reply, "allow", "GET"))
+                Box::new(warp::reply::with_header(reply, "allow", "GET, HEAD"))
             }
             _ => Box::new(reply),
         }
@@ -135,6 +136,12 @@ impl Route {
             ["api", "v1", "users", user, "counters"] => Ok(Self::UserCounters((*user).to_owned())),
             ["api", "v1", "users", user, "tags"] => Ok(Self::UserTags((*user).to_owned())),
             ["api", "v1", "tags"] => Ok(Self::Tags),
+            // Postgres text cannot hold NUL: such a name can be no tag's, and asking the
+            // warehouse would only earn an encoding error.
+            ["api", "v1", "tags", tag, "users"] if tag.contains('\0') => Err(ApiError::bad(
+                "invalid_tag",
+                "a tag name cannot contain a NUL character",
+            )),
             ["api", "v1", "tags", tag, "users"] if !tag.is_empty() => {
                 Ok(Self::TagUsers((*tag).to_owned()))
             }
@@ -266,7 +273,8 @@ impl Api {
         query: &str,
     ) -> Result<Box<dyn Reply>, ApiError> {
         let route = Route::of(path)?;
-        if method != Method::GET {
+        // HEAD goes through GET's work: the server drops the body and keeps the headers.
+        if method != Method::GET && method != Method::HEAD {
             return Err(ApiError::MethodNotAllowed {
                 method: method.clone(),
             });
@@ -571,6 +579,13 @@ mod tests {
             .expect("a route"),
             Route::TagUsers("Любитель pizza".to_owned())
         );
+    }
+
+    #[test]
+    fn a_tag_name_with_a_nul_character_is_a_bad_request() {
+        let error = Route::of("/api/v1/tags/a%00b/users").expect_err("a NUL in the tag");
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(code(error), "invalid_tag");
     }
 
     #[test]

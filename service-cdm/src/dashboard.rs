@@ -2,14 +2,15 @@
 //! JavaScript, charts drawn as SVG by hand, nothing fetched from elsewhere) that reads
 //! `/api/v1/pipeline` and `/api/v1/summary` every two seconds.
 
+use vault_runtime::http::get_or_head;
 use warp::{Filter, Reply};
 
 /// The page, compiled into the binary.
 pub const PAGE: &str = include_str!("../assets/dashboard.html");
 
-/// `GET /` (exactly): the page.
+/// `GET /` (exactly; `HEAD` too): the page.
 pub fn route() -> impl Filter<Extract = (Box<dyn Reply>,), Error = warp::Rejection> + Clone {
-    warp::path::end().and(warp::get()).map(|| {
+    warp::path::end().and(get_or_head()).map(|| {
         let page = warp::reply::html(PAGE);
         // Always the current build's page: it is small, and a stale one would call an old API.
         Box::new(warp::reply::with_header(page, "cache-control", "no-store")) as Box<dyn Reply>

@@ -3,6 +3,7 @@
 //! `docs/openapi.json`.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,6 +11,38 @@ use vault_core::HashKey;
 use vault_tests::eventually;
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::read_api::{define_category_tag, encode, fill, send, ApiClient};
+
+/// The raw answer to a request without a body: the head (status line and headers, lower-cased)
+/// and every byte the server sent after it, unparsed.
+async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("{method} {path}: no end of head"))?;
+    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+    Ok((head, response[end + 4..].to_vec()))
+}
+
+fn status_of(head: &str) -> Option<u16> {
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim())
+}
 
 /// Rows of (id, name, order_cnt) as text, for comparing API answers with tables.
 type Rows = BTreeSet<(String, String, i64)>;
@@ -348,5 +381,75 @@ async fn the_pipeline_and_summary_report_progress_throughput_and_dead_letters() 
         .as_array()
         .expect("top products")
         .is_empty());
+    p.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_answered_like_get_without_a_body_and_a_nul_in_a_tag_name_is_a_bad_request(
+) -> anyhow::Result<()> {
+    let p = Pipeline::start(1).await?;
+    let api = ApiClient::new(&p)?;
+    let addr = api.addr;
+    // The service applies the migrations as it starts: the schema is there once the API
+    // answers, and healthy once the worker runs.
+    for path in ["/api/v1/tags", "/health"] {
+        eventually(
+            &format!("GET {path} 200"),
+            Duration::from_secs(60),
+            || async {
+                let (head, _) = raw_request(addr, "GET", path).await.ok()?;
+                (status_of(&head) == Some(200)).then_some(())
+            },
+        )
+        .await;
+    }
+
+    // Uptime checkers ask with HEAD: the status and content type GET gets, and no body.
+    for path in [
+        "/api/v1/tags",
+        "/api/v1/users/0123456789abcdef01234567/counters",
+        "/api/v1/users/0123456789abcdef01234567/tags",
+        "/api/v1/summary",
+        "/api/v1/pipeline",
+        "/api/v1/openapi.json",
+        "/api/v1/users/not-a-user/tags",
+        "/api/v1/nothing",
+        "/",
+        "/health",
+        "/metrics",
+    ] {
+        let (get, get_body) = raw_request(addr, "GET", path).await?;
+        let (head, head_body) = raw_request(addr, "HEAD", path).await?;
+        assert!(!get_body.is_empty(), "GET {path} has a body");
+        assert_eq!(status_of(&head), status_of(&get), "HEAD {path}: {head}");
+        assert_eq!(
+            header(&head, "content-type"),
+            header(&get, "content-type"),
+            "HEAD {path}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&head_body),
+            "",
+            "HEAD {path} sends no body"
+        );
+    }
+    let (head, _) = raw_request(addr, "HEAD", "/api/v1/tags").await?;
+    assert_eq!(status_of(&head), Some(200), "{head}");
+
+    // Other methods are still refused, and the refusal says what is allowed.
+    let (refused, _) = raw_request(addr, "DELETE", "/api/v1/tags").await?;
+    assert_eq!(status_of(&refused), Some(405), "{refused}");
+    assert_eq!(header(&refused, "allow"), Some("get, head"));
+
+    // Postgres text cannot hold NUL: such a tag name is the client's error, in the API's body.
+    for path in ["/api/v1/tags/%00/users", "/api/v1/tags/a%00b/users?limit=5"] {
+        let (status, body) = api.get(path).await?;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_tag")),
+            "{path}: {body}"
+        );
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("NUL")));
+    }
     p.shutdown().await
 }

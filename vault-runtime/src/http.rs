@@ -1,4 +1,5 @@
-//! The HTTP server every service runs: `GET /health` (docs/contract.md §5) and `GET /metrics`.
+//! The HTTP server every service runs: `GET /health` (docs/contract.md §5) and `GET /metrics`;
+//! each also answers `HEAD`, as uptime checkers ask.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -90,6 +91,12 @@ impl HealthState {
     }
 }
 
+/// GET or HEAD. A HEAD request gets GET's answer: the server sends its status and headers and
+/// leaves the body out (hyper does, for every HEAD response), so a route needs nothing else.
+pub fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
 /// Binds the HTTP port (port 0 picks a free one) and returns the listener and its address; a
 /// port that cannot be bound is a configuration error naming `HTTP_PORT`.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, SocketAddr)> {
@@ -111,7 +118,7 @@ pub fn serve_listener(
     let health_state = state.clone();
     let health = warp::path("health")
         .and(warp::path::end())
-        .and(warp::get())
+        .and(get_or_head())
         .then(move || {
             let state = health_state.clone();
             async move {
@@ -127,7 +134,7 @@ pub fn serve_listener(
     let metrics_status = state.status.clone();
     let metrics = warp::path("metrics")
         .and(warp::path::end())
-        .and(warp::get())
+        .and(get_or_head())
         .map(move || {
             warp::reply::with_header(
                 metrics_status.metrics.encode(),
