@@ -732,8 +732,12 @@ async fn run_on_local_stack(source: &str, programs: &Programs) -> anyhow::Result
         .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .await?;
     for role in local.roles.values() {
+        // The read API's role, made for the cdm role (IF EXISTS: tried for each).
+        let reader = vault_migrations::roles::reader_role(role);
         client
-            .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS {role}; DROP ROLE IF EXISTS {reader}"
+            ))
             .await?;
     }
     match result {
