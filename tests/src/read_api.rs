@@ -52,14 +52,24 @@ impl ApiClient {
 
     pub async fn request(&self, method: &str, path: &str) -> anyhow::Result<(u16, Value)> {
         let authorization = format!("Bearer {}", self.token);
-        let (status, _, body) = http_with(
-            self.addr,
-            method,
-            path,
-            "",
-            &[("Authorization", authorization.as_str())],
-        )
-        .await?;
+        let (status, _, json) = self.request_as(method, path, Some(&authorization)).await?;
+        Ok((status, json))
+    }
+
+    /// `method path` with this `Authorization` header (or none), checked against the document
+    /// like every answer; also returns the response's headers.
+    pub async fn request_as(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> anyhow::Result<(u16, Vec<(String, String)>, Value)> {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|value| ("Authorization", value))
+            .into_iter()
+            .collect();
+        let (status, response_headers, body) =
+            http_with(self.addr, method, path, "", &headers).await?;
         let json: Value = serde_json::from_str(&body)
             .with_context(|| format!("{method} {path} answered {status} with non-JSON {body}"))?;
         match self.doc.template_of(path) {
@@ -77,7 +87,7 @@ impl ApiClient {
                 .check_schema("Error", &json)
                 .with_context(|| format!("{method} {path} ({status})"))?,
         }
-        Ok((status, json))
+        Ok((status, response_headers, json))
     }
 
     /// The documented routes this client has not been answered on yet.
