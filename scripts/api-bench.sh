@@ -34,6 +34,8 @@ command -v wrk >/dev/null || { log "wrk is missing: apt-get install -y wrk"; exi
 command -v psql >/dev/null || { log "psql is missing: apt-get install -y postgresql-client"; exit 1; }
 
 eval "$(scripts/stack.sh up)"
+# The stack's API_TOKEN (exported above) is the service's too: every request carries it.
+readonly AUTH="Authorization: Bearer $API_TOKEN"
 # The stack's DATABASE_URL names the dwh database: the scratch one sits beside it.
 readonly ADMIN_URL=$DATABASE_URL
 readonly BENCH_URL=${DATABASE_URL%/*}/$DB
@@ -67,11 +69,11 @@ service_pid=$!
 
 # The service applies the migrations at start; the schema is there once the API answers.
 for _ in $(seq 1 300); do
-  if curl -fsS "http://127.0.0.1:$PORT/api/v1/tags" >/dev/null 2>&1; then break; fi
+  if curl -fsS -H "$AUTH" "http://127.0.0.1:$PORT/api/v1/tags" >/dev/null 2>&1; then break; fi
   kill -0 "$service_pid" 2>/dev/null || { cat "$WORK/service-cdm.log" >&2; exit 1; }
   sleep 0.2
 done
-curl -fsS "http://127.0.0.1:$PORT/api/v1/tags" >/dev/null
+curl -fsS -H "$AUTH" "http://127.0.0.1:$PORT/api/v1/tags" >/dev/null
 
 log "generating the warehouse: $USERS users"
 start=$SECONDS
@@ -160,14 +162,14 @@ bench() {
   local name=$1 url=$2 script=${3:-}
   printf '\n### %s\n' "$name"
   if [[ -n $script ]]; then
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency -s "$script" "$url"
+    wrk -H "$AUTH" -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency -s "$script" "$url"
   else
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency "$url"
+    wrk -H "$AUTH" -t2 -c"$CONNECTIONS" -d"$DURATION" --timeout 5s --latency "$url"
   fi
 }
 # One request first, so that the warm-up (connections, first aggregate) is not measured.
 for path in /api/v1/tags /api/v1/summary /api/v1/pipeline /; do
-  curl -fsS -o /dev/null "$base$path"
+  curl -fsS -H "$AUTH" -o /dev/null "$base$path"
 done
 bench "GET /api/v1/users/{user}/counters (random user)" "$base" "$WORK/counters.lua"
 bench "GET /api/v1/users/{user}/tags (random user)" "$base" "$WORK/tags.lua"

@@ -89,7 +89,7 @@ stack_env=$(scripts/stack.sh up --beside "$LOG_DIR/build.log" -- "${with_dev_cfl
   cargo build --profile "$PROFILE" --bin datagen --bin service-stg --bin service-dds --bin service-cdm \
   --bin vaultctl)
 eval "$stack_env"
-export KAFKA_BOOTSTRAP_SERVERS DATABASE_URL REDIS_URL
+export KAFKA_BOOTSTRAP_SERVERS DATABASE_URL REDIS_URL API_TOKEN
 
 stop_services
 mkdir -p "$RUN_DIR" "$LOG_DIR"
@@ -161,6 +161,9 @@ psql_dwh -c "SELECT CASE WHEN category_name = '' THEN '(no category)' ELSE categ
   AS category, sum(order_cnt) AS orders FROM cdm.user_category_counters \
   GROUP BY category_name ORDER BY 2 DESC LIMIT 5"
 cat <<TAIL
-The services keep running (health: curl 127.0.0.1:5011/health ... 5014/health;
+The services keep running, on 127.0.0.1 only (health: curl 127.0.0.1:5011/health ... 5014/health;
 push more: curl -X POST -d '{"N": 1000}' 127.0.0.1:5011/push). Stop them: scripts/run.sh stop
+Dashboard: http://127.0.0.1:5014/#token=$API_TOKEN
+Read API:  curl -H "Authorization: Bearer \$API_TOKEN" 127.0.0.1:5014/api/v1/summary
+           (API_TOKEN is in .stack/api-token; eval "\$(scripts/stack.sh env)" exports it)
 TAIL

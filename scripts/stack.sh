@@ -5,7 +5,8 @@
 #   scripts/stack.sh up       start what is not running, wait until ready, print the settings
 #   scripts/stack.sh down     stop what this script started (never services it found running)
 #   scripts/stack.sh status   print each component up or down
-#   scripts/stack.sh env      print the settings as export lines
+#   scripts/stack.sh env      print the settings as export lines (with API_TOKEN, the read
+#                             API's token, made once into .stack/api-token)
 #   scripts/stack.sh up --beside LOG -- COMMAND...
 #                             the same, running COMMAND (a build) in the background from the
 #                             moment the build tools are installed, its output in LOG; `up`
@@ -379,10 +380,21 @@ $(tail -n 40 "$BESIDE_LOG")"
 
 # --- commands ---------------------------------------------------------------------------------
 
+# The read API's bearer token of the local stack (docs/read-api.md, "Access"): made once,
+# random, in .stack/api-token (readable by its owner only), and the same on every later call.
+api_token() {
+  local file=$STATE_DIR/api-token
+  if [[ ! -s $file ]]; then
+    (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$file.new" && mv "$file.new" "$file")
+  fi
+  cat "$file"
+}
+
 print_env() {
   printf 'export KAFKA_BOOTSTRAP_SERVERS=%s:%s\n' "$HOST" "$KAFKA_PORT"
   printf 'export DATABASE_URL=postgres://postgres@%s:%s/%s\n' "$HOST" "$PG_PORT" "$DB_NAME"
   printf 'export REDIS_URL=redis://%s:%s\n' "$HOST" "$REDIS_PORT"
+  printf 'export API_TOKEN=%s\n' "$(api_token)"
 }
 
 status_line() {

@@ -4,8 +4,10 @@
 //! Everything under `/api` is routed here by hand rather than by warp filters, so that every
 //! answer — an unknown path, a wrong method, a malformed id — is a JSON body with the right
 //! status, and so that path segments are percent-decoded (tag names have spaces and Cyrillic).
-//! The API only reads: every query is a `SELECT` on the service's pool. `HEAD` is answered
-//! like `GET` (the server sends no body), since uptime checkers use it.
+//! The API only reads: every query is a `SELECT` on sessions that are read-only, as the
+//! read-only role when `vaultctl migrate` made one (`read_only`). With `API_TOKEN` set, every
+//! request under `/api` must carry it (`auth`). `HEAD` is answered like `GET` (the server
+//! sends no body), since uptime checkers use it.
 
 use std::sync::Arc;
 
@@ -21,8 +23,10 @@ use vault_runtime::{Context, Routes};
 use warp::http::{Method, StatusCode};
 use warp::{Filter, Reply};
 
+use crate::auth::Bearer;
 use crate::dashboard;
 use crate::overview::Overview;
+use crate::read_only;
 
 /// The page size when `limit` is absent, and the largest accepted.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -34,6 +38,9 @@ const OPENAPI: &str = include_str!("../../docs/openapi.json");
 /// Why a request gets no data: the status and the JSON body `{"error", "message"}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// No `Authorization: Bearer` header with the configured `API_TOKEN` (401).
+    #[error("this API needs `Authorization: Bearer <API_TOKEN>`")]
+    Unauthorized,
     /// A malformed id, limit, cursor or query string (400); `code` names which.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -58,6 +65,7 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -68,6 +76,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } | Self::NotFound { code, .. } => code,
+            Self::Unauthorized => "unauthorized",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Internal(_) => "internal_error",
         }
@@ -86,6 +95,11 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => {
                 Box::new(warp::reply::with_header(reply, "allow", "GET, HEAD"))
             }
+            Self::Unauthorized => Box::new(warp::reply::with_header(
+                reply,
+                "www-authenticate",
+                r#"Bearer realm="vaultline""#,
+            )),
             _ => Box::new(reply),
         }
     }
@@ -228,23 +242,37 @@ pub fn decode_cursor(text: &str) -> Result<Uuid, ApiError> {
 
 /// The routes: the dashboard at `/`, the API under `/api`.
 pub fn routes(context: &Context) -> Routes {
-    // The pool is the batches' too: readers get at most half of it, however many requests
-    // wait, so that a burst of reads never holds up the consume loop.
+    // A pool of its own, read-only, half the size of the batches' (`read_only`): a burst of
+    // reads never holds up the consume loop.
     let readers = (context.settings.postgres.pool_size as usize / 2).max(1);
     let api = Arc::new(Api {
-        pool: context.pool.clone(),
+        pool: read_only::pool(&context.settings, readers as u32),
         readers: Semaphore::new(readers),
         overview: Overview::new(&context.settings),
     });
+    let bearer = Bearer::from_settings(&context.settings);
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let api_routes = warp::path("api")
         .and(warp::path::full())
         .and(warp::method())
         .and(query)
+        .and(warp::header::headers_cloned())
         .then(
-            move |path: warp::path::FullPath, method: Method, query: String| {
+            move |path: warp::path::FullPath,
+                  method: Method,
+                  query: String,
+                  headers: warp::http::HeaderMap| {
                 let api = api.clone();
+                // Before anything else, so that without the token not even which routes
+                // exist can be learnt. (A header that is not text is no token.)
+                let authorization = headers
+                    .get(warp::http::header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok());
+                let allowed = bearer.allows(authorization);
                 async move {
+                    if !allowed {
+                        return ApiError::Unauthorized.into_reply();
+                    }
                     match api.answer(path.as_str(), &method, &query).await {
                         Ok(reply) => reply,
                         Err(error) => error.into_reply(),

@@ -1,6 +1,8 @@
 //! The dashboard (docs/contract.md §6.5) at `GET /`: one self-contained page (inline CSS and
 //! JavaScript, charts drawn as SVG by hand, nothing fetched from elsewhere) that reads
-//! `/api/v1/pipeline` and `/api/v1/summary` every two seconds.
+//! `/api/v1/pipeline` and `/api/v1/summary` every two seconds, with the token it is opened with
+//! (`/#token=<API_TOKEN>`, docs/read-api.md "Access"). The page itself needs no token: it is
+//! only code.
 
 use vault_runtime::http::get_or_head;
 use warp::{Filter, Reply};
@@ -37,5 +39,13 @@ mod tests {
     fn the_page_reads_the_api_it_is_served_with() {
         assert!(PAGE.contains("/api/v1/pipeline"));
         assert!(PAGE.contains("/api/v1/summary"));
+    }
+
+    #[test]
+    fn the_page_sends_the_token_it_is_given_in_the_fragment() {
+        assert!(PAGE.contains("location.hash"));
+        assert!(PAGE.contains(r#"Authorization: "Bearer " + apiToken"#));
+        // Taken out of the address bar once read.
+        assert!(PAGE.contains("window.history.replaceState"));
     }
 }

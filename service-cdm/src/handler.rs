@@ -72,9 +72,9 @@ impl Stage for CdmStage {
     const VERIFIES: bool = true;
     fn tables() -> Vec<Table> {
         vec![
-            Table {
-                name: "cdm.order_state",
-                columns: vec![
+            Table::granted(
+                "cdm.order_state",
+                vec![
                     "order_id",
                     "user_id",
                     "update_ts",
@@ -83,44 +83,39 @@ impl Stage for CdmStage {
                     "category_ids",
                     "updated_at",
                 ],
-                privileges: "SELECT, INSERT, UPDATE",
-            },
-            Table {
-                name: Counter::PRODUCTS.table,
-                columns: vec![
+            ),
+            Table::granted(
+                Counter::PRODUCTS.table,
+                vec![
                     "user_id",
                     "product_id",
                     "product_name",
                     "order_cnt",
                     "updated_at",
                 ],
-                privileges: "SELECT, INSERT, UPDATE",
-            },
-            Table {
-                name: Counter::CATEGORIES.table,
-                columns: vec![
+            ),
+            Table::granted(
+                Counter::CATEGORIES.table,
+                vec![
                     "user_id",
                     "category_id",
                     "category_name",
                     "order_cnt",
                     "updated_at",
                 ],
-                privileges: "SELECT, INSERT, UPDATE",
-            },
-            // Read, and locked in SHARE mode, which Postgres grants with UPDATE.
-            Table {
-                name: "cdm.tag_rules",
-                columns: vec!["tag", "scope", "target", "threshold", "enabled"],
-                privileges: "SELECT, UPDATE",
-            },
-            Table {
-                name: "cdm.user_tags",
-                columns: vec!["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
-                privileges: "SELECT, INSERT, UPDATE, DELETE",
-            },
-            Table {
-                name: "cdm.user_tag_events",
-                columns: vec![
+            ),
+            // Read, and locked in SHARE mode, which Postgres allows with UPDATE.
+            Table::granted(
+                "cdm.tag_rules",
+                vec!["tag", "scope", "target", "threshold", "enabled"],
+            ),
+            Table::granted(
+                "cdm.user_tags",
+                vec!["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
+            ),
+            Table::granted(
+                "cdm.user_tag_events",
+                vec![
                     "event_id",
                     "user_id",
                     "tag",
@@ -129,8 +124,7 @@ impl Stage for CdmStage {
                     "order_cnt",
                     "at",
                 ],
-                privileges: "SELECT, INSERT",
-            },
+            ),
         ]
     }
 

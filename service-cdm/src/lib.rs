@@ -3,9 +3,11 @@
 //! and serves the read API and the dashboard over them (§6.4, §6.5: `api`, `dashboard`).
 
 mod api;
+mod auth;
 mod dashboard;
 mod handler;
 mod overview;
+pub mod read_only;
 pub mod tags;
 
 pub use handler::CdmStage;

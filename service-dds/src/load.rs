@@ -282,16 +282,11 @@ async fn advance_applied_versions(
 pub fn tables() -> Vec<vault_runtime::Table> {
     let mut tables: Vec<vault_runtime::Table> = vault::tables()
         .into_iter()
-        .map(|table| vault_runtime::Table {
-            name: table.name,
-            columns: table.columns,
-            privileges: "SELECT, INSERT",
-        })
+        .map(|table| vault_runtime::Table::granted(table.name, table.columns))
         .collect();
-    tables.push(vault_runtime::Table {
-        name: "dds.order_load_state",
-        columns: vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
-        privileges: "SELECT, INSERT, UPDATE",
-    });
+    tables.push(vault_runtime::Table::granted(
+        "dds.order_load_state",
+        vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
+    ));
     tables
 }

@@ -59,9 +59,9 @@ impl Stage for StgStage {
     type Needs = RedisPool;
     const PUBLISHES: bool = true;
     fn tables() -> Vec<Table> {
-        vec![Table {
-            name: "stg.order_events",
-            columns: vec![
+        vec![Table::granted(
+            "stg.order_events",
+            vec![
                 "object_id",
                 "object_type",
                 "sent_dttm",
@@ -69,8 +69,7 @@ impl Stage for StgStage {
                 "payload",
                 "load_dt",
             ],
-            privileges: "SELECT, INSERT, UPDATE",
-        }]
+        )]
     }
 
     fn new(redis: RedisPool, _: &Settings) -> anyhow::Result<Self> {

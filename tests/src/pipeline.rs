@@ -78,6 +78,10 @@ pub struct Pipeline {
     pub counter_topic: String,
     /// Where service-cdm publishes tag events (docs/contract.md §6.3).
     pub tags_topic: String,
+    /// The `API_TOKEN` every service gets (a fresh one per pipeline): service-cdm's read API
+    /// answers only requests that carry it, as `Authorization: Bearer <token>`. A test sets
+    /// `API_TOKEN` to `""` in [`Overrides::service_env`] for an open API.
+    pub api_token: String,
     groups: BTreeMap<Service, String>,
     running: BTreeMap<Service, Running>,
     /// Extra instances started with [`Pipeline::start_replica`], in the same groups.
@@ -150,6 +154,7 @@ impl Pipeline {
             enriched_topic,
             counter_topic,
             tags_topic,
+            api_token: format!("pipeline-{}", uuid::Uuid::new_v4().simple()),
             groups: Service::ALL
                 .into_iter()
                 .map(|s| (s, unique(s.profile().consumer_group)))
@@ -188,6 +193,7 @@ impl Pipeline {
             ("BATCH_LINGER_MS", "10"),
             ("BATCH_MAX_MESSAGES", "500"),
             ("VERIFY_INTERVAL_SECONDS", "1"),
+            ("API_TOKEN", self.api_token.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -626,11 +632,28 @@ pub async fn http(
     path: &str,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
+    let (status, _, body) = http_with(addr, method, path, body, &[]).await?;
+    Ok((status, body))
+}
+
+/// [`http`] with extra request headers (`("Authorization", "Bearer …")`); also returns the
+/// response's headers, lower-cased names, in order.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, Vec<(String, String)>, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -652,7 +675,13 @@ pub async fn http(
     } else {
         body.to_owned()
     };
-    Ok((status, body))
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body))
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -16,7 +16,7 @@ use vault_core::RawOrder;
 use crate::eventually;
 use crate::expect;
 use crate::openapi::OpenApi;
-use crate::pipeline::{http, Pipeline, Service};
+use crate::pipeline::{http_with, Pipeline, Service};
 
 /// How long the pipeline may take to process what a test sends.
 pub const SETTLE: Duration = Duration::from_secs(180);
@@ -25,6 +25,8 @@ pub const SETTLE: Duration = Duration::from_secs(180);
 #[derive(Debug)]
 pub struct ApiClient {
     pub addr: SocketAddr,
+    /// Sent as `Authorization: Bearer <token>` (the pipeline's `API_TOKEN`).
+    pub token: String,
     doc: OpenApi,
     /// The documented routes answered so far.
     seen: Mutex<BTreeSet<String>>,
@@ -36,6 +38,7 @@ impl ApiClient {
             addr: p
                 .http_addr(Service::Cdm)
                 .context("service-cdm is not running")?,
+            token: p.api_token.clone(),
             doc: OpenApi::load()?,
             seen: Mutex::new(BTreeSet::new()),
         })
@@ -48,7 +51,25 @@ impl ApiClient {
     }
 
     pub async fn request(&self, method: &str, path: &str) -> anyhow::Result<(u16, Value)> {
-        let (status, body) = http(self.addr, method, path, "").await?;
+        let authorization = format!("Bearer {}", self.token);
+        let (status, _, json) = self.request_as(method, path, Some(&authorization)).await?;
+        Ok((status, json))
+    }
+
+    /// `method path` with this `Authorization` header (or none), checked against the document
+    /// like every answer; also returns the response's headers.
+    pub async fn request_as(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> anyhow::Result<(u16, Vec<(String, String)>, Value)> {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|value| ("Authorization", value))
+            .into_iter()
+            .collect();
+        let (status, response_headers, body) =
+            http_with(self.addr, method, path, "", &headers).await?;
         let json: Value = serde_json::from_str(&body)
             .with_context(|| format!("{method} {path} answered {status} with non-JSON {body}"))?;
         match self.doc.template_of(path) {
@@ -66,7 +87,7 @@ impl ApiClient {
                 .check_schema("Error", &json)
                 .with_context(|| format!("{method} {path} ({status})"))?,
         }
-        Ok((status, json))
+        Ok((status, response_headers, json))
     }
 
     /// The documented routes this client has not been answered on yet.

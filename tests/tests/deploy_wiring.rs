@@ -28,7 +28,7 @@ use futures::FutureExt as _;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use vault_runtime::config::{KafkaSecurity, KafkaSettings, Profile, Settings};
-use vault_tests::pipeline::{http, COUNTER_MISMATCHES_SQL};
+use vault_tests::pipeline::{http, http_with, COUNTER_MISMATCHES_SQL};
 use vault_tests::{stack, unique, Stack};
 
 /// The programs a deployment runs, by the name the files give them.
@@ -732,8 +732,12 @@ async fn run_on_local_stack(source: &str, programs: &Programs) -> anyhow::Result
         .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .await?;
     for role in local.roles.values() {
+        // The read API's role, made for the cdm role (IF EXISTS: tried for each).
+        let reader = vault_migrations::roles::reader_role(role);
         client
-            .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS {role}; DROP ROLE IF EXISTS {reader}"
+            ))
             .await?;
     }
     match result {
@@ -810,6 +814,12 @@ async fn run_in(
     ensure!(
         output.status.success(),
         "vaultctl migrate failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Everything the run prints or answers, scanned for the credentials at the end.
+    let mut transcript = format!(
+        "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
@@ -956,6 +966,39 @@ async fn run_in(
     );
     ensure!(vault_migrations::pending(&stg_url).await?.is_empty());
 
+    // The read side closed: service-cdm's API answers 401 without the file's token and reads
+    // (as its read-only role) with it.
+    let cdm_program = running
+        .iter()
+        .find(|p| p.name == "service-cdm")
+        .context("service-cdm runs")?;
+    let cdm_addr = std::net::SocketAddr::from(([127, 0, 0, 1], cdm_program.http_port));
+    let token = programs["service-cdm"].env.get("API_TOKEN").cloned();
+    ensure!(
+        token.as_deref().is_some_and(|t| t.len() >= 16),
+        "{source}: service-cdm gets no API_TOKEN of 16 characters or more"
+    );
+    let bearer = format!("Bearer {}", token.clone().unwrap_or_default());
+    for path in ["/api/v1/summary", "/api/v1/tags", "/api/v1/pipeline"] {
+        let (status, _, body) = http_with(cdm_addr, "GET", path, "", &[]).await?;
+        ensure!(
+            status == 401,
+            "GET {path} without the token answered {status}: {body}"
+        );
+        let (status, _, body) =
+            http_with(cdm_addr, "GET", path, "", &[("Authorization", &bearer)]).await?;
+        ensure!(
+            status == 200,
+            "GET {path} with the token answered {status}: {body}"
+        );
+        transcript.push_str(&body);
+    }
+    for program in &running {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], program.http_port));
+        let (_, body) = http(addr, "GET", "/health", "").await?;
+        transcript.push_str(&body);
+    }
+
     // SIGTERM: each finishes its batch, commits and exits 0.
     for program in running.iter_mut().rev() {
         let status = stop(program).await?;
@@ -963,6 +1006,27 @@ async fn run_in(
             status.success(),
             "{} exited with {status} after SIGTERM",
             program.name
+        );
+    }
+
+    // No credential in any log line or /health body.
+    for program in &running {
+        transcript.push_str(&std::fs::read_to_string(&program.log)?);
+    }
+    let secrets: BTreeSet<&str> = programs
+        .values()
+        .flat_map(|program| &program.env)
+        .filter(|(name, value)| {
+            (name.ends_with("PASSWORD") || name.as_str() == "API_TOKEN") && !value.is_empty()
+        })
+        .map(|(_, value)| value.as_str())
+        .collect();
+    ensure!(!secrets.is_empty(), "{source} configures no credential");
+    for secret in &secrets {
+        ensure!(
+            !transcript.contains(secret),
+            "{source}: a configured credential ({} characters) appears in the logs or /health",
+            secret.len()
         );
     }
     Ok(())

@@ -103,14 +103,23 @@ async fn each_service_role_writes_only_its_layer_and_none_is_privileged() -> any
         for (client, sql) in own {
             assert_eq!(outcome(client, sql).await, None, "{sql}");
         }
-        // Each may add dead letters (a redelivered one is kept once) and read them.
+        // Each may add dead letters (a redelivered one is kept once), twice over, but not read
+        // them back: their payloads are every service's input.
         for (i, client) in clients.iter().enumerate() {
             let sql = format!(
                 "INSERT INTO ops.dead_letters (service, topic, partition, \"offset\", payload, error_kind, reason) \
                  VALUES ('s{i}', 't', 0, 0, 'x', 'k', 'r') ON CONFLICT DO NOTHING; \
-                 SELECT count(*) FROM ops.dead_letters"
+                 INSERT INTO ops.dead_letters (service, topic, partition, \"offset\", payload, error_kind, reason) \
+                 VALUES ('s{i}', 't', 0, 0, 'x', 'k', 'r') \
+                 ON CONFLICT (service, topic, partition, \"offset\") DO NOTHING"
             );
             assert_eq!(outcome(client, &sql).await, None, "{sql}");
+            let read = "SELECT payload FROM ops.dead_letters";
+            assert_eq!(
+                outcome(client, read).await.as_deref(),
+                Some(PERMISSION_DENIED),
+                "{read}"
+            );
         }
 
         // service-cdm's counter check reads the recount over dds through cdm's views, which
@@ -191,7 +200,8 @@ async fn each_service_role_writes_only_its_layer_and_none_is_privileged() -> any
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .await?;
-    for name in names.iter().map(|(_, n)| n).chain([&owner]) {
+    let reader = vault_migrations::roles::reader_role(&names[2].1);
+    for name in names.iter().map(|(_, n)| n).chain([&reader, &owner]) {
         admin
             .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
             .await?;

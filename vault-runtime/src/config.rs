@@ -77,6 +77,9 @@ pub struct Settings {
     /// stage's consumer group and the topic it reads (`PIPELINE_<STAGE>_GROUP`,
     /// `PIPELINE_<STAGE>_TOPIC`).
     pub pipeline: Vec<Hop>,
+    /// The bearer token the read API and the dashboard's data require (`API_TOKEN`; service-cdm
+    /// only). Unset, they answer anyone, and service-cdm says so at start.
+    pub api_token: Option<Secret>,
 }
 
 /// One hop of the pipeline: a stage, the consumer group it commits in and the topic it reads.
@@ -206,6 +209,7 @@ impl Settings {
             )?))
             .filter(|every| !every.is_zero()),
             pipeline: pipeline_hops(env, profile)?,
+            api_token: api_token(env)?,
         })
     }
 }
@@ -253,6 +257,30 @@ fn pipeline_hops(env: &impl Env, profile: Profile) -> Result<Vec<Hop>, ConfigErr
             })
         })
         .collect()
+}
+
+/// The shortest `API_TOKEN` accepted: a token anyone could guess is no better than none.
+pub const API_TOKEN_MIN_LENGTH: usize = 16;
+
+/// `API_TOKEN`: printable ASCII without spaces (it travels in an `Authorization` header), at
+/// least [`API_TOKEN_MIN_LENGTH`] characters. The value is never part of the error.
+fn api_token(env: &impl Env) -> Result<Option<Secret>, ConfigError> {
+    let Some(token) = env.get("API_TOKEN") else {
+        return Ok(None);
+    };
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            "API_TOKEN",
+            "must be printable ASCII without spaces",
+        ));
+    }
+    if token.len() < API_TOKEN_MIN_LENGTH {
+        return Err(ConfigError::new(
+            "API_TOKEN",
+            format!("must be at least {API_TOKEN_MIN_LENGTH} characters long"),
+        ));
+    }
+    Ok(Some(Secret::new(token)))
 }
 
 /// The HTTP listen address: `HTTP_HOST` (default all interfaces) and `HTTP_PORT`.
@@ -622,6 +650,34 @@ mod tests {
         )
         .expect_err("must fail");
         assert_eq!(err.variable, "PIPELINE_DDS_TOPIC");
+    }
+
+    #[test]
+    fn an_api_token_is_kept_as_a_secret_and_a_short_or_spaced_one_is_refused() {
+        let token = "a-token-of-twenty-chars";
+        let settings = Settings::from(
+            &env(&[("DATABASE_URL", "postgres://u@h/d"), ("API_TOKEN", token)]),
+            PROFILE,
+        )
+        .expect("valid settings");
+        assert_eq!(settings.api_token.as_ref().map(Secret::expose), Some(token));
+        assert!(!format!("{settings:?}").contains(token));
+        let unset = Settings::from(&env(&[("DATABASE_URL", "postgres://u@h/d")]), PROFILE)
+            .expect("valid settings");
+        assert!(unset.api_token.is_none());
+        for bad in [
+            "short",
+            "sixteen chars with spaces",
+            "tab\there-and-long-enough",
+        ] {
+            let err = Settings::from(
+                &env(&[("DATABASE_URL", "postgres://u@h/d"), ("API_TOKEN", bad)]),
+                PROFILE,
+            )
+            .expect_err(bad);
+            assert_eq!(err.variable, "API_TOKEN");
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -106,6 +106,25 @@ pub struct Table {
     pub privileges: &'static str,
 }
 
+impl Table {
+    /// A table with the privileges its service role is granted on it: one list says both what
+    /// `vaultctl migrate` grants and what the warehouse check expects
+    /// (`vault_migrations::roles::grants`).
+    ///
+    /// # Panics
+    /// When no service role is granted `name`: a table a stage writes must be in that list.
+    pub fn granted(name: &'static str, columns: Vec<&'static str>) -> Self {
+        let privileges = vault_migrations::roles::privileges(name).unwrap_or_else(|| {
+            panic!("{name} is granted to no service role (migrations/src/roles.rs)")
+        });
+        Self {
+            name,
+            columns,
+            privileges,
+        }
+    }
+}
+
 /// What a stage needs from the runtime besides Postgres and Kafka, built from the settings at
 /// start (a missing one is a configuration error, reported before anything runs).
 pub trait Needs: Sized + Send + 'static {

@@ -68,12 +68,32 @@ impl SessionLimits {
 /// Builds the pool without connecting: a database that is down at start is waited for by
 /// whoever needs it, not a reason to crash. Every session runs under `limits`.
 pub fn pg_pool(settings: &PostgresSettings, limits: SessionLimits) -> PgPool {
+    pg_pool_with(settings, limits, settings.pool_size, |_| {
+        async { Ok(()) }.boxed()
+    })
+}
+
+/// What a pool runs on each new session after its limits (e.g. making it read-only).
+pub type SessionSetup =
+    fn(&mut AsyncPgConnection) -> futures::future::BoxFuture<'_, diesel::QueryResult<()>>;
+
+/// [`pg_pool`] with `size` connections, each set up by `setup` too: a session it fails is
+/// not handed out.
+pub fn pg_pool_with(
+    settings: &PostgresSettings,
+    limits: SessionLimits,
+    size: u32,
+    setup: SessionSetup,
+) -> PgPool {
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
             conn.batch_execute(&limits.statements())
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            setup(&mut conn)
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
@@ -85,7 +105,7 @@ pub fn pg_pool(settings: &PostgresSettings, limits: SessionLimits) -> PgPool {
         config,
     );
     bb8::Pool::builder()
-        .max_size(settings.pool_size)
+        .max_size(size.max(1))
         .connection_timeout(CHECKOUT_TIMEOUT)
         // A connection that died with its server (a restart) is replaced, not handed out.
         .test_on_check_out(true)

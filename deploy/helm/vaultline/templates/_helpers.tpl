@@ -53,7 +53,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 What each component is: its binary, the topics it reads and writes (keys of kafka.topics),
 the Postgres role it connects as (a key of postgres.users; none for datagen), whether it
-uses Redis and serves /metrics. In pipeline order.
+uses Redis, serves /metrics and serves the read API (API_TOKEN). In pipeline order.
 */}}
 {{- define "vaultline.components" -}}
 - name: datagen
@@ -79,6 +79,7 @@ uses Redis and serves /metrics. In pipeline order.
   destination: tags
   role: cdm
   metrics: true
+  api: true
 {{- end -}}
 
 {{/* A secretKeyRef env entry: dict "name" ENV "key" SECRET_KEY "root" $ */}}
