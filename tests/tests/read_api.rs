@@ -12,16 +12,20 @@ use vault_tests::eventually;
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::read_api::{define_category_tag, encode, fill, send, ApiClient};
 
-/// The raw answer to a request without a body: the head (status line and headers, lower-cased)
-/// and every byte the server sent after it, unparsed.
+/// The raw answer to a request without a body, sent with the API's bearer token: the head
+/// (status line and headers, lower-cased) and every byte the server sent after it, unparsed.
 async fn raw_request(
     addr: SocketAddr,
+    token: &str,
     method: &str,
     path: &str,
 ) -> anyhow::Result<(String, Vec<u8>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
@@ -397,7 +401,7 @@ async fn head_is_answered_like_get_without_a_body_and_a_nul_in_a_tag_name_is_a_b
             &format!("GET {path} 200"),
             Duration::from_secs(60),
             || async {
-                let (head, _) = raw_request(addr, "GET", path).await.ok()?;
+                let (head, _) = raw_request(addr, &p.api_token, "GET", path).await.ok()?;
                 (status_of(&head) == Some(200)).then_some(())
             },
         )
@@ -418,8 +422,8 @@ async fn head_is_answered_like_get_without_a_body_and_a_nul_in_a_tag_name_is_a_b
         "/health",
         "/metrics",
     ] {
-        let (get, get_body) = raw_request(addr, "GET", path).await?;
-        let (head, head_body) = raw_request(addr, "HEAD", path).await?;
+        let (get, get_body) = raw_request(addr, &p.api_token, "GET", path).await?;
+        let (head, head_body) = raw_request(addr, &p.api_token, "HEAD", path).await?;
         assert!(!get_body.is_empty(), "GET {path} has a body");
         assert_eq!(status_of(&head), status_of(&get), "HEAD {path}: {head}");
         assert_eq!(
@@ -433,11 +437,11 @@ async fn head_is_answered_like_get_without_a_body_and_a_nul_in_a_tag_name_is_a_b
             "HEAD {path} sends no body"
         );
     }
-    let (head, _) = raw_request(addr, "HEAD", "/api/v1/tags").await?;
+    let (head, _) = raw_request(addr, &p.api_token, "HEAD", "/api/v1/tags").await?;
     assert_eq!(status_of(&head), Some(200), "{head}");
 
     // Other methods are still refused, and the refusal says what is allowed.
-    let (refused, _) = raw_request(addr, "DELETE", "/api/v1/tags").await?;
+    let (refused, _) = raw_request(addr, &p.api_token, "DELETE", "/api/v1/tags").await?;
     assert_eq!(status_of(&refused), Some(405), "{refused}");
     assert_eq!(header(&refused, "allow"), Some("get, head"));
 
