@@ -41,6 +41,7 @@ pub mod process;
 pub mod produce;
 pub mod read_api;
 pub mod servers;
+pub mod sql;
 
 use std::{
     any::Any,

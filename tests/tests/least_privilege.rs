@@ -13,28 +13,11 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures::FutureExt as _;
 use vault_migrations::roles::{self, Layer, ServiceRole, DATA_VAULT};
 use vault_runtime::{Settings, Stage};
+use vault_tests::sql::{connect, outcome};
 use vault_tests::stack;
 
 const PERMISSION_DENIED: &str = "42501";
 const READ_ONLY_TRANSACTION: &str = "25006";
-
-async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// The SQLSTATE of a refused statement, or `None` when it succeeded.
-async fn outcome(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
-    match client.batch_execute(sql).await {
-        Ok(()) => None,
-        Err(error) => Some(
-            error
-                .code()
-                .map_or_else(|| error.to_string(), |code| code.code().to_owned()),
-        ),
-    }
-}
 
 /// A database owned by a role that may create roles (as deploy/postgres/10-owner.sh makes
 /// it), migrated and granted as `vaultctl migrate` does; dropped with its roles at the end.

@@ -8,25 +8,8 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt as _;
 use vault_migrations::roles::{Layer, ServiceRole};
+use vault_tests::sql::{connect, outcome};
 use vault_tests::stack;
-
-async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// The SQLSTATE of a refused statement, or `None` when it succeeded.
-async fn outcome(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
-    match client.batch_execute(sql).await {
-        Ok(()) => None,
-        Err(error) => Some(
-            error
-                .code()
-                .map_or_else(|| error.to_string(), |code| code.code().to_owned()),
-        ),
-    }
-}
 
 const PERMISSION_DENIED: &str = "42501";
 
