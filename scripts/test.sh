@@ -32,6 +32,16 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
   printf '[test] chromium not found: the dashboard test will be skipped (apt-get install -y chromium)\n' >&2
 fi
 
+# The metrics test (tests/tests/metrics_exposition.rs) runs promtool (Debian's prometheus
+# package) on every service's /metrics; likewise skipped without it, except under CI.
+if ! command -v promtool >/dev/null && [[ -z ${PROMTOOL:-} ]]; then
+  if [[ -n ${CI:-} ]]; then
+    printf '[test] promtool is missing and CI is set: apt-get install -y prometheus\n' >&2
+    exit 1
+  fi
+  printf '[test] promtool not found: promtool check metrics will be skipped (apt-get install -y prometheus)\n' >&2
+fi
+
 # The tests build while the stack comes up (on a fresh machine: Postgres, Redis, a JRE and
 # Maven installed, Kafka's jars fetched), so that both cores stay busy. Some tests start the services' real
 # binaries (SIGTERM, kill -9): those build too. With arguments (a package, a filter) only the

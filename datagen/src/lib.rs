@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::RwLock;
 use vault_runtime::config::{self, ConfigError, Env, KafkaSettings, Profile, RedisSettings};
+use vault_runtime::http::Dependency;
 use vault_runtime::kafka::{self, FutureProducer};
+use vault_runtime::probe::Probes;
 use vault_runtime::stores::{self, RedisPool};
 
 pub const PROFILE: Profile = Profile {
@@ -71,6 +73,8 @@ pub(crate) struct State {
     pub(crate) seed: u64,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) order_ids: order_ids::OrderIds,
+    /// Redis and Kafka, checked in the background for `/health`.
+    pub(crate) probes: Arc<Probes>,
 }
 
 pub struct Application {
@@ -95,6 +99,14 @@ impl Application {
             anyhow::anyhow!("invalid configuration: KAFKA_DESTINATION_TOPIC: is required")
         })?;
         let (listener, http_addr) = vault_runtime::http::bind(settings.http_addr)?;
+        let metrics = metrics::Metrics::new();
+        let probes = Arc::new(Probes::new(
+            vec![
+                Dependency::Redis(redis.clone()),
+                Dependency::Kafka(producer.clone()),
+            ],
+            metrics.probes.clone(),
+        ));
         Ok(Self {
             state: Arc::new(State {
                 redis,
@@ -103,8 +115,9 @@ impl Application {
                 dictionary: RwLock::new(None),
                 kafka: settings.kafka,
                 seed: settings.seed,
-                metrics: metrics::Metrics::new(),
+                metrics,
                 order_ids: order_ids::OrderIds::default(),
+                probes,
             }),
             listener,
             http_addr,
@@ -146,9 +159,13 @@ impl Application {
                 }
             }
         });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let probes = tokio::spawn(self.state.probes.clone().run(stopped));
         tracing::info!(http = %self.http_addr, "datagen serving.");
         server::serve(self.listener, self.state.clone(), shutdown)?.await;
         loader.abort();
+        let _ = stop.send(true);
+        let _ = probes.await;
         Ok(())
     }
 }

@@ -1,10 +1,14 @@
-//! datagen's Prometheus metrics (`GET /metrics`), with `prometheus-client`.
+//! datagen's Prometheus metrics (`GET /metrics`), with `prometheus-client`: its own, the
+//! dependency checks' and the standard process metrics, in the format the scraper asks for
+//! (`vault_runtime::exposition`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use vault_runtime::probe::ProbeMetrics;
+use vault_runtime::process_metrics::ProcessCollector;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
@@ -22,19 +26,21 @@ pub(crate) struct Metrics {
     pub failures: Family<ReasonLabel, Counter>,
     /// Seconds one push took, generation and acknowledgements included.
     pub push_seconds: Histogram,
+    /// Redis and Kafka up, and how often they were checked.
+    pub probes: ProbeMetrics,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix_and_labels(
-            "vaultline",
-            [("service".into(), "datagen".into())].into_iter(),
-        );
+        let mut root = Registry::with_labels([("service".into(), "datagen".into())].into_iter());
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("vaultline");
         let metrics = Self {
             orders: Counter::default(),
             messages: Counter::default(),
             failures: Family::default(),
             push_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            probes: ProbeMetrics::default(),
             registry: Registry::default(),
         };
         registry.register("datagen_orders", "Orders pushed", metrics.orders.clone());
@@ -53,8 +59,18 @@ impl Metrics {
             "Seconds one push took",
             metrics.push_seconds.clone(),
         );
+        registry.register(
+            "dependency_up",
+            "1 when the dependency answered its last check",
+            metrics.probes.up.clone(),
+        );
+        registry.register(
+            "dependency_checks",
+            "Live checks of the dependency (in the background, never per /health request)",
+            metrics.probes.checks.clone(),
+        );
         Self {
-            registry,
+            registry: root,
             ..metrics
         }
     }
@@ -63,9 +79,7 @@ impl Metrics {
         self.failures.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    pub(crate) fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 }

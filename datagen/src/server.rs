@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use vault_runtime::http::{get_or_head, Dependency};
+use vault_runtime::http::get_or_head;
 use vault_runtime::kafka::{self, OutMessage};
 use warp::http::StatusCode;
 use warp::reply::{self, Json, WithStatus};
@@ -40,13 +40,10 @@ pub(crate) fn serve(
     let metrics = warp::path("metrics")
         .and(warp::path::end())
         .and(get_or_head())
+        .and(warp::header::optional::<String>("accept"))
         .and(with_state)
-        .map(|state: Arc<State>| {
-            warp::reply::with_header(
-                state.metrics.encode(),
-                "content-type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
+        .map(|accept: Option<String>, state: Arc<State>| {
+            vault_runtime::exposition::reply(state.metrics.registry(), accept.as_deref())
         });
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -56,23 +53,20 @@ pub(crate) fn serve(
         .run())
 }
 
+/// The last results of the background checks (`vault_runtime::probe`), never a check per
+/// request.
 async fn health(state: Arc<State>) -> WithStatus<Json> {
-    let redis = Dependency::Redis(state.redis.clone()).check().await;
-    let kafka = Dependency::Kafka(state.producer.clone()).check().await;
+    let (dependencies_up, dependencies) = state.probes.report();
     let dictionary = state.dictionary.read().await;
     let loaded = dictionary
         .as_ref()
         .map(|d| json!({"users": d.users.len(), "restaurants": d.restaurants.len()}));
-    let healthy = redis.is_ok() && kafka.is_ok() && loaded.is_some();
-    let dep = |r: &Result<(), String>| match r {
-        Ok(()) => json!({"status": "up"}),
-        Err(e) => json!({"status": "down", "error": e}),
-    };
+    let healthy = dependencies_up && loaded.is_some();
     let doc = json!({
         "service": "datagen",
         "status": if healthy { "healthy" } else { "unhealthy" },
         "dictionary": loaded,
-        "dependencies": {"redis": dep(&redis), "kafka": dep(&kafka)},
+        "dependencies": dependencies,
     });
     let code = if healthy {
         StatusCode::OK

@@ -169,6 +169,23 @@ impl Stage for CdmStage {
         Some(crate::api::routes(context))
     }
 
+    /// The templates of the API's routes and the dashboard's, for the request metrics.
+    fn route_name(path: &str) -> Option<&'static str> {
+        use crate::api::Route;
+        if path == "/" {
+            return Some("/");
+        }
+        Some(match Route::of(path).ok()? {
+            Route::UserCounters(_) => "/api/v1/users/{user}/counters",
+            Route::UserTags(_) => "/api/v1/users/{user}/tags",
+            Route::Tags => "/api/v1/tags",
+            Route::TagUsers(_) => "/api/v1/tags/{tag}/users",
+            Route::Pipeline => "/api/v1/pipeline",
+            Route::Summary => "/api/v1/summary",
+            Route::OpenApi => "/api/v1/openapi.json",
+        })
+    }
+
     /// The rule watcher and the tag outbox relay (see `tags.rs`).
     fn companions(
         &self,

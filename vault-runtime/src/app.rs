@@ -13,6 +13,7 @@ use crate::config::{ConfigError, Migrations, Settings};
 use crate::consume::{Backoff, Worker};
 use crate::http::{self, Dependency, HealthState};
 use crate::kafka;
+use crate::probe::Probes;
 use crate::stage::{Companion, Context, Needs, Output, Routes, Runner, Stage};
 use crate::status::{Status, WorkerState};
 use crate::stores;
@@ -84,6 +85,7 @@ impl<S: Stage> Application<S> {
         let routes = stage.routes(&context);
         let companions = stage.companions(&context, stop.1.clone())?;
         let (listener, http_addr) = http::bind(settings.http_addr)?;
+        let probes = Arc::new(Probes::new(dependencies, status.metrics.probes.clone()));
         let worker = Worker {
             consumer,
             topic: source,
@@ -94,7 +96,7 @@ impl<S: Stage> Application<S> {
                 output,
                 status: status.clone(),
             },
-            dependencies: dependencies.clone(),
+            probes: probes.clone(),
             batch: settings.batch,
             status: status.clone(),
         };
@@ -104,10 +106,7 @@ impl<S: Stage> Application<S> {
             producer,
             worker,
             http_addr,
-            health: HealthState {
-                status,
-                dependencies,
-            },
+            health: HealthState { status, probes },
             listener,
             routes,
             companions,
@@ -135,6 +134,7 @@ impl<S: Stage> Application<S> {
             self.listener,
             self.health.clone(),
             self.routes,
+            S::route_name,
             async move {
                 let _ = http_stop.wait_for(|stop| *stop).await;
             },
@@ -144,11 +144,11 @@ impl<S: Stage> Application<S> {
             .then_some(self.settings.verify_every)
             .flatten()
             .map(|every| (self.worker.runner.pool.clone(), every));
+        let probes = tokio::spawn(self.health.probes.clone().run(stop_rx.clone()));
         let monitor = tokio::spawn(crate::monitor::run(
             self.settings.clone(),
             self.worker.topic.clone(),
             self.status.clone(),
-            self.health.dependencies.clone(),
             verify,
             stop_rx.clone(),
         ));
@@ -193,6 +193,7 @@ impl<S: Stage> Application<S> {
         }
         let _ = server.await;
         let _ = monitor.await;
+        let _ = probes.await;
         tracing::info!(service, "Service stopped.");
         result
     }

@@ -26,8 +26,8 @@ use tokio::sync::watch;
 use crate::config::BatchSettings;
 use crate::dead_letter::{self, DeadLetter};
 use crate::failure::{self, Failure};
-use crate::http::Dependency;
 use crate::kafka::InMessage;
+use crate::probe::Probes;
 use crate::stage::{Outcome, Runner, Stage};
 use crate::status::{Status, WorkerState};
 
@@ -104,8 +104,8 @@ pub struct Worker<S> {
     pub(crate) topic: String,
     pub(crate) runner: Runner<S>,
     /// Checked before a refused message is rejected, so an outage is never mistaken for a
-    /// bad message.
-    pub(crate) dependencies: Vec<Dependency>,
+    /// bad message; told of every batch's outcome, so `/health` hears of a failure at once.
+    pub(crate) probes: Arc<Probes>,
     pub(crate) batch: BatchSettings,
     /// Shared with the HTTP server, which reports it on `/health` and `/metrics`.
     pub(crate) status: Arc<Status>,
@@ -227,7 +227,18 @@ impl<S: Stage> Worker<S> {
 
 impl<S: Stage> Attempts for Worker<S> {
     async fn attempt(&self, slice: &[InMessage]) -> Result<Outcome, Failure> {
-        self.runner.attempt(slice).await
+        let result = self.runner.attempt(slice).await;
+        match &result {
+            // Committed: Postgres took the transaction and the brokers delivered the batch
+            // (and acknowledged what it published) just now.
+            Ok(_) => {
+                self.probes.record("postgres", Ok(()));
+                self.probes.record("kafka", Ok(()));
+            }
+            // Whatever failed, the dependency checks run now rather than within the second.
+            Err(_) => self.probes.refresh_soon(),
+        }
+        result
     }
 
     /// The catalog check names what it finds (a missing table, a revoked grant); the probe
@@ -248,12 +259,10 @@ impl<S: Stage> Attempts for Worker<S> {
     }
 
     async fn unhealthy(&self) -> Option<String> {
-        for dependency in &self.dependencies {
-            if let Err(error) = dependency.check().await {
-                return Some(format!("{} is down: {error}", dependency.name()));
-            }
-        }
-        None
+        let checks = self.probes.check_now().await;
+        checks
+            .into_iter()
+            .find_map(|(name, result)| result.err().map(|error| format!("{name} is down: {error}")))
     }
 
     /// Keeps a message that keeps failing as a dead letter; true when that is durable.

@@ -3,6 +3,11 @@
 //!
 //! Every error the runtime logs has a counter here: rejected messages by kind, retries by
 //! fault class, consumer errors, offset commit failures, dead letters that could not be stored.
+//! Beside the `vaultline_*` metrics, the standard `process_*` ones ([`crate::process_metrics`]).
+//! `/metrics` answers OpenMetrics or classic text, as the scraper asks ([`crate::exposition`]).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,6 +15,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::exposition::{self, Format};
+use crate::probe::ProbeMetrics;
+use crate::process_metrics::ProcessCollector;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -35,6 +44,32 @@ pub struct ComponentLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
     pub error: &'static str,
+}
+
+/// An HTTP route (its template, such as `/api/v1/users/{user}/counters`) and the status
+/// answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+/// No label beyond the registry's `service`: a family of one metric, which is absent until it
+/// is first set (an empty family is not exported at all).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Once {}
+
+/// A gauge holding seconds (a timestamp).
+pub type SecondsGauge = Gauge<f64, AtomicU64>;
+
+/// The buckets of request latencies: 1 ms to about 16 s.
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 /// The metrics a service exports; the field docs are the metrics' help texts.
@@ -64,22 +99,29 @@ pub struct Metrics {
     pub stalled: Gauge,
     /// Messages of the source topic the consumer group has not committed, per partition.
     pub lag: Family<PartitionLabel, Gauge>,
-    /// 1 when the dependency answered its last check, 0 when not.
-    pub dependency_up: Family<DependencyLabel, Gauge>,
+    /// `dependency_up` (1 when the dependency answered its last check) and
+    /// `dependency_checks_total` (live checks run), updated by [`crate::probe::Probes`].
+    pub probes: ProbeMetrics,
     /// 1 while a component beside the batch loop fails (the Kafka consumer, the tag outbox
     /// relay, the rule watcher), 0 once it works again.
     pub component_failing: Family<ComponentLabel, Gauge>,
     /// Counters that differed from the recount over the Data Vault at the last periodic check
-    /// (the datamart stage only; taken while the group had no lag).
-    pub counter_differences: Gauge,
+    /// (the datamart stage only; taken while the group had no lag). Absent until a check ran.
+    pub recount_differences: Family<Once, Gauge>,
+    /// When that check last ended, in seconds since the epoch. Absent until a check ran.
+    pub recount_checked: Family<Once, SecondsGauge>,
+    /// HTTP requests answered, by route and status.
+    pub http_requests: Family<RequestLabel, Counter>,
+    /// Seconds from a request's arrival to its answer, by route.
+    pub http_seconds: Family<RouteLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
     pub fn new(service: &str) -> Self {
-        let mut registry = Registry::with_prefix_and_labels(
-            "vaultline",
-            [("service".into(), service.to_owned().into())].into_iter(),
-        );
+        let mut root =
+            Registry::with_labels([("service".into(), service.to_owned().into())].into_iter());
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("vaultline");
         let metrics = Self {
             messages_in: Counter::default(),
             messages_out: Counter::default(),
@@ -92,9 +134,12 @@ impl Metrics {
             paused: Gauge::default(),
             stalled: Gauge::default(),
             lag: Family::default(),
-            dependency_up: Family::default(),
+            probes: ProbeMetrics::default(),
             component_failing: Family::default(),
-            counter_differences: Gauge::default(),
+            recount_differences: Family::default(),
+            recount_checked: Family::default(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(request_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,7 +200,12 @@ impl Metrics {
         registry.register(
             "dependency_up",
             "1 when the dependency answered its last check",
-            metrics.dependency_up.clone(),
+            metrics.probes.up.clone(),
+        );
+        registry.register(
+            "dependency_checks",
+            "Live checks of the dependency (in the background, never per /health request)",
+            metrics.probes.checks.clone(),
         );
         registry.register(
             "component_failing",
@@ -163,14 +213,51 @@ impl Metrics {
             metrics.component_failing.clone(),
         );
         registry.register(
-            "counter_differences",
+            "recount_differences",
             "Counters that differed from the recount over the Data Vault at the last check",
-            metrics.counter_differences.clone(),
+            metrics.recount_differences.clone(),
+        );
+        registry.register(
+            "recount_last_checked_timestamp_seconds",
+            "When the counters were last checked against the recount, seconds since the epoch",
+            metrics.recount_checked.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Seconds from a request's arrival to its answer, by route",
+            metrics.http_seconds.clone(),
         );
         Self {
-            registry,
+            registry: root,
             ..metrics
         }
+    }
+
+    /// The result of a check against the recount, and when it ended.
+    pub fn recounted(&self, differences: i64) {
+        self.recount_differences
+            .get_or_create(&Once {})
+            .set(differences);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_secs_f64())
+            .unwrap_or_default();
+        self.recount_checked.get_or_create(&Once {}).set(now);
+    }
+
+    /// Counts an answered HTTP request.
+    pub fn request(&self, route: &'static str, status: u16, took: Duration) {
+        self.http_requests
+            .get_or_create(&RequestLabel { route, status })
+            .inc();
+        self.http_seconds
+            .get_or_create(&RouteLabel { route })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts an error that is not about one message.
@@ -178,13 +265,13 @@ impl Metrics {
         self.errors.get_or_create(&ErrorLabel { error }).inc();
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::warn!(%error, "Cannot encode the metrics.");
-        }
-        out
+    /// The exposition in `format`.
+    pub fn encode(&self, format: Format) -> String {
+        exposition::encode(&self.registry, format)
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
@@ -202,7 +289,7 @@ mod tests {
             })
             .inc();
         metrics.batch_seconds.observe(0.02);
-        let text = metrics.encode();
+        let text = metrics.encode(Format::Classic);
         assert!(
             text.contains(
                 "vaultline_messages_rejected_total{service=\"service-x\",kind=\"invalid_json\"} 1"
@@ -213,5 +300,54 @@ mod tests {
             text.contains("vaultline_batch_duration_seconds_count{service=\"service-x\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_recount_is_absent_until_checked_then_exported_with_its_time() {
+        let metrics = Metrics::new("service-cdm");
+        let text = metrics.encode(Format::Classic);
+        assert!(!text.contains("vaultline_recount"), "{text}");
+        metrics.recounted(512);
+        let text = metrics.encode(Format::Classic);
+        assert!(
+            text.contains("vaultline_recount_differences{service=\"service-cdm\"} 512\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vaultline_recount_last_checked_timestamp_seconds{service=\"service-cdm\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_and_status_and_timed_by_route() {
+        let metrics = Metrics::new("service-cdm");
+        metrics.request("/api/v1/tags", 200, Duration::from_millis(3));
+        metrics.request("/api/v1/tags", 401, Duration::from_millis(1));
+        let text = metrics.encode(Format::Classic);
+        assert!(
+            text.contains("vaultline_http_requests_total{service=\"service-cdm\",route=\"/api/v1/tags\",status=\"401\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vaultline_http_request_duration_seconds_count{service=\"service-cdm\",route=\"/api/v1/tags\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_carry_their_standard_names() {
+        let text = Metrics::new("service-x").encode(Format::Classic);
+        for name in [
+            "process_cpu_seconds_total{service=\"service-x\"} ",
+            "process_resident_memory_bytes{service=\"service-x\"} ",
+            "process_open_fds{service=\"service-x\"} ",
+            "process_start_time_seconds{service=\"service-x\"} ",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
     }
 }

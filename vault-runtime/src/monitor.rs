@@ -1,8 +1,8 @@
-//! A service's watch over itself, every few seconds: each dependency up or down, the consumer
-//! group's lag per partition, and whether the group is stalled — lag present and nothing
+//! A service's watch over itself, every few seconds: the consumer group's lag per partition,
+//! and whether the group is stalled — lag present and nothing
 //! committed for the stall time (docs/failures.md, "Stalls"). `/health` reports a stalled
 //! worker as not ready, so an operator (or Kubernetes) sees a stage that has stopped moving
-//! even when every dependency answers.
+//! even when every dependency answers. (The dependencies are checked by [`crate::probe`].)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::http::Dependency;
 use crate::kafka::{self, PartitionProgress};
-use crate::metrics::{DependencyLabel, PartitionLabel};
+use crate::metrics::PartitionLabel;
 use crate::status::Status;
 use crate::stores::PgPool;
 
@@ -61,7 +60,6 @@ pub(crate) async fn run(
     settings: Settings,
     topic: String,
     status: Arc<Status>,
-    dependencies: Vec<Dependency>,
     verify: Option<(PgPool, Duration)>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -76,16 +74,6 @@ pub(crate) async fn run(
     };
     let mut detector = StallDetector::new(settings.stall_after);
     loop {
-        for dependency in &dependencies {
-            let up = dependency.check().await.is_ok();
-            status
-                .metrics
-                .dependency_up
-                .get_or_create(&DependencyLabel {
-                    dependency: dependency.name().to_owned(),
-                })
-                .set(i64::from(up));
-        }
         let looked = {
             let reader = reader.clone();
             let topic = topic.clone();
@@ -134,9 +122,11 @@ pub(crate) async fn run(
 }
 
 /// Compares the datamarts with the recount over the Data Vault and exports how many counters
-/// differ. Taken only while the group has no lag: mid-stream, counters trail the Data Vault by
+/// differ, with the time of the check; until a check has ended, neither is exported (absent,
+/// not 0). Taken only while the group has no lag: mid-stream, counters trail the Data Vault by
 /// the events still on their way.
 async fn check_counters(pool: &PgPool, status: &Status) {
+    let started = Instant::now();
     let differences = match pool.get().await {
         // The total, and the first difference to name in the log.
         Ok(mut conn) => crate::verify::differences(&mut conn, 1)
@@ -146,11 +136,13 @@ async fn check_counters(pool: &PgPool, status: &Status) {
     };
     match differences {
         Ok(differences) => {
+            tracing::debug!(count = differences.total, took = ?started.elapsed(),
+                "Checked the counters against the recount over the Data Vault.");
             if let Some(first) = differences.first.first() {
                 tracing::error!(count = differences.total, %first,
                     "Counters differ from the recount over the Data Vault; run `vaultctl verify`.");
             }
-            status.metrics.counter_differences.set(differences.total);
+            status.metrics.recounted(differences.total);
         }
         Err(error) => {
             tracing::warn!(%error, "Cannot check the counters against the recount.");

@@ -128,7 +128,8 @@ impl Table {
 /// What a stage needs from the runtime besides Postgres and Kafka, built from the settings at
 /// start (a missing one is a configuration error, reported before anything runs).
 pub trait Needs: Sized + Send + 'static {
-    /// Builds the clients and adds each to `dependencies`, which `/health` checks live.
+    /// Builds the clients and adds each to `dependencies`, which are checked in the background
+    /// for `/health` ([`crate::probe`]) and before a message is rejected.
     fn build(settings: &Settings, dependencies: &mut Vec<Dependency>) -> anyhow::Result<Self>;
 }
 
@@ -225,6 +226,13 @@ pub trait Stage: Send + Sync + Sized + 'static {
     /// Routes served beside `/health` and `/metrics` (service-cdm: the read API and the
     /// dashboard). None by default.
     fn routes(&self, _context: &Context) -> Option<Routes> {
+        None
+    }
+
+    /// The route template a request path of [`Stage::routes`] is counted under in
+    /// `vaultline_http_requests_total{route}` (such as `/api/v1/users/{user}/counters`); `None`
+    /// counts it as `other`.
+    fn route_name(_path: &str) -> Option<&'static str> {
         None
     }
 

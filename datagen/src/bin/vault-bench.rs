@@ -9,7 +9,9 @@
 //! commit of its counters in the datamart. Prints throughput and latency percentiles, and
 //! exits 1 when the pipeline fell behind the rate or the p99 latency exceeds its target.
 //! Connection settings as for the services (`KAFKA_BOOTSTRAP_SERVERS`, `REDIS_URL`,
-//! `DATABASE_URL`, ...). `scripts/bench.sh` runs it against the local stack.
+//! `DATABASE_URL`, ...; `KAFKA_DESTINATION_TOPIC` and `PIPELINE_{STG,DDS,CDM}_{GROUP,TOPIC}`
+//! when the pipeline runs on topics and groups of its own). `scripts/bench.sh` runs it against
+//! the local stack.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -158,13 +160,14 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
         behind
     );
 
-    kafka::wait_caught_up(
-        &settings.kafka,
-        &kafka::PIPELINE_HOPS,
-        Duration::from_secs(600),
-        |_, _| {},
-    )
-    .await?;
+    // The pipeline's hops (`PIPELINE_{STG,DDS,CDM}_{GROUP,TOPIC}`, the defaults unless set),
+    // so that a benchmark can run on topics and groups of its own.
+    let hops: Vec<(&str, &str)> = settings
+        .pipeline
+        .iter()
+        .map(|hop| (hop.group.as_str(), hop.topic.as_str()))
+        .collect();
+    kafka::wait_caught_up(&settings.kafka, &hops, Duration::from_secs(600), |_, _| {}).await?;
     let caught_up = started.elapsed();
 
     let mut conn = pg.get().await?;
