@@ -300,8 +300,15 @@ async fn the_pipeline_and_summary_report_progress_throughput_and_dead_letters() 
     let (dictionary, orders) = fill(&p, 20, 3, 200).await?;
     let api = ApiClient::new(&p)?;
 
-    // At rest: every stage's group is this test's, with everything committed.
-    let (_, before) = api.get("/api/v1/pipeline").await?;
+    // At rest: every stage's group is this test's, with everything committed (in a sample
+    // the service takes after the orders: it samples once a second).
+    let before = eventually("a sample at rest", Duration::from_secs(10), || async {
+        let (_, body) = api.get("/api/v1/pipeline").await.ok()?;
+        let stages = body["stages"].as_array()?;
+        (stages[0]["committed"] == orders.len() && stages.iter().all(|s| s["lag"] == 0))
+            .then_some(body)
+    })
+    .await;
     let stages = before["stages"].as_array().expect("stages");
     let groups: Vec<&str> = stages
         .iter()
