@@ -132,7 +132,7 @@ pub struct Sampler {
 
 #[derive(Default)]
 struct State {
-    /// One offsets reader per hop, created on first use.
+    /// One reader per hop, created on first use.
     readers: Option<Arc<Vec<BaseConsumer>>>,
     last: Option<(Instant, Vec<Read>)>,
     /// Latency observations per hop: when, and the seconds.
@@ -214,7 +214,7 @@ impl Sampler {
             None => self
                 .hops
                 .iter()
-                .map(|hop| kafka::offsets_reader(&self.kafka, &hop.group))
+                .map(|hop| reader(&self.kafka, &hop.group))
                 .collect::<anyhow::Result<Vec<_>>>()
                 .map(Arc::new),
         };
@@ -341,6 +341,25 @@ fn read_all(
         reads.push(read);
     }
     (reads, sent)
+}
+
+/// A hop's reader: the group's committed offsets and the topic's watermarks, and single
+/// messages by offset for their timestamps — assigned partitions, never a member of the group,
+/// never committing, and fetching little, since each sample needs one message per partition
+/// (the broker still sends at least one record batch). One client for both, so that the
+/// message reads find it connected: it is used every second.
+fn reader(settings: &KafkaSettings, group: &str) -> anyhow::Result<BaseConsumer> {
+    use anyhow::Context as _;
+    kafka::base_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("max.partition.fetch.bytes", "4096")
+        .set("queued.max.messages.kbytes", "64")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .context("cannot create the Kafka offsets reader")
 }
 
 /// The timestamps of the messages at `(partition, offset)` of `topic`, as far as they arrive
