@@ -125,6 +125,7 @@ pub enum Route {
     Tags,
     TagUsers(String),
     Pipeline,
+    PipelineHistory,
     Summary,
     OpenApi,
 }
@@ -160,6 +161,7 @@ impl Route {
                 Ok(Self::TagUsers((*tag).to_owned()))
             }
             ["api", "v1", "pipeline"] => Ok(Self::Pipeline),
+            ["api", "v1", "pipeline", "history"] => Ok(Self::PipelineHistory),
             ["api", "v1", "summary"] => Ok(Self::Summary),
             ["api", "v1", "openapi.json"] => Ok(Self::OpenApi),
             _ => Err(not_found()),
@@ -314,8 +316,12 @@ impl Api {
                 "application/json",
             )));
         }
+        // From memory (the service's own samples): no reader slot needed.
         if route == Route::Pipeline {
             return Ok(json(&*self.overview.pipeline().await));
+        }
+        if route == Route::PipelineHistory {
+            return Ok(json(&self.overview.pipeline_history().await));
         }
         let _reader = self.readers.acquire().await.map_err(anyhow::Error::from)?;
         let body = match route {
@@ -324,7 +330,9 @@ impl Api {
             Route::Tags => json(&self.tags().await?),
             Route::TagUsers(tag) => json(&self.tag_users(&tag, Page::from_query(query)?).await?),
             Route::Summary => json(&*self.overview.summary(&self.pool).await?),
-            Route::Pipeline | Route::OpenApi => unreachable!("answered above"),
+            Route::Pipeline | Route::PipelineHistory | Route::OpenApi => {
+                unreachable!("answered above")
+            }
         };
         Ok(body)
     }

@@ -1,6 +1,7 @@
 //! The dashboard (docs/contract.md §6.5) at `GET /`: one self-contained page (inline CSS and
-//! JavaScript, charts drawn as SVG by hand, nothing fetched from elsewhere) that reads
-//! `/api/v1/pipeline` and `/api/v1/summary` every two seconds, with the token it is opened with
+//! JavaScript, charts drawn as SVG by hand, nothing fetched from elsewhere) that loads the
+//! service's kept samples once (`/api/v1/pipeline/history`, so a reload keeps the charts) and
+//! reads `/api/v1/pipeline` and `/api/v1/summary` every two seconds, with the token it is opened with
 //! (`/#token=<API_TOKEN>`, docs/read-api.md "Access"). The page itself needs no token: it is
 //! only code.
 
@@ -39,6 +40,8 @@ mod tests {
     fn the_page_reads_the_api_it_is_served_with() {
         assert!(PAGE.contains("/api/v1/pipeline"));
         assert!(PAGE.contains("/api/v1/summary"));
+        // The charts start from the service's kept samples.
+        assert!(PAGE.contains("/api/v1/pipeline/history"));
     }
 
     #[test]

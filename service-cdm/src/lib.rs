@@ -8,6 +8,7 @@ mod dashboard;
 mod handler;
 mod overview;
 pub mod read_only;
+mod sampler;
 pub mod tags;
 
 pub use handler::CdmStage;

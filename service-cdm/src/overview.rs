@@ -4,8 +4,7 @@
 //! Both are cheap to ask for however often: the aggregates scan whole datamarts, so each is
 //! cached for at least [`MIN_TTL`] and at least [`TTL_FACTOR`] times as long as it took to
 //! compute (so that even on a large warehouse they take at most a fifth of a core); the
-//! pipeline is sampled from the broker at most once per [`SAMPLE_EVERY`], and the throughput
-//! of a stage is the difference of its committed offsets between two samples.
+//! pipeline is sampled from the broker by the service on a fixed cadence (`sampler`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,26 +12,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
-use vault_runtime::config::{Hop, KafkaSettings};
-use vault_runtime::kafka;
 use vault_runtime::stores::PgPool;
 use vault_runtime::Settings;
+
+use crate::sampler::{History, Pipeline, Sampler};
 
 /// The shortest time an aggregate is kept.
 pub const MIN_TTL: Duration = Duration::from_secs(2);
 /// An aggregate is kept this many times as long as it took to compute.
 pub const TTL_FACTOR: u32 = 5;
-/// The shortest time between two samples of the broker.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How many categories and dishes the summary lists.
 const TOP: i64 = 10;
+/// How many of the latest dead letters the summary lists.
+const RECENT_DEAD_LETTERS: i64 = 20;
 
 /// A value computed at most once per its time to live. When it is stale, one asker computes
 /// it again while the others get the stale value at once; only when there is no value yet do
@@ -113,7 +111,7 @@ pub struct Overview {
     /// Holders per tag, shared by `/api/v1/tags` and the summary.
     holders: Cached<BTreeMap<String, i64>>,
     summary: Cached<Summary>,
-    pipeline: PipelineProbe,
+    pipeline: Arc<Sampler>,
 }
 
 impl Overview {
@@ -121,11 +119,7 @@ impl Overview {
         Self {
             holders: Cached::default(),
             summary: Cached::default(),
-            pipeline: PipelineProbe {
-                kafka: settings.kafka.clone(),
-                hops: settings.pipeline.clone(),
-                state: Mutex::new(ProbeState::default()),
-            },
+            pipeline: Sampler::new(settings.kafka.clone(), settings.pipeline.clone()),
         }
     }
 
@@ -165,6 +159,15 @@ impl Overview {
                             max(received_at) AS last_at \
                      FROM ops.dead_letters GROUP BY service ORDER BY service",
                 )
+                .load(&mut conn)
+                .await?;
+                // Never `key` or `payload`: the reader role may not read them (roles.rs).
+                let recent: Vec<DeadLetter> = diesel::sql_query(
+                    "SELECT service, topic, partition, \"offset\", error_kind, reason, \
+                            received_at, replayed_at IS NOT NULL AS replayed \
+                     FROM ops.dead_letters ORDER BY received_at DESC, id DESC LIMIT $1",
+                )
+                .bind::<BigInt, _>(RECENT_DEAD_LETTERS)
                 .load(&mut conn)
                 .await?;
                 let top_categories: Vec<TopCategory> = diesel::sql_query(
@@ -220,6 +223,7 @@ impl Overview {
                         total: dead_letters.iter().map(|d| d.total).sum(),
                         pending: dead_letters.iter().map(|d| d.pending).sum(),
                         by_service: dead_letters,
+                        recent,
                     },
                     top_categories,
                     top_products,
@@ -230,7 +234,11 @@ impl Overview {
     }
 
     pub async fn pipeline(&self) -> Arc<Pipeline> {
-        self.pipeline.sample().await
+        self.pipeline.latest().await
+    }
+
+    pub async fn pipeline_history(&self) -> History {
+        self.pipeline.history().await
     }
 }
 
@@ -277,6 +285,28 @@ struct DeadLetterSummary {
     /// Not replayed yet.
     pending: i64,
     by_service: Vec<DeadLetters>,
+    /// The latest ones, newest first: where, why and when (no key, no payload).
+    recent: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+struct DeadLetter {
+    #[diesel(sql_type = Text)]
+    service: String,
+    #[diesel(sql_type = Text)]
+    topic: String,
+    #[diesel(sql_type = Integer)]
+    partition: i32,
+    #[diesel(sql_type = BigInt)]
+    offset: i64,
+    #[diesel(sql_type = Text)]
+    error_kind: String,
+    #[diesel(sql_type = Text)]
+    reason: String,
+    #[diesel(sql_type = Timestamptz)]
+    received_at: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    replayed: bool,
 }
 
 #[derive(Debug, Serialize, QueryableByName)]
@@ -326,215 +356,9 @@ struct TagSummary {
     enabled: bool,
 }
 
-/// `GET /api/v1/pipeline`.
-#[derive(Debug, Serialize)]
-pub struct Pipeline {
-    sampled_at: DateTime<Utc>,
-    /// The seconds between this sample and the one the rates are computed against (absent on
-    /// the first sample).
-    window_seconds: Option<f64>,
-    stages: Vec<StageProgress>,
-}
-
-#[derive(Debug, Serialize)]
-struct StageProgress {
-    stage: &'static str,
-    group: String,
-    topic: String,
-    /// Sum over the partitions of the group's committed offsets.
-    committed: Option<i64>,
-    /// Sum over the partitions of the high watermarks.
-    end: Option<i64>,
-    lag: Option<i64>,
-    /// Messages committed per second over the window.
-    throughput: Option<f64>,
-    /// Messages arriving on the topic per second over the window.
-    incoming: Option<f64>,
-    /// Why the broker could not be read for this stage.
-    error: Option<String>,
-}
-
-/// Samples the consumer groups' progress from the broker.
-#[derive(Debug)]
-struct PipelineProbe {
-    kafka: KafkaSettings,
-    hops: Vec<Hop>,
-    /// The readers and the last sample; locked for the duration of a sample, so concurrent
-    /// requests share one.
-    state: Mutex<ProbeState>,
-}
-
-#[derive(Default)]
-struct ProbeState {
-    /// One offsets reader per hop, created on first use.
-    readers: Option<Arc<Vec<BaseConsumer>>>,
-    last: Option<(Instant, Vec<Totals>, Arc<Pipeline>)>,
-}
-
-impl std::fmt::Debug for ProbeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProbeState").finish_non_exhaustive()
-    }
-}
-
-/// One hop's offsets summed over its partitions, or why they could not be read.
-type Totals = Result<(i64, i64), String>;
-
-impl PipelineProbe {
-    async fn sample(&self) -> Arc<Pipeline> {
-        let mut state = self.state.lock().await;
-        if let Some((at, _, pipeline)) = &state.last {
-            if at.elapsed() < SAMPLE_EVERY {
-                return pipeline.clone();
-            }
-        }
-        let readers = match &state.readers {
-            Some(readers) => Ok(readers.clone()),
-            None => self
-                .hops
-                .iter()
-                .map(|hop| kafka::offsets_reader(&self.kafka, &hop.group))
-                .collect::<anyhow::Result<Vec<_>>>()
-                .map(Arc::new),
-        };
-        let totals: Vec<Totals> = match readers {
-            Ok(readers) => {
-                state.readers = Some(readers.clone());
-                let topics: Vec<String> = self.hops.iter().map(|hop| hop.topic.clone()).collect();
-                tokio::task::spawn_blocking(move || read_totals(&readers, &topics))
-                    .await
-                    .unwrap_or_else(|e| vec![Err(e.to_string()); self.hops.len()])
-            }
-            Err(error) => vec![Err(format!("{error:#}")); self.hops.len()],
-        };
-        let now = Instant::now();
-        let previous = state
-            .last
-            .as_ref()
-            .map(|(at, totals, _)| (now.duration_since(*at).as_secs_f64(), totals));
-        let stages = self
-            .hops
-            .iter()
-            .zip(&totals)
-            .enumerate()
-            .map(|(i, (hop, current))| {
-                let before = previous.and_then(|(_, totals)| totals.get(i)?.as_ref().ok());
-                let window = previous.map(|(seconds, _)| seconds);
-                progress(hop, current, before, window)
-            })
-            .collect();
-        let pipeline = Arc::new(Pipeline {
-            sampled_at: Utc::now(),
-            window_seconds: previous.map(|(seconds, _)| seconds),
-            stages,
-        });
-        state.last = Some((now, totals, pipeline.clone()));
-        pipeline
-    }
-}
-
-/// Each hop's committed and end offsets, summed. Blocking: run off the async threads.
-fn read_totals(readers: &[BaseConsumer], topics: &[String]) -> Vec<Totals> {
-    readers
-        .iter()
-        .zip(topics)
-        .map(|(reader, topic)| {
-            let result = kafka::progress(reader, topic).map_err(|e| format!("{e:#}"));
-            // Drains the client's event queue (logs, errors), which nothing else polls.
-            let _ = reader.poll(Duration::ZERO);
-            let partitions = result?;
-            if partitions.is_empty() {
-                return Err(format!("the broker knows no topic {topic}"));
-            }
-            Ok(partitions.iter().fold((0, 0), |(committed, end), p| {
-                (committed + p.committed, end + p.end)
-            }))
-        })
-        .collect()
-}
-
-/// One stage's line of the answer, with rates over `window` seconds when an earlier sample
-/// of the same hop exists.
-fn progress(
-    hop: &Hop,
-    current: &Totals,
-    before: Option<&(i64, i64)>,
-    window: Option<f64>,
-) -> StageProgress {
-    let mut line = StageProgress {
-        stage: hop.stage,
-        group: hop.group.clone(),
-        topic: hop.topic.clone(),
-        committed: None,
-        end: None,
-        lag: None,
-        throughput: None,
-        incoming: None,
-        error: None,
-    };
-    match current {
-        Ok((committed, end)) => {
-            line.committed = Some(*committed);
-            line.end = Some(*end);
-            line.lag = Some((end - committed).max(0));
-            if let (Some((committed_before, end_before)), Some(window)) = (before, window) {
-                if window > 0.0 {
-                    // A rewound group commits lower offsets: no negative rates.
-                    line.throughput = Some(((committed - committed_before).max(0)) as f64 / window);
-                    line.incoming = Some(((end - end_before).max(0)) as f64 / window);
-                }
-            }
-        }
-        Err(error) => line.error = Some(error.clone()),
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hop() -> Hop {
-        Hop {
-            stage: "dds",
-            group: "service-dds".into(),
-            topic: "dds_service".into(),
-        }
-    }
-
-    #[test]
-    fn throughput_is_the_committed_difference_over_the_window() {
-        let line = progress(
-            &hop(),
-            &Ok((1_300, 1_500)),
-            Some(&(1_000, 1_100)),
-            Some(2.0),
-        );
-        assert_eq!(line.lag, Some(200));
-        assert_eq!(line.throughput, Some(150.0));
-        assert_eq!(line.incoming, Some(200.0));
-    }
-
-    #[test]
-    fn the_first_sample_has_offsets_but_no_rates() {
-        let line = progress(&hop(), &Ok((10, 10)), None, None);
-        assert_eq!((line.committed, line.lag), (Some(10), Some(0)));
-        assert_eq!((line.throughput, line.incoming), (None, None));
-    }
-
-    #[test]
-    fn a_rewound_group_has_no_negative_throughput() {
-        let line = progress(&hop(), &Ok((0, 500)), Some(&(500, 500)), Some(1.0));
-        assert_eq!(line.throughput, Some(0.0));
-        assert_eq!(line.lag, Some(500));
-    }
-
-    #[test]
-    fn an_unreadable_broker_is_reported_per_stage() {
-        let line = progress(&hop(), &Err("timed out".into()), None, Some(1.0));
-        assert_eq!(line.error.as_deref(), Some("timed out"));
-        assert_eq!(line.committed, None);
-    }
 
     #[tokio::test]
     async fn a_cached_value_is_computed_once_while_fresh() {

@@ -15,12 +15,13 @@ use vault_tests::pipeline::{http, Overrides, Pipeline, Service};
 use vault_tests::read_api::ApiClient;
 
 /// A path of every documented route (the tag need not exist: 401 comes first).
-const ROUTES: [&str; 7] = [
+const ROUTES: [&str; 8] = [
     "/api/v1/users/0123456789abcdef01234567/counters",
     "/api/v1/users/0123456789abcdef01234567/tags",
     "/api/v1/tags",
     "/api/v1/tags/Nobody/users",
     "/api/v1/pipeline",
+    "/api/v1/pipeline/history",
     "/api/v1/summary",
     "/api/v1/openapi.json",
 ];

@@ -1,6 +1,9 @@
 //! The dashboard (docs/contract.md §6.5) in a real browser: headless Chromium loads `GET /` of
 //! service-cdm, and the test checks that the page runs without a console message, shows the
-//! numbers the API returns, updates itself when new orders arrive, and takes a screenshot: under
+//! numbers the API returns — with the service's history from before it opened, end-to-end
+//! latency p50/p99 per stage, lag per partition, the dead letters with their reasons and times
+//! in full, and no phantom throughput on an idle pipeline — updates itself when new orders
+//! arrive, and takes a screenshot: under
 //! the target directory, or into `docs/dashboard.png` (the README's) when
 //! `VAULTLINE_UPDATE_SCREENSHOT=1`, so that an ordinary run leaves the work tree as it was.
 //!
@@ -174,6 +177,20 @@ fn screenshot_path() -> PathBuf {
     }
 }
 
+/// The text of the attribute that starts with `prefix` (which ends with its opening quote).
+fn attribute<'a>(dom: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = &dom[dom.find(prefix)? + prefix.len()..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// `text` as Chromium writes it into a text node of the DOM it dumps.
+fn html_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\u{a0}', "&nbsp;")
+}
+
 fn expected_title(summary: &Value) -> String {
     format!(
         "Vaultline · {} orders counted · {} dead letters",
@@ -202,7 +219,31 @@ async fn the_dashboard_shows_the_api_s_numbers_and_updates_itself_in_a_browser(
         return Ok(());
     };
     let p = Pipeline::start(2).await?;
+    let api = ApiClient::new(&p)?;
+    // Someone looks before the orders arrive (as the page did when it last refreshed): the
+    // first sample after them must not spread them over the time since.
+    api.get("/api/v1/pipeline").await?;
     let (dictionary, _) = fill(&p, 30, 4, 300).await?;
+    // Ten samples kept (ten seconds): more than the page can take itself in its first load
+    // (a few refreshes, one every two seconds).
+    let kept = eventually(
+        "the service to keep ten samples",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = api.get("/api/v1/pipeline/history").await.ok()?;
+            let kept = body["samples"].as_array()?.len();
+            (kept >= 10).then_some(kept)
+        },
+    )
+    .await;
+    // The first ask since the one before the orders, ten seconds later: its rates are over
+    // the service's last second, not over the ten seconds since anyone asked.
+    let first_after = api.get("/api/v1/pipeline").await?.1;
+    let window = first_after["window_seconds"].as_f64().expect("a window");
+    assert!(
+        window < 3.0,
+        "rates over a fixed cadence, not since the last asker: {window} s"
+    );
     let category: String = p
         .db()
         .await?
@@ -214,13 +255,34 @@ async fn the_dashboard_shows_the_api_s_numbers_and_updates_itself_in_a_browser(
         .await?
         .get(0);
     define_category_tag(&p, "Любитель выпечки", &category, 2).await?;
-    let api = ApiClient::new(&p)?;
+    // A dead letter, to be shown with its reason and time.
+    p.produce_raw(&[("poison".to_owned(), b"{not json".to_vec())])
+        .await?;
+    p.settle(vault_tests::read_api::SETTLE).await;
     // The token in the fragment, as an operator opens it (docs/read-api.md, "Access").
     let url = format!("http://{}/#token={}", api.addr, api.token);
     let counted = p
         .count("SELECT count(*) FROM cdm.order_state WHERE counted")
         .await?;
-    let summary = summary_with(&api, counted).await;
+    let summary = eventually(
+        "the summary to show the dead letter",
+        Duration::from_secs(20),
+        || async {
+            let body = summary_with(&api, counted).await;
+            (body["dead_letters"]["pending"] == 1).then_some(body)
+        },
+    )
+    .await;
+    // Idle now: once every stage's rate is 0, the page opens on 0, not on a phantom rate.
+    let pipeline = eventually("an idle pipeline", Duration::from_secs(20), || async {
+        let (_, body) = api.get("/api/v1/pipeline").await.ok()?;
+        let stages = body["stages"].as_array()?;
+        stages
+            .iter()
+            .all(|s| s["throughput"] == 0.0 && s["lag"] == 0)
+            .then_some(body)
+    })
+    .await;
 
     // One load, run until its first refreshes are done: the numbers are the API's.
     let profile = Profile::new()?;
@@ -237,9 +299,67 @@ async fn the_dashboard_shows_the_api_s_numbers_and_updates_itself_in_a_browser(
         ("orders-seen", &summary["orders"]["seen"]),
         ("dead-letters-pending", &summary["dead_letters"]["pending"]),
         ("lag-total", &Value::from(0)),
+        // No phantom throughput: the service's samples say the pipeline is idle.
+        ("throughput-cdm", &Value::from(0)),
     ] {
         let shown = format!(r#"id="{id}" data-value="{value}""#);
         assert!(dom.contains(&shown), "{shown} not in {dom}");
+    }
+    // History from before the page opened: the service's samples, not only the page's own.
+    let loaded: usize = attribute(&dom, r#"data-history-samples=""#)
+        .and_then(|n| n.parse().ok())
+        .expect("the page loaded the history");
+    assert!(
+        loaded >= kept,
+        "{loaded} samples loaded, {kept} kept before"
+    );
+    let drawn: usize = attribute(
+        &dom,
+        r#"id="chart-throughput" viewBox="0 0 600 180" height="180" data-samples=""#,
+    )
+    .and_then(|n| n.parse().ok())
+    .expect("the throughput chart");
+    assert!(drawn >= kept, "{drawn} samples drawn, {kept} kept before");
+    // End-to-end latency per stage, as the API has it.
+    for stage in pipeline["stages"].as_array().expect("stages") {
+        let name = stage["stage"].as_str().expect("stage");
+        let p50 = attribute(&dom, &format!(r#"id="latency-{name}-p50" data-value=""#));
+        let p99 = attribute(&dom, &format!(r#"id="latency-{name}-p99" data-value=""#));
+        let (p50, p99): (f64, f64) = match (p50.map(str::parse), p99.map(str::parse)) {
+            (Some(Ok(p50)), Some(Ok(p99))) => (p50, p99),
+            other => panic!("no latency shown for {name}: {other:?} in {dom}"),
+        };
+        assert!(
+            0.0 <= p50 && p50 <= p99 && p99 < 60.0,
+            "{name}: {p50} {p99}"
+        );
+        // Lag per partition: a row for each partition the API reports.
+        for partition in stage["partitions"].as_array().expect("partitions") {
+            let row = format!(r#"data-partition="{name}/{}""#, partition["partition"]);
+            assert!(dom.contains(&row), "{row} not in {dom}");
+        }
+    }
+    // The dead letter with its reason and time; the service's name whole, nothing cut short.
+    let letter = &summary["dead_letters"]["recent"][0];
+    let received = format!(
+        r#"data-received-at="{}""#,
+        letter["received_at"].as_str().expect("time")
+    );
+    assert!(dom.contains(&received), "{received} not in {dom}");
+    let reason = html_text(letter["reason"].as_str().expect("reason"));
+    assert!(
+        dom.contains(&format!(r#"<td class="wrap reason">{reason}</td>"#)),
+        "{reason} not in {dom}"
+    );
+    assert!(
+        dom.contains(r#"<tr data-service="service-stg"><td class="wrap">service-stg</td>"#),
+        "{dom}"
+    );
+    for panel in ["dead-letters", "dead-letters-recent"] {
+        let start = dom.find(&format!(r#"id="{panel}""#)).expect("the panel");
+        let panel = &dom[start..];
+        let panel = &panel[..panel.find("</section>").expect("its end")];
+        assert!(!panel.contains('…'), "a label cut short: {panel}");
     }
     let top = &summary["top_categories"][0];
     assert_eq!(top["category_name"], category.as_str());
@@ -295,7 +415,7 @@ async fn the_dashboard_shows_the_api_s_numbers_and_updates_itself_in_a_browser(
     let shot = Profile::new()?;
     let mut command = shot.command(&binary)?;
     command.args([
-        "--window-size=1400,1050",
+        "--window-size=1400,1300",
         "--virtual-time-budget=20000",
         &format!("--screenshot={}", screenshot.display()),
         &url,

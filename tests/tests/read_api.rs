@@ -279,6 +279,8 @@ async fn the_read_api_answers_what_the_tables_hold_and_what_its_document_says() 
     // The dashboard's routes, and the document itself, are served too.
     let (status, _) = api.get("/api/v1/pipeline").await?;
     assert_eq!(status, 200);
+    let (status, _) = api.get("/api/v1/pipeline/history").await?;
+    assert_eq!(status, 200);
     let (status, _) = api.get("/api/v1/summary").await?;
     assert_eq!(status, 200);
     let (status, document) = api.get("/api/v1/openapi.json").await?;
@@ -298,8 +300,15 @@ async fn the_pipeline_and_summary_report_progress_throughput_and_dead_letters() 
     let (dictionary, orders) = fill(&p, 20, 3, 200).await?;
     let api = ApiClient::new(&p)?;
 
-    // At rest: every stage's group is this test's, with everything committed.
-    let (_, before) = api.get("/api/v1/pipeline").await?;
+    // At rest: every stage's group is this test's, with everything committed (in a sample
+    // the service takes after the orders: it samples once a second).
+    let before = eventually("a sample at rest", Duration::from_secs(10), || async {
+        let (_, body) = api.get("/api/v1/pipeline").await.ok()?;
+        let stages = body["stages"].as_array()?;
+        (stages[0]["committed"] == orders.len() && stages.iter().all(|s| s["lag"] == 0))
+            .then_some(body)
+    })
+    .await;
     let stages = before["stages"].as_array().expect("stages");
     let groups: Vec<&str> = stages
         .iter()
@@ -316,25 +325,62 @@ async fn the_pipeline_and_summary_report_progress_throughput_and_dead_letters() 
     for stage in stages {
         assert_eq!(stage["lag"], 0, "{stage}");
         assert!(stage["error"].is_null(), "{stage}");
+        // Each partition on its own line, adding up to the stage's offsets.
+        let partitions = stage["partitions"].as_array().expect("partitions");
+        assert_eq!(partitions.len(), 2, "{stage}");
+        let committed: i64 = partitions
+            .iter()
+            .map(|q| q["committed"].as_i64().expect("committed"))
+            .sum();
+        assert_eq!(stage["committed"], committed, "{stage}");
+        assert!(partitions.iter().all(|q| q["lag"] == 0), "{stage}");
     }
     assert_eq!(stages[0]["committed"], orders.len());
 
-    // More orders: the next sample's throughput is the committed difference over its window.
+    // More orders: the samples the service takes once a second, summed over their windows,
+    // account for exactly the new messages.
     let more = send(&p, &dictionary, 10_001, 300).await?;
-    let after = eventually("a new pipeline sample", Duration::from_secs(10), || async {
-        let (_, body) = api.get("/api/v1/pipeline").await.ok()?;
-        (body["sampled_at"] != before["sampled_at"]).then_some(body)
-    })
+    let total = orders.len() + more.len();
+    let after = eventually(
+        "a sample with every order",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = api.get("/api/v1/pipeline").await.ok()?;
+            (body["stages"][0]["committed"] == total).then_some(body)
+        },
+    )
     .await;
-    let window = after["window_seconds"].as_f64().expect("a window");
-    let stg = &after["stages"][0];
-    assert_eq!(stg["committed"], orders.len() + more.len());
-    let throughput = stg["throughput"].as_f64().expect("throughput");
-    let expected = more.len() as f64 / window;
+    let (_, history) = api.get("/api/v1/pipeline/history").await?;
+    let samples = history["samples"].as_array().expect("samples");
+    let from = samples
+        .iter()
+        .position(|s| s["sampled_at"] == before["sampled_at"])
+        .expect("the earlier sample is kept");
+    let to = samples
+        .iter()
+        .position(|s| s["sampled_at"] == after["sampled_at"])
+        .expect("the later sample is kept");
+    let committed: f64 = samples[from + 1..=to]
+        .iter()
+        .map(|s| {
+            let window = s["window_seconds"].as_f64().expect("a window");
+            assert!(window > 0.5 && window < 5.0, "a sample every second: {s}");
+            s["stages"][0]["throughput"].as_f64().expect("throughput") * window
+        })
+        .sum();
     assert!(
-        (throughput - expected).abs() < 1e-6 * expected.max(1.0),
-        "{throughput} vs {expected}"
+        (committed - more.len() as f64).abs() < 1e-6 * more.len() as f64,
+        "{committed} vs {}",
+        more.len()
     );
+    // Every stage committed messages since: each has an end-to-end latency.
+    for stage in after["stages"].as_array().expect("stages") {
+        let latency = &stage["latency"];
+        assert!(latency["observations"].as_u64() > Some(0), "{stage}");
+        let p50 = latency["p50_seconds"].as_f64().expect("p50");
+        let p99 = latency["p99_seconds"].as_f64().expect("p99");
+        assert!(0.0 <= p50 && p50 <= p99 && p99 < 60.0, "{stage}");
+    }
 
     // A poison message becomes a dead letter of service-stg, and the summary says so.
     p.produce_raw(&[("poison".to_owned(), b"{not json".to_vec())])
@@ -356,6 +402,28 @@ async fn the_pipeline_and_summary_report_progress_throughput_and_dead_letters() 
     let by_service = &summary["dead_letters"]["by_service"];
     assert_eq!(by_service[0]["service"], "service-stg");
     assert_eq!(by_service[0]["total"], 1);
+    // With where, why and when, as the table has them (the schema forbids key and payload).
+    let (kind, reason, received_at): (String, String, i64) = p
+        .db()
+        .await?
+        .query_one(
+            "SELECT error_kind, reason, \
+                    (extract(epoch FROM received_at) * 1000000)::bigint FROM ops.dead_letters",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1), row.get(2)))?;
+    let recent = &summary["dead_letters"]["recent"];
+    assert_eq!(recent.as_array().map(Vec::len), Some(1), "{recent}");
+    assert_eq!(recent[0]["service"], "service-stg");
+    assert_eq!(recent[0]["error_kind"], kind.as_str());
+    assert_eq!(recent[0]["reason"], reason.as_str());
+    assert_eq!(recent[0]["replayed"], false);
+    let shown: chrono::DateTime<chrono::Utc> = recent[0]["received_at"]
+        .as_str()
+        .expect("received_at")
+        .parse()?;
+    assert_eq!(shown.timestamp_micros(), received_at);
     let top: Vec<(String, i64)> = p
         .db()
         .await?
@@ -415,6 +483,7 @@ async fn head_is_answered_like_get_without_a_body_and_a_nul_in_a_tag_name_is_a_b
         "/api/v1/users/0123456789abcdef01234567/tags",
         "/api/v1/summary",
         "/api/v1/pipeline",
+        "/api/v1/pipeline/history",
         "/api/v1/openapi.json",
         "/api/v1/users/not-a-user/tags",
         "/api/v1/nothing",
