@@ -181,6 +181,7 @@ impl Stage for CdmStage {
             Route::Tags => "/api/v1/tags",
             Route::TagUsers(_) => "/api/v1/tags/{tag}/users",
             Route::Pipeline => "/api/v1/pipeline",
+            Route::PipelineHistory => "/api/v1/pipeline/history",
             Route::Summary => "/api/v1/summary",
             Route::OpenApi => "/api/v1/openapi.json",
         })
