@@ -9,7 +9,6 @@
 //! `false` or `0`); otherwise it writes `SKIPPED: promtool not found` past the harness's
 //! capture and checks the rest.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use vault_tests::eventually;
-use vault_tests::pipeline::{http, Pipeline, Service};
+use vault_tests::pipeline::{http, Datagen, Pipeline, Service};
 
 /// A GET with an optional `Accept` header: the status, the `content-type` and the body.
 async fn get(
@@ -110,28 +109,8 @@ async fn every_metrics_endpoint_speaks_both_formats_and_promtool_accepts_the_cla
     }
 
     let p = Pipeline::start(1).await?;
-    let env: HashMap<String, String> = [
-        ("KAFKA_BOOTSTRAP_SERVERS", p.stack.kafka_bootstrap.clone()),
-        ("REDIS_URL", p.stack.redis_url.clone()),
-        ("KAFKA_DESTINATION_TOPIC", p.raw_topic.clone()),
-        ("HTTP_HOST", "127.0.0.1".into()),
-        ("HTTP_PORT", "0".into()),
-        ("KAFKA_TOPIC_PARTITIONS", "0".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let datagen = datagen::Application::build(datagen::Settings::from(&env)?)?;
-    let datagen_addr = datagen.http_addr();
-    let (stop_datagen, stopped) = tokio::sync::oneshot::channel::<()>();
-    let datagen = tokio::spawn(datagen.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    eventually("datagen to be healthy", Duration::from_secs(60), || async {
-        let (status, _) = http(datagen_addr, "GET", "/health", "").await.ok()?;
-        (status == 200).then_some(())
-    })
-    .await;
+    let datagen = Datagen::start(&p, &p.stack.redis_url).await?;
+    let datagen_addr = datagen.addr;
     let (status, body) = http(datagen_addr, "POST", "/push", r#"{"N": 50}"#).await?;
     assert_eq!(status, 200, "{body}");
     p.settle(Duration::from_secs(120)).await;
@@ -246,7 +225,6 @@ async fn every_metrics_endpoint_speaks_both_formats_and_promtool_accepts_the_cla
         }
     }
 
-    let _ = stop_datagen.send(());
-    datagen.await??;
+    datagen.stop().await?;
     p.shutdown().await
 }
