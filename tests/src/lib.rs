@@ -188,25 +188,18 @@ impl Stack {
     /// factor: 1 on the stack, 3 on a private cluster) and waits until the broker's metadata
     /// shows every one with all its partitions, so that a consumer may subscribe right away. A topic that already exists is left as it is.
     pub async fn create_topics(&self, names: &[String], partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .kafka_config()
-            .create()
-            .context("creating a Kafka admin client")?;
-        let topics: Vec<NewTopic<'_>> = names
-            .iter()
-            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
-            .collect();
-        let options = AdminOptions::new()
-            .operation_timeout(Some(KAFKA_TIMEOUT))
-            .request_timeout(Some(KAFKA_TIMEOUT));
-        let results = admin
-            .create_topics(&topics, &options)
-            .await
-            .context("sending CreateTopics")?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => bail!("creating topic {name} failed: {code}"),
+        // A cluster that has just started may drop the request (its controller still electing,
+        // a broker handle torn down): a few bounded tries, each with a fresh client.
+        let mut attempt = 1;
+        loop {
+            match self.create_topics_once(names, partitions).await {
+                Ok(()) => break,
+                Err(error) if attempt < 5 => {
+                    eprintln!("creating topics, attempt {attempt}: {error:#}; retrying");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
             }
         }
 
@@ -228,6 +221,32 @@ impl Stack {
                 }
             })
             .await;
+        }
+        Ok(())
+    }
+
+    /// One CreateTopics request for `names`; a topic that already exists counts as created.
+    async fn create_topics_once(&self, names: &[String], partitions: i32) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .kafka_config()
+            .create()
+            .context("creating a Kafka admin client")?;
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1)))
+            .collect();
+        let options = AdminOptions::new()
+            .operation_timeout(Some(KAFKA_TIMEOUT))
+            .request_timeout(Some(KAFKA_TIMEOUT));
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .context("sending CreateTopics")?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => bail!("creating topic {name} failed: {code}"),
+            }
         }
         Ok(())
     }
