@@ -1,5 +1,5 @@
 """Helm for scripts/validate-deploy.sh, through Helm's own Go SDK (the helm-python-sdk wheel,
-Helm v4): lint, render and schema checks of deploy/helm/vaultline without a helm binary.
+Helm v4): lint, render and schema checks of docker/helm/vaultline without a helm binary.
 
     helm_tool.py lint CHART [VALUES]             helm lint --strict, for Kubernetes 1.30 and 1.32
     helm_tool.py render CHART OUT [VALUES]       schema check, then the manifests to OUT

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Vaultline image (deploy/Dockerfile: every binary), tags it from git and, unless
+# Builds the Vaultline image (docker/Dockerfile: every binary), tags it from git and, unless
 # told not to, pushes it to the registry named by VAULTLINE_REGISTRY.
 #
 #   VAULTLINE_REGISTRY=registry.example.com/team scripts/image.sh          build, tag, push
@@ -67,7 +67,7 @@ done
 extra=(${DOCKER_BUILD_ARGS:-})
 
 say "building ${tags[*]}"
-"$DOCKER" build --file deploy/Dockerfile \
+"$DOCKER" build --file docker/Dockerfile \
   --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
   --label "org.opencontainers.image.version=$version" \
   --label "org.opencontainers.image.source=vaultline" \

@@ -5,7 +5,7 @@
 # their nodes through this script, so a node's settings are written here once.
 #
 #   scripts/kafka.sh install     JRE and Maven when missing (Debian packages, as root), then the
-#                                jars of the version docker-compose.yml pins (tools/kafka/pom.xml)
+#                                jars of the version docker/compose.yaml pins (tools/kafka/pom.xml)
 #                                into the cache; prints the jar directory
 #   scripts/kafka.sh version     the pinned version
 #   scripts/kafka.sh packages    the Debian packages it would install (none when all are there)
@@ -32,10 +32,10 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
 readonly CACHE_DIR="${VAULTLINE_CACHE:-$HOME/.cache/vaultline}"
 # The compose file's `x-kafka-image` is the one place the version is written.
-KAFKA_VERSION=$(sed -n 's|^x-kafka-image: &kafka-image apache/kafka:\([0-9][0-9.]*\)$|\1|p' "$REPO_ROOT/docker-compose.yml")
+KAFKA_VERSION=$(sed -n 's|^x-kafka-image: &kafka-image apache/kafka:\([0-9][0-9.]*\)$|\1|p' "$REPO_ROOT/docker/compose.yaml")
 readonly KAFKA_VERSION
 [[ $KAFKA_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || {
-  printf '[kafka] docker-compose.yml must pin the version once, as x-kafka-image: &kafka-image apache/kafka:X.Y.Z; found: %s\n' "${KAFKA_VERSION:-none}" >&2
+  printf '[kafka] docker/compose.yaml must pin the version once, as x-kafka-image: &kafka-image apache/kafka:X.Y.Z; found: %s\n' "${KAFKA_VERSION:-none}" >&2
   exit 2
 }
 readonly LIBS_DIR="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"

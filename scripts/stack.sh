@@ -39,6 +39,7 @@ readonly DB_NAME=${VAULTLINE_DB:-dwh}
 }
 # How long each component may take to become ready.
 readonly READY_TIMEOUT_S=${VAULTLINE_READY_TIMEOUT:-60}
+readonly PG_START_TIMEOUT_S=${VAULTLINE_PG_START_TIMEOUT:-900}
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO_ROOT
@@ -170,8 +171,11 @@ postgres_up() {
     elif ! is_root; then
       die "Postgres is not running: start it (sudo pg_ctlcluster $version main start) and rerun"
     else
-      log "Postgres: starting cluster $version/main"
-      pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 8>&-
+      # After an unclean stop (a killed machine or session) Postgres replays its WAL and first
+      # syncs its whole data directory: on a data directory of a few GB that alone passes
+      # pg_ctl's default 60 s wait, so this start waits up to PG_START_TIMEOUT_S.
+      log "Postgres: starting cluster $version/main (up to ${PG_START_TIMEOUT_S}s: recovery after an unclean stop takes longer)"
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start -- -t "$PG_START_TIMEOUT_S" >&2 8>&-
       printf '%s\n' "$version" >"$STATE_DIR/postgres.started"
     fi
   fi

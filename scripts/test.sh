@@ -57,18 +57,27 @@ printf '[test] %s\n' "using: ${stack_env//$'\n'/; }" >&2
 
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
-# Each integration test makes its own database (vaultline_test_<created>_<id>) and leaves it
-# for inspection; those older than a day go now, so that they do not pile up. Younger ones may
-# belong to a run that is still going, so they stay.
-if command -v psql >/dev/null; then
-  cutoff=$(($(date +%s) - 86400))
-  stale=$(psql "$DATABASE_URL" -X -At -c \
+# Each integration test makes its own database (vaultline_test_<created>_<id>). A passing run
+# drops the ones it made; a failing run leaves them for inspection until a later run, three
+# hours on (no run lasts that long), drops them. Left to pile up they cost disk and make
+# Postgres's recovery after an unclean stop take minutes.
+drop_test_databases() { # $1: an SQL condition on created, the epoch seconds in the name
+  command -v psql >/dev/null || return 0
+  local databases database
+  databases=$(psql "$DATABASE_URL" -X -At -c \
     "SELECT datname FROM pg_database WHERE datname ~ '^vaultline_test_[0-9]+_' \
-       AND split_part(datname, '_', 3)::bigint < $cutoff" 2>/dev/null || true)
-  for database in $stale; do
+       AND split_part(datname, '_', 3)::bigint $1" 2>/dev/null || true)
+  for database in $databases; do
     psql "$DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS \"$database\"" >/dev/null 2>&1 || true
   done
-  [[ -z $stale ]] || printf '[test] dropped %s databases of earlier test runs\n' "$(wc -w <<<"$stale")" >&2
-fi
+  [[ -z $databases ]] || printf '[test] dropped %s test databases (%s)\n' "$(wc -w <<<"$databases")" "$2" >&2
+}
+drop_test_databases "< $(($(date +%s) - 3 * 3600))" "of runs three hours old or more"
 
-exec "${runner[@]}"
+started=$(date +%s)
+status=0
+"${runner[@]}" || status=$?
+if ((status == 0)); then
+  drop_test_databases ">= $started" "made by this run, which passed"
+fi
+exit "$status"

@@ -8,18 +8,18 @@
 #                                       compose file and the rendered chart give them
 #
 # static:
-#   - shellcheck on every shell script; hadolint (warning level) on deploy/Dockerfile;
+#   - shellcheck on every shell script; hadolint (warning level) on docker/Dockerfile;
 #   - docker-compose config (Debian's Compose v1, which also rejects a top-level `name:`), with
-#     the defaults and with .env.example; the compose-spec JSON schema (check-jsonschema);
-#     .env.example names exactly the variables docker-compose.yml reads;
+#     the defaults and with docker/.env.example; the compose-spec JSON schema (check-jsonschema);
+#     docker/.env.example names exactly the variables docker/compose.yaml reads;
 #   - the Helm chart through Helm's Go SDK (helm-python-sdk, Helm v4): every values key
 #     commented, `lint --strict` with the default and the production-like values
-#     (deploy/helm/examples/production.yaml) for Kubernetes 1.30 and 1.32, both rendered and
+#     (docker/helm/examples/production.yaml) for Kubernetes 1.30 and 1.32, both rendered and
 #     the manifests validated by kubernetes-validate --strict against 1.30 and 1.32, and each
-#     file of deploy/helm/invalid/ rejected for the reason it names;
+#     file of docker/helm/invalid/ rejected for the reason it names;
 #   - the alert rules (alerts.enabled): the chart rendered with them on, the PrometheusRule's
 #     groups extracted as a plain rules file (target/deploy/vaultline-alerts.rules.yaml), then
-#     `promtool check rules` and `promtool test rules` with deploy/helm/alerts-tests.yaml (a
+#     `promtool check rules` and `promtool test rules` with docker/helm/alerts-tests.yaml (a
 #     unit test for every alert, firing and not firing).
 # wiring: builds the binaries, brings the local stack up (scripts/stack.sh) and runs the
 #   `deploy_wiring` tests (tests/tests/deploy_wiring.rs) on the files rendered above
@@ -44,7 +44,7 @@ readonly PIP_PINS=(
 )
 readonly DEBIAN_PACKAGES=(docker-compose shellcheck python3-venv prometheus)
 readonly KUBE_VERSIONS=(1.30 1.32)
-readonly CHART=deploy/helm/vaultline
+readonly CHART=docker/helm/vaultline
 readonly OUT=target/deploy
 readonly CACHE_DIR=${VAULTLINE_CACHE:-$HOME/.cache/vaultline}
 
@@ -113,36 +113,36 @@ static_checks() {
   shellcheck "${scripts[@]}"
   say "shellcheck: ${#scripts[@]} scripts clean"
 
-  step "hadolint deploy/Dockerfile"
-  "$bin/hadolint" --failure-threshold warning deploy/Dockerfile
-  grep -q '^# *syntax' deploy/Dockerfile && die "deploy/Dockerfile must not pull a frontend image (# syntax=)"
+  step "hadolint docker/Dockerfile"
+  "$bin/hadolint" --failure-threshold warning docker/Dockerfile
+  grep -q '^# *syntax' docker/Dockerfile && die "docker/Dockerfile must not pull a frontend image (# syntax=)"
   say "hadolint: clean at warning level; no # syntax line"
 
   step "compose"
-  # The defaults alone (no .env), then with every variable from .env.example. An .env of the
+  # The defaults alone (no .env), then with every variable from docker/.env.example. An .env of the
   # developer's own is kept out of the way.
   : >"$OUT/empty.env"
-  docker-compose --project-directory . --env-file "$OUT/empty.env" -f docker-compose.yml config >"$OUT/compose.yaml"
-  docker-compose --project-directory . --env-file .env.example -f docker-compose.yml config >"$OUT/compose-env-example.yaml"
-  say "docker-compose config: ok (defaults -> $OUT/compose.yaml; .env.example -> $OUT/compose-env-example.yaml)"
-  "$bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
+  docker-compose --env-file "$OUT/empty.env" -f docker/compose.yaml config >"$OUT/compose.yaml"
+  docker-compose --env-file docker/.env.example -f docker/compose.yaml config >"$OUT/compose-env-example.yaml"
+  say "docker-compose config: ok (defaults -> $OUT/compose.yaml; docker/.env.example -> $OUT/compose-env-example.yaml)"
+  "$bin/check-jsonschema" --builtin-schema vendor.compose-spec docker/compose.yaml
   local read_vars listed_vars
-  read_vars=$(grep -oE '[$][{][A-Z_][A-Z0-9_]*' docker-compose.yml | cut -c3- | sort -u)
-  listed_vars=$(grep -oE '^[A-Z_][A-Z0-9_]*=' .env.example | tr -d = | grep -vx COMPOSE_PROJECT_NAME | sort -u)
+  read_vars=$(grep -oE '[$][{][A-Z_][A-Z0-9_]*' docker/compose.yaml | cut -c3- | sort -u)
+  listed_vars=$(grep -oE '^[A-Z_][A-Z0-9_]*=' docker/.env.example | tr -d = | grep -vx COMPOSE_PROJECT_NAME | sort -u)
   if [[ $read_vars != "$listed_vars" ]]; then
     diff <(printf '%s\n' "$read_vars") <(printf '%s\n' "$listed_vars") >&2 || true
-    die ".env.example must name exactly the variables docker-compose.yml reads (< compose, > .env.example)"
+    die "docker/.env.example must name exactly the variables docker/compose.yaml reads (< compose, > docker/.env.example)"
   fi
-  say ".env.example names all $(wc -l <<<"$read_vars") variables docker-compose.yml reads"
+  say "docker/.env.example names all $(wc -l <<<"$read_vars") variables docker/compose.yaml reads"
 
   step "helm chart $CHART"
   local helm=("$bin/python" scripts/helm_tool.py)
   "${helm[@]}" comments "$CHART/values.yaml"
   "${helm[@]}" lint "$CHART"
-  "${helm[@]}" lint "$CHART" deploy/helm/examples/production.yaml
+  "${helm[@]}" lint "$CHART" docker/helm/examples/production.yaml
   "${helm[@]}" render "$CHART" "$OUT/helm-default.yaml"
-  "${helm[@]}" render "$CHART" "$OUT/helm-production.yaml" deploy/helm/examples/production.yaml
-  "${helm[@]}" reject "$CHART" deploy/helm/invalid/*.yaml
+  "${helm[@]}" render "$CHART" "$OUT/helm-production.yaml" docker/helm/examples/production.yaml
+  "${helm[@]}" reject "$CHART" docker/helm/invalid/*.yaml
   # The wiring test reads JSON (the workspace has no YAML parser).
   local rendered
   for rendered in compose helm-default helm-production; do
@@ -157,17 +157,17 @@ static_checks() {
   printf 'alerts:\n  enabled: true\n' >"$OUT/alerts-values.yaml"
   "${helm[@]}" render "$CHART" "$OUT/helm-alerts.yaml" "$OUT/alerts-values.yaml"
   "${helm[@]}" rules "$OUT/helm-alerts.yaml" "$OUT/vaultline-alerts.rules.yaml"
-  cp deploy/helm/alerts-tests.yaml "$OUT/alerts-tests.yaml"
+  cp docker/helm/alerts-tests.yaml "$OUT/alerts-tests.yaml"
   say "$(promtool --version 2>&1 | head -n 1)"
   promtool check rules "$OUT/vaultline-alerts.rules.yaml"
   promtool test rules "$OUT/alerts-tests.yaml"
   # Every alert has a unit test and a runbook line.
   local alert missing_tests=() missing_runbook=()
   while read -r alert; do
-    grep -q "alertname: $alert\$" deploy/helm/alerts-tests.yaml || missing_tests+=("$alert")
+    grep -q "alertname: $alert\$" docker/helm/alerts-tests.yaml || missing_tests+=("$alert")
     grep -q "id=\"$alert\"" docs/failures.md || missing_runbook+=("$alert")
   done < <(sed -n 's/^ *- alert: \(.*\)$/\1/p' "$OUT/vaultline-alerts.rules.yaml")
-  ((${#missing_tests[@]} == 0)) || die "alerts without a unit test in deploy/helm/alerts-tests.yaml: ${missing_tests[*]}"
+  ((${#missing_tests[@]} == 0)) || die "alerts without a unit test in docker/helm/alerts-tests.yaml: ${missing_tests[*]}"
   ((${#missing_runbook[@]} == 0)) || die "alerts without a runbook line in docs/failures.md: ${missing_runbook[*]}"
   say "every alert has unit tests and a runbook line"
 

@@ -1,7 +1,7 @@
 //! The deploy files' wiring, proven on the real binaries (issue 6).
 //!
 //! No Docker engine or Kubernetes cluster runs here, so these tests take the environment that
-//! `docker-compose.yml` (as `docker-compose config` resolves it) and the Helm chart (as Helm's
+//! `docker/compose.yaml` (as `docker-compose config` resolves it) and the Helm chart (as Helm's
 //! SDK renders it) give each program, point the hosts and ports at the local stack and the
 //! database, topics, consumer groups and Postgres roles at names of this test's own, start the
 //! real binaries with exactly that environment (nothing inherited), and follow a push from
@@ -92,7 +92,7 @@ fn compose_programs(config: &Value) -> anyhow::Result<Programs> {
     for name in [MIGRATE, DATAGEN].into_iter().chain(SERVICES) {
         let service = services
             .get(name)
-            .with_context(|| format!("docker-compose.yml has no service {name}"))?;
+            .with_context(|| format!("docker/compose.yaml has no service {name}"))?;
         let command = strings(&service["command"]);
         let (binary, args) = command
             .split_first()
@@ -761,10 +761,10 @@ async fn run_in(
     let owner_env = local.localize(&migrate.env, 0);
     let owner = owner_env["PG_WAREHOUSE_USER"].clone();
 
-    // What deploy/postgres/10-owner.sh does in the Postgres container (and a DBA does for a
+    // What docker/postgres/10-owner.sh does in the Postgres container (and a DBA does for a
     // managed database): the owner role, with CREATEROLE, owning the database.
     let admin_config: tokio_postgres::Config = stack.database_admin_url.parse()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/postgres/10-owner.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/postgres/10-owner.sh");
     let output = Command::new("bash")
         .arg(&script)
         .env_clear()
@@ -1043,8 +1043,8 @@ async fn compose_wiring_runs_the_real_binaries_through_to_the_datamart() -> anyh
         .and_then(|docs| docs.first())
         .context("empty compose config")?;
     let programs = compose_programs(config)?;
-    check_names("docker-compose.yml", &programs)?;
-    run_on_local_stack("docker-compose.yml", &programs).await
+    check_names("docker/compose.yaml", &programs)?;
+    run_on_local_stack("docker/compose.yaml", &programs).await
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use vault_tests::stack;
 const PERMISSION_DENIED: &str = "42501";
 const READ_ONLY_TRANSACTION: &str = "25006";
 
-/// A database owned by a role that may create roles (as deploy/postgres/10-owner.sh makes
+/// A database owned by a role that may create roles (as docker/postgres/10-owner.sh makes
 /// it), migrated and granted as `vaultctl migrate` does; dropped with its roles at the end.
 struct Warehouse {
     admin_config: tokio_postgres::Config,

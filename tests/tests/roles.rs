@@ -26,7 +26,7 @@ async fn each_service_role_writes_only_its_layer_and_none_is_privileged() -> any
         (Layer::Dds, format!("vr{id}_dds")),
         (Layer::Cdm, format!("vr{id}_cdm")),
     ];
-    // What deploy/postgres/10-owner.sh does: an owner that may create roles, owning the database.
+    // What docker/postgres/10-owner.sh does: an owner that may create roles, owning the database.
     // (Two statements: CREATE DATABASE may not run in the implicit transaction of a batch.)
     admin
         .batch_execute(&format!("CREATE ROLE {owner} LOGIN CREATEROLE"))

@@ -4,7 +4,7 @@
 # create each service's role) but is no superuser; it owns the database, so it may create the
 # schemas and, on Postgres 15+, tables in `public` (diesel's bookkeeping table).
 #
-# Reads VAULTLINE_OWNER_USER and VAULTLINE_OWNER_PASSWORD (docker-compose.yml passes them from
+# Reads VAULTLINE_OWNER_USER and VAULTLINE_OWNER_PASSWORD (docker/compose.yaml passes them from
 # .env: PG_OWNER_USER, PG_OWNER_PASSWORD), POSTGRES_USER and POSTGRES_DB.
 set -euo pipefail
 
