@@ -1,4 +1,4 @@
-//! The managed-Kafka path (README, "managed Kafka"), proven on the real broker: Apache Kafka
+//! The managed-Kafka path (docs/deploy.md, "Helm": managed Kafka), proven on the real broker: Apache Kafka
 //! with a SASL_SSL listener (SCRAM-SHA-512 users, a certificate from a CA of the test's own)
 //! beside the PLAINTEXT one the harness uses. The services are configured the way a managed
 //! cluster asks (`KAFKA_USERNAME`, `KAFKA_PASSWORD`, `KAFKA_CA_CERT`), carry orders to the
