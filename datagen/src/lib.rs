@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::RwLock;
+use vault_core::RawOrder;
 use vault_runtime::config::{self, ConfigError, Env, KafkaSettings, Profile, RedisSettings};
 use vault_runtime::http::Dependency;
-use vault_runtime::kafka::{self, FutureProducer};
+use vault_runtime::kafka::{self, FutureProducer, OutMessage};
 use vault_runtime::probe::Probes;
 use vault_runtime::stores::{self, RedisPool};
 
@@ -38,6 +39,21 @@ pub const PROFILE_BENCH: Profile = Profile {
     http_port: 0,
     uses_redis: true,
 };
+
+/// The raw-topic messages of `orders`, keyed by order id as service-stg expects
+/// (docs/contract.md §2.1).
+pub fn messages(orders: &[RawOrder]) -> serde_json::Result<Vec<OutMessage>> {
+    orders
+        .iter()
+        .map(|order| {
+            serde_json::to_vec(order).map(|payload| OutMessage {
+                timestamp: None,
+                key: order.object_id.to_string(),
+                payload,
+            })
+        })
+        .collect()
+}
 
 /// The largest push one request may ask for.
 pub const MAX_PUSH: u64 = 1_000_000;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use vault_runtime::http::get_or_head;
-use vault_runtime::kafka::{self, OutMessage};
+use vault_runtime::kafka;
 use warp::http::StatusCode;
 use warp::reply::{self, Json, WithStatus};
 use warp::Filter;
@@ -148,17 +148,7 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
         n,
     );
     for chunk in messages.chunks(2000) {
-        let out: Result<Vec<OutMessage>, _> = chunk
-            .iter()
-            .map(|order| {
-                serde_json::to_vec(order).map(|payload| OutMessage {
-                    timestamp: None,
-                    key: order.object_id.to_string(),
-                    payload,
-                })
-            })
-            .collect();
-        let out = match out {
+        let out = match crate::messages(chunk) {
             Ok(out) => out,
             Err(e) => {
                 state.metrics.failure("serialize");

@@ -13,12 +13,11 @@ use vault_core::contract::{CdmPayload, EnrichedOrder, OrderStatus, RawOrder, Res
 use vault_core::enrich::{enrich, EnrichError};
 use vault_core::{decode, events, EntityId, HashKey, OrderId, Timestamp};
 
-const ORDER_NAIVE: &str = include_str!("data/order_naive_ts.json");
-const ORDER_ISO_CANCELLED: &str = include_str!("data/order_iso_ts_cancelled.json");
-const REDIS_USER: &str = include_str!("data/redis_user.json");
-const REDIS_RESTAURANT: &str = include_str!("data/redis_restaurant.json");
-const DDS_MESSAGE: &str = include_str!("data/dds_message.json");
-const CDM_MESSAGE: &str = include_str!("data/cdm_message.json");
+mod fixtures;
+
+use fixtures::{
+    CDM_MESSAGE, DDS_MESSAGE, ORDER_ISO_CANCELLED, ORDER_NAIVE, REDIS_RESTAURANT, REDIS_USER,
+};
 
 /// The hub key of the empty category name (docs/contract.md §3.1).
 const EMPTY_CATEGORY_KEY: &str = "7aaf118c-f174-3eba-9ec5-680cd791a020";

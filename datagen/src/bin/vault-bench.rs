@@ -22,7 +22,7 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use rand::SeedableRng;
 use vault_runtime::config::{ProcessEnv, Settings};
-use vault_runtime::kafka::{self, OutMessage};
+use vault_runtime::kafka;
 use vault_runtime::stores;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -138,16 +138,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
         tokio::time::sleep_until(due.into()).await;
         let from = first_id + (tick * per_tick) as i64;
         let orders = datagen::generate::orders(&mut rng, &dictionary, from, per_tick);
-        let messages: Vec<OutMessage> = orders
-            .iter()
-            .map(|order| {
-                serde_json::to_vec(order).map(|payload| OutMessage {
-                    timestamp: None,
-                    key: order.object_id.to_string(),
-                    payload,
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let messages = datagen::messages(&orders)?;
         kafka::publish(&producer, &topic, &messages).await?;
         if Instant::now() > due + TICK {
             behind += 1;

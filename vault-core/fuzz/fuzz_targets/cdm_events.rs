@@ -6,23 +6,15 @@
 use libfuzzer_sys::fuzz_target;
 use vault_core::counter::{transition, Transition};
 use vault_core::{decode, events};
-use vault_core_fuzz::round_trips;
+use vault_core_fuzz::{accepted, round_trips};
 
 fuzz_target!(|data: &[u8]| {
-    let decoded = match decode::cdm_events(data) {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            let _ = (error.kind(), error.to_string());
-            return;
-        }
+    let Some(decoded) = accepted(decode::cdm_events(data)) else {
+        return;
     };
     round_trips(&decoded, decode::cdm_events);
-    let version = match events::order_version(&decoded) {
-        Ok(version) => version,
-        Err(error) => {
-            let _ = (error.kind(), error.to_string());
-            return;
-        }
+    let Some(version) = accepted(events::order_version(&decoded)) else {
+        return;
     };
     match transition(None, &version) {
         Transition::Applied { state, deltas } => {

@@ -5,15 +5,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use vault_core::{decode, events, vault};
-use vault_core_fuzz::round_trips;
+use vault_core_fuzz::{accepted, round_trips};
 
 fuzz_target!(|data: &[u8]| {
-    let order = match decode::enriched_order(data) {
-        Ok(order) => order,
-        Err(error) => {
-            let _ = (error.kind(), error.to_string());
-            return;
-        }
+    let Some(order) = accepted(decode::enriched_order(data)) else {
+        return;
     };
     round_trips(&order, decode::enriched_order);
     let rows = vault::rows(&order);

@@ -4,15 +4,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use vault_core::decode;
-use vault_core_fuzz::round_trips;
+use vault_core_fuzz::{accepted, round_trips};
 
 fuzz_target!(|data: &[u8]| {
-    let restaurant = match decode::restaurant(data) {
-        Ok(restaurant) => restaurant,
-        Err(error) => {
-            let _ = (error.kind(), error.to_string());
-            return;
-        }
+    let Some(restaurant) = accepted(decode::restaurant(data)) else {
+        return;
     };
     round_trips(&restaurant, decode::restaurant);
     for item in &restaurant.menu {

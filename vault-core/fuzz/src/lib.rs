@@ -5,6 +5,8 @@
 use std::fmt::Debug;
 
 use serde::de::DeserializeOwned;
+use vault_core::decode::DecodeError;
+use vault_core::events::EventError;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -45,4 +47,33 @@ pub fn holds_nul(value: &Value) -> bool {
 /// Decodes one JSON value as `T` (a named function, where a decoder is passed as a value).
 pub fn from_json<T: DeserializeOwned>(wire: &[u8]) -> serde_json::Result<T> {
     serde_json::from_slice(wire)
+}
+
+/// A refusal of vault-core's: its kind and its text go to the dead-letter table, so both must
+/// render for any input.
+pub trait Refusal: std::fmt::Display {
+    fn kind(&self) -> &'static str;
+}
+
+impl Refusal for DecodeError {
+    fn kind(&self) -> &'static str {
+        DecodeError::kind(self)
+    }
+}
+
+impl Refusal for EventError {
+    fn kind(&self) -> &'static str {
+        EventError::kind(self)
+    }
+}
+
+/// The value, or `None` after rendering the refusal (the target then has nothing more to check).
+pub fn accepted<T, E: Refusal>(result: Result<T, E>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(refusal) => {
+            let _ = (refusal.kind(), refusal.to_string());
+            None
+        }
+    }
 }
