@@ -5,10 +5,10 @@
 use std::fmt::Debug;
 
 use serde::de::DeserializeOwned;
-use vault_core::decode::DecodeError;
-use vault_core::events::EventError;
 use serde::Serialize;
 use serde_json::Value;
+use vault_core::decode::DecodeError;
+use vault_core::events::EventError;
 
 /// Serializing a decoded value and decoding the result gives the same value: what one service
 /// publishes, the next one reads back unchanged.
