@@ -92,7 +92,7 @@ const DDS: &[Grant] = &[Grant::table(
 )];
 
 /// service-cdm: the datamart step (`handler.rs`, `tags.rs`), the rule watcher and recompute,
-/// the tag outbox relay and the counter check (`vault-runtime/src/verify.rs`).
+/// the tag outbox relay and the counter check (`service-cdm/src/verify.rs`).
 const CDM: &[Grant] = &[
     Grant::table("cdm.order_state", "SELECT, INSERT, UPDATE"),
     Grant::table("cdm.user_product_counters", "SELECT, INSERT, UPDATE"),

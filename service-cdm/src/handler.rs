@@ -69,7 +69,6 @@ impl Stage for CdmStage {
     type Item = OrderVersion;
     type Needs = ();
     const PUBLISHES: bool = false;
-    const VERIFIES: bool = true;
     fn tables() -> Vec<Table> {
         vec![
             Table::granted(
@@ -187,7 +186,8 @@ impl Stage for CdmStage {
         })
     }
 
-    /// The rule watcher and the tag outbox relay (see `tags.rs`).
+    /// The rule watcher and the tag outbox relay (see `tags.rs`), and the periodic counter
+    /// check (`verify.rs`; `VERIFY_INTERVAL_SECONDS`, 0 turns it off).
     fn companions(
         &self,
         context: &Context,
@@ -201,7 +201,7 @@ impl Stage for CdmStage {
             )
         })?;
         let producer = vault_runtime::kafka::producer(&settings.kafka)?;
-        Ok(vec![
+        let mut companions: Vec<Companion> = vec![
             Box::pin(crate::tags::watch_rules(
                 context.pool.clone(),
                 context.status.clone(),
@@ -212,9 +212,18 @@ impl Stage for CdmStage {
                 producer,
                 topic,
                 context.status.clone(),
-                stop,
+                stop.clone(),
             )),
-        ])
+        ];
+        if let Some(every) = settings.verify_every {
+            companions.push(Box::pin(crate::verify::check_periodically(
+                context.pool.clone(),
+                context.status.clone(),
+                every,
+                stop,
+            )));
+        }
+        Ok(companions)
     }
 }
 

@@ -3,14 +3,20 @@
 //! (`cdm.v_user_product_recount`, `cdm.v_user_category_recount`, compared in
 //! `cdm.v_counter_differences`; each order counts for the user of its latest version,
 //! `order_user_effectivity`); `vaultctl verify`, `scripts/run.sh`, the tests and service-cdm's
-//! periodic check all read the same views.
+//! periodic check ([`check_periodically`], a companion of the datamart stage) all read the same
+//! views.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use tokio::sync::watch;
 use uuid::Uuid;
+use vault_runtime::status::Status;
+use vault_runtime::stores::PgPool;
 
 /// Which datamart a difference is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -136,6 +142,64 @@ pub async fn differences(
         })
         .collect();
     Ok(Differences { total, first })
+}
+
+/// How often the check looks whether the monitor has seen the group without lag.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Compares the datamarts with the recount every `every`, until `stop`, and exports how many
+/// counters differ with the time of the check; until a check has ended, neither is exported
+/// (absent, not 0). A check is taken only right after the monitor saw the group without lag
+/// (at most once per look): mid-stream, counters trail the Data Vault by the events still on
+/// their way.
+pub async fn check_periodically(
+    pool: PgPool,
+    status: Arc<Status>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // The monitor's look last acted on, and when the last check started.
+    let mut acted_on: Option<Instant> = None;
+    let mut checked: Option<Instant> = None;
+    loop {
+        if let Some((lag, looked)) = status.last_look() {
+            if acted_on.is_none_or(|before| looked > before) {
+                acted_on = Some(looked);
+                if lag == 0 && checked.is_none_or(|at| at.elapsed() >= every) {
+                    checked = Some(Instant::now());
+                    check(&pool, &status).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// One check: how many counters differ to the metrics, the first of them to the log.
+async fn check(pool: &PgPool, status: &Status) {
+    let started = Instant::now();
+    let differences = match pool.get().await {
+        Ok(mut conn) => differences(&mut conn, 1).await.map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match differences {
+        Ok(differences) => {
+            tracing::debug!(count = differences.total, took = ?started.elapsed(),
+                "Checked the counters against the recount over the Data Vault.");
+            if let Some(first) = <[Difference]>::first(&differences.first) {
+                tracing::error!(count = differences.total, %first,
+                    "Counters differ from the recount over the Data Vault; run `vaultctl verify`.");
+            }
+            status.metrics.recounted(differences.total);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Cannot check the counters against the recount.");
+            status.metrics.error("verify");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datagen::dictionary::{synthetic, Dictionary};
+use service_cdm::verify;
 use uuid::Uuid;
 use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
 use vault_core::{Amount, OrderId, OrderStatus, RawOrder, Timestamp};
-use vault_runtime::verify;
 use vault_tests::eventually;
 use vault_tests::pipeline::Pipeline;
 use vault_tests::process::binary;

@@ -38,9 +38,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use service_cdm::{rules, verify};
 use vault_migrations::roles::{Layer, ServiceRole};
 use vault_runtime::config::{Env, KafkaSettings, ProcessEnv, Profile, Settings};
-use vault_runtime::{dead_letter, kafka, rewind, rules, stores, verify};
+use vault_runtime::{dead_letter, kafka, rewind, stores};
 
 const PROFILE: Profile = Profile {
     service: "vaultctl",
