@@ -27,6 +27,7 @@ use crate::auth::Bearer;
 use crate::dashboard;
 use crate::overview::Overview;
 use crate::read_only;
+use crate::tables::CounterTable;
 
 /// The page size when `limit` is absent, and the largest accepted.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -339,21 +340,21 @@ impl Api {
 
     async fn user_counters(&self, user: Uuid) -> Result<UserCounters, ApiError> {
         let mut conn = self.pool.get().await.map_err(anyhow::Error::from)?;
-        let products = diesel::sql_query(
-            "SELECT product_id, product_name, order_cnt FROM cdm.user_product_counters \
-             WHERE user_id = $1 AND order_cnt > 0 ORDER BY order_cnt DESC, product_name, product_id",
-        )
-        .bind::<SqlUuid, _>(user)
-        .load(&mut conn)
-        .await?;
-        let categories = diesel::sql_query(
-            "SELECT category_id, category_name, order_cnt FROM cdm.user_category_counters \
-             WHERE user_id = $1 AND order_cnt > 0 \
-             ORDER BY order_cnt DESC, category_name, category_id",
-        )
-        .bind::<SqlUuid, _>(user)
-        .load(&mut conn)
-        .await?;
+        // The same query on both datamarts; each row type names its key and label columns.
+        let of = |CounterTable { table, key, name }: CounterTable| {
+            format!(
+                "SELECT {key}, {name}, order_cnt FROM {table} \
+                 WHERE user_id = $1 AND order_cnt > 0 ORDER BY order_cnt DESC, {name}, {key}"
+            )
+        };
+        let products = diesel::sql_query(of(CounterTable::PRODUCTS))
+            .bind::<SqlUuid, _>(user)
+            .load(&mut conn)
+            .await?;
+        let categories = diesel::sql_query(of(CounterTable::CATEGORIES))
+            .bind::<SqlUuid, _>(user)
+            .load(&mut conn)
+            .await?;
         Ok(UserCounters {
             user_id: user,
             products,

@@ -10,6 +10,7 @@ mod overview;
 pub mod read_only;
 pub mod rules;
 mod sampler;
+pub mod tables;
 pub mod tags;
 pub mod verify;
 

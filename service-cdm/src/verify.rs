@@ -18,20 +18,29 @@ use uuid::Uuid;
 use vault_runtime::status::Status;
 use vault_runtime::stores::PgPool;
 
+use crate::tables::CounterTable;
+
 /// Which datamart a difference is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Counter {
-    /// `cdm.user_product_counters`
+pub enum Datamart {
+    /// [`CounterTable::PRODUCTS`]
     Product,
-    /// `cdm.user_category_counters`
+    /// [`CounterTable::CATEGORIES`]
     Category,
 }
 
-impl Counter {
+impl Datamart {
     pub fn as_str(&self) -> &'static str {
         match self {
-            Counter::Product => "product",
-            Counter::Category => "category",
+            Datamart::Product => "product",
+            Datamart::Category => "category",
+        }
+    }
+
+    pub fn table(&self) -> CounterTable {
+        match self {
+            Datamart::Product => CounterTable::PRODUCTS,
+            Datamart::Category => CounterTable::CATEGORIES,
         }
     }
 }
@@ -39,7 +48,7 @@ impl Counter {
 /// One counter whose value differs from the recount (a missing row counts as 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
-    pub counter: Counter,
+    pub datamart: Datamart,
     /// The user hub key.
     pub user_id: Uuid,
     /// The product or category hub key.
@@ -57,7 +66,7 @@ impl fmt::Display for Difference {
         write!(
             f,
             "{:<8} user {} item {} ({}): counter {} != recount {}",
-            self.counter.as_str(),
+            self.datamart.as_str(),
             self.user_id,
             self.item_id,
             self.item_name.as_deref().unwrap_or("?"),
@@ -128,10 +137,10 @@ pub async fn differences(
         .into_iter()
         .filter_map(|row| {
             Some(Difference {
-                counter: if row.counter? == "category" {
-                    Counter::Category
+                datamart: if row.counter? == "category" {
+                    Datamart::Category
                 } else {
-                    Counter::Product
+                    Datamart::Product
                 },
                 user_id: row.user_id?,
                 item_id: row.item_id?,
@@ -209,7 +218,7 @@ mod tests {
     #[test]
     fn a_difference_reads_as_one_line_naming_both_values() {
         let difference = Difference {
-            counter: Counter::Category,
+            datamart: Datamart::Category,
             user_id: Uuid::nil(),
             item_id: Uuid::nil(),
             item_name: Some("Пицца".into()),
