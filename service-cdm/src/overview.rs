@@ -23,6 +23,7 @@ use vault_runtime::Settings;
 
 use crate::sampler::{History, Pipeline, Sampler};
 use crate::tables::CounterTable;
+use crate::tags;
 
 /// The shortest time an aggregate is kept.
 pub const MIN_TTL: Duration = Duration::from_secs(2);
@@ -190,10 +191,7 @@ impl Overview {
                     .bind::<BigInt, _>(TOP)
                     .load(&mut conn)
                     .await?;
-                let rules: Vec<RuleName> =
-                    diesel::sql_query("SELECT tag, enabled FROM cdm.tag_rules ORDER BY tag")
-                        .load(&mut conn)
-                        .await?;
+                let rules = tags::store::rules(&mut conn).await?;
                 let mut tags: BTreeMap<String, TagSummary> = holders
                     .iter()
                     .map(|(tag, holders)| {
@@ -248,14 +246,6 @@ struct TagHolders {
     tag: String,
     #[diesel(sql_type = BigInt)]
     holders: i64,
-}
-
-#[derive(QueryableByName)]
-struct RuleName {
-    #[diesel(sql_type = Text)]
-    tag: String,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    enabled: bool,
 }
 
 /// `GET /api/v1/summary`.

@@ -5,72 +5,19 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
-use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use vault_core::tags::{Rule, RuleSpec};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use vault_core::tags::RuleSpec;
 
-/// A rule as stored, with what the API and `vaultctl tags list` show beside it.
-#[derive(QueryableByName, Debug, Clone, PartialEq, Eq)]
-pub struct StoredRule {
-    #[diesel(sql_type = Text)]
-    pub tag: String,
-    #[diesel(sql_type = Text)]
-    pub scope: String,
-    #[diesel(sql_type = Text)]
-    pub target: String,
-    #[diesel(sql_type = Integer)]
-    pub threshold: i32,
-    #[diesel(sql_type = Text)]
-    pub description: String,
-    #[diesel(sql_type = Bool)]
-    pub enabled: bool,
-    /// Users holding the tag now.
-    #[diesel(sql_type = BigInt)]
-    pub holders: i64,
-    /// Whether the tags reflect this rule as it stands (no recompute pending).
-    #[diesel(sql_type = Bool)]
-    pub applied: bool,
-    /// How long the last recompute of the rule took, in milliseconds.
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub took_ms: Option<i64>,
-}
+use crate::tags::store::{self, HeldRule, TagRule};
 
-impl StoredRule {
-    fn spec(&self) -> Option<RuleSpec> {
-        let rule = Rule::parse(
-            self.tag.clone(),
-            &self.scope,
-            self.target.clone(),
-            i64::from(self.threshold),
-        )
-        .ok()?;
-        Some(RuleSpec {
-            rule,
-            description: self.description.clone(),
-            enabled: self.enabled,
-        })
-    }
-}
-
-/// Every rule, by tag.
-pub async fn list(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<StoredRule>> {
-    diesel::sql_query(
-        "SELECT r.tag, r.scope, r.target, r.threshold, r.description, r.enabled, \
-                (SELECT count(*) FROM cdm.user_tags t WHERE t.tag = r.tag) AS holders, \
-                (CASE WHEN r.enabled THEN a.tag IS NOT NULL AND a.scope = r.scope \
-                      AND a.target = r.target AND a.threshold = r.threshold \
-                 ELSE a.tag IS NULL END) AS applied, \
-                a.took_ms \
-         FROM cdm.tag_rules r LEFT JOIN cdm.tag_rules_applied a USING (tag) ORDER BY r.tag",
-    )
-    .load(conn)
-    .await
+/// Every rule, by tag, with whether the tags reflect it and how many users hold it.
+pub async fn list(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<HeldRule>> {
+    store::held_rules(conn).await
 }
 
 /// What applying a file changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct RuleChanges {
     pub added: Vec<RuleSpec>,
     pub changed: Vec<RuleSpec>,
     /// Tags stored but not in the file: deleted only with `prune`.
@@ -78,13 +25,13 @@ pub struct Plan {
     pub prune: bool,
 }
 
-impl Plan {
+impl RuleChanges {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.changed.is_empty() && (self.removed.is_empty() || !self.prune)
     }
 }
 
-impl fmt::Display for Plan {
+impl fmt::Display for RuleChanges {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let line = |f: &mut fmt::Formatter<'_>, sign: &str, spec: &RuleSpec| {
             writeln!(
@@ -124,58 +71,43 @@ pub async fn apply(
     specs: Vec<RuleSpec>,
     prune: bool,
     dry_run: bool,
-) -> anyhow::Result<Plan> {
+) -> anyhow::Result<RuleChanges> {
     conn.transaction::<_, anyhow::Error, _>(async |conn| {
-        let stored: BTreeMap<String, Option<RuleSpec>> = list(conn)
+        let stored: BTreeMap<String, Option<RuleSpec>> = store::rules(conn)
             .await?
-            .into_iter()
-            .map(|row| (row.tag.clone(), row.spec()))
+            .iter()
+            .map(|row: &TagRule| (row.tag.clone(), row.spec()))
             .collect();
-        let mut plan = Plan {
+        let mut changes = RuleChanges {
             prune,
-            ..Plan::default()
+            ..RuleChanges::default()
         };
         for spec in &specs {
             match stored.get(&spec.rule.tag) {
-                None => plan.added.push(spec.clone()),
-                Some(current) if current.as_ref() != Some(spec) => plan.changed.push(spec.clone()),
+                None => changes.added.push(spec.clone()),
+                Some(current) if current.as_ref() != Some(spec) => {
+                    changes.changed.push(spec.clone())
+                }
                 Some(_) => {}
             }
         }
-        plan.removed = stored
+        changes.removed = stored
             .keys()
             .filter(|tag| !specs.iter().any(|spec| &spec.rule.tag == *tag))
             .cloned()
             .collect();
         if dry_run {
-            return Ok(plan);
+            return Ok(changes);
         }
-        for spec in plan.added.iter().chain(&plan.changed) {
-            diesel::sql_query(
-                "INSERT INTO cdm.tag_rules (tag, scope, target, threshold, description, enabled) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (tag) DO UPDATE SET scope = EXCLUDED.scope, \
-                     target = EXCLUDED.target, threshold = EXCLUDED.threshold, \
-                     description = EXCLUDED.description, enabled = EXCLUDED.enabled",
-            )
-            .bind::<Text, _>(&spec.rule.tag)
-            .bind::<Text, _>(spec.rule.scope.as_str())
-            .bind::<Text, _>(&spec.rule.target)
-            .bind::<Integer, _>(spec.rule.threshold)
-            .bind::<Text, _>(&spec.description)
-            .bind::<Bool, _>(spec.enabled)
-            .execute(conn)
-            .await?;
+        for spec in changes.added.iter().chain(&changes.changed) {
+            store::put_rule(conn, spec).await?;
         }
         if prune {
-            for tag in &plan.removed {
-                diesel::sql_query("DELETE FROM cdm.tag_rules WHERE tag = $1")
-                    .bind::<Text, _>(tag)
-                    .execute(conn)
-                    .await?;
+            for tag in &changes.removed {
+                store::delete_rule(conn, tag).await?;
             }
         }
-        Ok(plan)
+        Ok(changes)
     })
     .await
 }
