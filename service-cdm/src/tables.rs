@@ -1,6 +1,8 @@
-//! The datamart's tables and columns as service-cdm's code names them, written once: the batch
-//! step, the tag settling and recompute, the read API, the dashboard and the counter check
-//! build their SQL from these (the tables themselves come from `migrations/sql`).
+//! The datamart's tables as service-cdm's code names them, written once: the tables the batch
+//! step writes ([`crate::CdmStage`]'s `tables()`), and the two counter tables with their
+//! columns, from which the batch step, the tag settling and recompute, the read API and the
+//! dashboard build their SQL. (The tables come from `migrations/sql`; the tags' own SQL is in
+//! `tags/store.rs`.)
 
 use vault_core::tags::Scope;
 

@@ -18,14 +18,12 @@ use uuid::Uuid;
 use vault_runtime::status::Status;
 use vault_runtime::stores::PgPool;
 
-use crate::tables::CounterTable;
-
 /// Which datamart a difference is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Datamart {
-    /// [`CounterTable::PRODUCTS`]
+    /// `cdm.user_product_counters`
     Product,
-    /// [`CounterTable::CATEGORIES`]
+    /// `cdm.user_category_counters`
     Category,
 }
 
@@ -34,13 +32,6 @@ impl Datamart {
         match self {
             Datamart::Product => "product",
             Datamart::Category => "category",
-        }
-    }
-
-    pub fn table(&self) -> CounterTable {
-        match self {
-            Datamart::Product => CounterTable::PRODUCTS,
-            Datamart::Category => CounterTable::CATEGORIES,
         }
     }
 }
@@ -156,29 +147,60 @@ pub async fn differences(
 /// How often the check looks whether the monitor has seen the group without lag.
 const POLL: Duration = Duration::from_secs(1);
 
-/// Compares the datamarts with the recount every `every`, until `stop`, and exports how many
-/// counters differ with the time of the check; until a check has ended, neither is exported
-/// (absent, not 0). A check is taken only right after the monitor saw the group without lag
-/// (at most once per look): mid-stream, counters trail the Data Vault by the events still on
-/// their way.
+/// When the periodic check runs: right after a look of the monitor that saw the group without
+/// lag (mid-stream, counters trail the Data Vault by the events still on their way), at most
+/// once per look, and at most once every `every`.
+#[derive(Debug)]
+struct Schedule {
+    every: Duration,
+    /// The monitor's last look acted on, so that one look starts one check at most.
+    acted_on: Option<Instant>,
+    /// When the last check started.
+    checked: Option<Instant>,
+}
+
+impl Schedule {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            acted_on: None,
+            checked: None,
+        }
+    }
+
+    /// Whether to check now, given the monitor's last look (the lag and when it looked).
+    fn due(&mut self, look: Option<(i64, Instant)>, now: Instant) -> bool {
+        let Some((lag, looked)) = look else {
+            return false;
+        };
+        if self.acted_on.is_some_and(|before| looked <= before) {
+            return false;
+        }
+        self.acted_on = Some(looked);
+        let due = lag == 0
+            && self
+                .checked
+                .is_none_or(|at| now.duration_since(at) >= self.every);
+        if due {
+            self.checked = Some(now);
+        }
+        due
+    }
+}
+
+/// Compares the datamarts with the recount on the `Schedule` of `every`, until `stop`, and
+/// exports how many counters differ with the time of the check; until a check has ended,
+/// neither is exported (absent, not 0).
 pub async fn check_periodically(
     pool: PgPool,
     status: Arc<Status>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // The monitor's look last acted on, and when the last check started.
-    let mut acted_on: Option<Instant> = None;
-    let mut checked: Option<Instant> = None;
+    let mut schedule = Schedule::new(every);
     loop {
-        if let Some((lag, looked)) = status.last_look() {
-            if acted_on.is_none_or(|before| looked > before) {
-                acted_on = Some(looked);
-                if lag == 0 && checked.is_none_or(|at| at.elapsed() >= every) {
-                    checked = Some(Instant::now());
-                    check(&pool, &status).await;
-                }
-            }
+        if schedule.due(status.last_look(), Instant::now()) {
+            check(&pool, &status).await;
         }
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
@@ -229,5 +251,31 @@ mod tests {
         assert!(line.starts_with("category"), "{line}");
         assert!(line.contains("(Пицца)"), "{line}");
         assert!(line.ends_with("counter 2 != recount 1"), "{line}");
+    }
+
+    #[test]
+    fn the_check_waits_for_a_look_without_lag_and_runs_once_per_look_and_interval() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut schedule = Schedule::new(Duration::from_secs(60));
+        assert!(
+            !schedule.due(None, at(0)),
+            "before the monitor's first look"
+        );
+        assert!(!schedule.due(Some((5, at(1))), at(1)), "lag");
+        assert!(schedule.due(Some((0, at(3))), at(3)), "no lag");
+        assert!(
+            !schedule.due(Some((0, at(3))), at(4)),
+            "the same look again"
+        );
+        assert!(
+            !schedule.due(Some((0, at(5))), at(5)),
+            "within the interval"
+        );
+        assert!(!schedule.due(Some((2, at(63))), at(63)), "lag again");
+        assert!(
+            schedule.due(Some((0, at(65))), at(65)),
+            "the interval has passed"
+        );
     }
 }

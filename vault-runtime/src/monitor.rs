@@ -2,7 +2,8 @@
 //! and whether the group is stalled — lag present and nothing
 //! committed for the stall time (docs/failures.md, "Stalls"). `/health` reports a stalled
 //! worker as not ready, so an operator (or Kubernetes) sees a stage that has stopped moving
-//! even when every dependency answers. (The dependencies are checked by [`crate::probe`].)
+//! even when every dependency answers. (The dependencies are checked by [`crate::probe`].) Work
+//! that must wait for a quiet group reads the last look ([`Status::last_look`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

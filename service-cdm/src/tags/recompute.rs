@@ -32,7 +32,7 @@ pub struct Recomputed {
 
 /// Recomputes `tag` for every user it concerns, in chunks of `chunk` users, each chunk its own
 /// short transaction; then records the rule as it stood at the first chunk as applied. If the
-/// rule changed meanwhile, the next [`store::pending_rules`] finds it again and a new pass starts.
+/// rule changed meanwhile, the next look for pending rules finds it again and a new pass starts.
 pub async fn recompute(pool: &PgPool, tag: &str, chunk: i64) -> anyhow::Result<Recomputed> {
     let started = Instant::now();
     let mut done = Recomputed::default();
