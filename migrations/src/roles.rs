@@ -92,7 +92,7 @@ const DDS: &[Grant] = &[Grant::table(
 )];
 
 /// service-cdm: the datamart step (`handler.rs`, `tags.rs`), the rule watcher and recompute,
-/// the tag outbox relay and the counter check (`vault-runtime/src/verify.rs`).
+/// the tag outbox relay and the counter check (`service-cdm/src/verify.rs`).
 const CDM: &[Grant] = &[
     Grant::table("cdm.order_state", "SELECT, INSERT, UPDATE"),
     Grant::table("cdm.user_product_counters", "SELECT, INSERT, UPDATE"),
@@ -111,6 +111,8 @@ const CDM: &[Grant] = &[
         select_columns: &[],
         update_columns: &["published_at"],
     },
+    // The rule watcher: which rules the tags do not reflect yet.
+    Grant::table("cdm.v_tag_rule_status", "SELECT"),
     Grant::table("cdm.v_counter_differences", "SELECT"),
     Grant::table("cdm.v_user_product_recount", "SELECT"),
     Grant::table("cdm.v_user_category_recount", "SELECT"),
@@ -133,7 +135,9 @@ const READER: &[Grant] = &[
     Grant::table("cdm.user_category_counters", "SELECT"),
     Grant::table("cdm.order_state", "SELECT"),
     Grant::table("cdm.tag_rules", "SELECT"),
-    Grant::table("cdm.tag_rules_applied", "SELECT"),
+    // `/api/v1/tags`: the rules with whether each is applied (the view reads
+    // cdm.tag_rules_applied as its owner, so the reader needs nothing on that table).
+    Grant::table("cdm.v_tag_rule_status", "SELECT"),
     Grant::table("cdm.user_tags", "SELECT"),
     Grant {
         relation: "ops.dead_letters",

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bool, Integer, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
@@ -27,6 +27,8 @@ use crate::auth::Bearer;
 use crate::dashboard;
 use crate::overview::Overview;
 use crate::read_only;
+use crate::tables::CounterTable;
+use crate::tags::{self, store::RuleStatus};
 
 /// The page size when `limit` is absent, and the largest accepted.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -339,21 +341,21 @@ impl Api {
 
     async fn user_counters(&self, user: Uuid) -> Result<UserCounters, ApiError> {
         let mut conn = self.pool.get().await.map_err(anyhow::Error::from)?;
-        let products = diesel::sql_query(
-            "SELECT product_id, product_name, order_cnt FROM cdm.user_product_counters \
-             WHERE user_id = $1 AND order_cnt > 0 ORDER BY order_cnt DESC, product_name, product_id",
-        )
-        .bind::<SqlUuid, _>(user)
-        .load(&mut conn)
-        .await?;
-        let categories = diesel::sql_query(
-            "SELECT category_id, category_name, order_cnt FROM cdm.user_category_counters \
-             WHERE user_id = $1 AND order_cnt > 0 \
-             ORDER BY order_cnt DESC, category_name, category_id",
-        )
-        .bind::<SqlUuid, _>(user)
-        .load(&mut conn)
-        .await?;
+        // The same query on both datamarts; each row type names its key and label columns.
+        let of = |CounterTable { table, key, name }: CounterTable| {
+            format!(
+                "SELECT {key}, {name}, order_cnt FROM {table} \
+                 WHERE user_id = $1 AND order_cnt > 0 ORDER BY order_cnt DESC, {name}, {key}"
+            )
+        };
+        let products = diesel::sql_query(of(CounterTable::PRODUCTS))
+            .bind::<SqlUuid, _>(user)
+            .load(&mut conn)
+            .await?;
+        let categories = diesel::sql_query(of(CounterTable::CATEGORIES))
+            .bind::<SqlUuid, _>(user)
+            .load(&mut conn)
+            .await?;
         Ok(UserCounters {
             user_id: user,
             products,
@@ -378,22 +380,12 @@ impl Api {
     async fn tags(&self) -> Result<Tags, ApiError> {
         let holders = self.overview.holders(&self.pool).await?;
         let mut conn = self.pool.get().await.map_err(anyhow::Error::from)?;
-        let rules: Vec<RuleRow> = diesel::sql_query(
-            "SELECT r.tag, r.scope, r.target, r.threshold, r.description, r.enabled, \
-                    r.updated_at, a.applied_at, a.took_ms, \
-                    CASE WHEN r.enabled \
-                         THEN coalesce((a.scope, a.target, a.threshold) \
-                                       = (r.scope, r.target, r.threshold), false) \
-                         ELSE a.tag IS NULL END AS applied \
-             FROM cdm.tag_rules r LEFT JOIN cdm.tag_rules_applied a USING (tag) ORDER BY r.tag",
-        )
-        .load(&mut conn)
-        .await?;
+        let rules = tags::store::statuses(&mut conn).await?;
         let tags = rules
             .into_iter()
-            .map(|rule| Rule {
-                holders: holders.get(&rule.tag).copied().unwrap_or(0),
-                rule,
+            .map(|status| TagStatus {
+                holders: holders.get(&status.rule.tag).copied().unwrap_or(0),
+                status,
             })
             .collect();
         Ok(Tags {
@@ -515,41 +507,17 @@ struct UserTag {
 /// `GET /api/v1/tags`.
 #[derive(Debug, Serialize)]
 struct Tags {
-    tags: Vec<Rule>,
+    tags: Vec<TagStatus>,
     /// When the holder counts were taken (they are cached for a few seconds).
     holders_as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A rule with whether it is applied, and how many users hold its tag (cached).
 #[derive(Debug, Serialize)]
-struct Rule {
+struct TagStatus {
     #[serde(flatten)]
-    rule: RuleRow,
+    status: RuleStatus,
     holders: i64,
-}
-
-#[derive(Debug, Serialize, QueryableByName)]
-struct RuleRow {
-    #[diesel(sql_type = Text)]
-    tag: String,
-    #[diesel(sql_type = Text)]
-    scope: String,
-    #[diesel(sql_type = Text)]
-    target: String,
-    #[diesel(sql_type = Integer)]
-    threshold: i32,
-    #[diesel(sql_type = Text)]
-    description: String,
-    #[diesel(sql_type = Bool)]
-    enabled: bool,
-    #[diesel(sql_type = Timestamptz)]
-    updated_at: chrono::DateTime<chrono::Utc>,
-    /// Whether `cdm.user_tags` reflects the rule as it is now (false while a recompute is due).
-    #[diesel(sql_type = Bool)]
-    applied: bool,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    applied_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    took_ms: Option<i64>,
 }
 
 /// `GET /api/v1/tags/{tag}/users`.

@@ -17,6 +17,8 @@ use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Tra
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
+
+use crate::tables::{self, CounterTable};
 use vault_runtime::{
     Companion, Context, Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table,
 };
@@ -69,11 +71,10 @@ impl Stage for CdmStage {
     type Item = OrderVersion;
     type Needs = ();
     const PUBLISHES: bool = false;
-    const VERIFIES: bool = true;
     fn tables() -> Vec<Table> {
         vec![
             Table::granted(
-                "cdm.order_state",
+                tables::ORDER_STATE,
                 vec![
                     "order_id",
                     "user_id",
@@ -85,36 +86,36 @@ impl Stage for CdmStage {
                 ],
             ),
             Table::granted(
-                Counter::PRODUCTS.table,
+                CounterTable::PRODUCTS.table,
                 vec![
                     "user_id",
-                    "product_id",
-                    "product_name",
+                    CounterTable::PRODUCTS.key,
+                    CounterTable::PRODUCTS.name,
                     "order_cnt",
                     "updated_at",
                 ],
             ),
             Table::granted(
-                Counter::CATEGORIES.table,
+                CounterTable::CATEGORIES.table,
                 vec![
                     "user_id",
-                    "category_id",
-                    "category_name",
+                    CounterTable::CATEGORIES.key,
+                    CounterTable::CATEGORIES.name,
                     "order_cnt",
                     "updated_at",
                 ],
             ),
             // Read, and locked in SHARE mode, which Postgres allows with UPDATE.
             Table::granted(
-                "cdm.tag_rules",
+                tables::TAG_RULES,
                 vec!["tag", "scope", "target", "threshold", "enabled"],
             ),
             Table::granted(
-                "cdm.user_tags",
+                tables::USER_TAGS,
                 vec!["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
             ),
             Table::granted(
-                "cdm.user_tag_events",
+                tables::USER_TAG_EVENTS,
                 vec![
                     "event_id",
                     "user_id",
@@ -187,7 +188,8 @@ impl Stage for CdmStage {
         })
     }
 
-    /// The rule watcher and the tag outbox relay (see `tags.rs`).
+    /// The rule watcher and the tag outbox relay (see `tags.rs`), and the periodic counter
+    /// check (`verify.rs`; `VERIFY_INTERVAL_SECONDS`, 0 turns it off).
     fn companions(
         &self,
         context: &Context,
@@ -201,7 +203,7 @@ impl Stage for CdmStage {
             )
         })?;
         let producer = vault_runtime::kafka::producer(&settings.kafka)?;
-        Ok(vec![
+        let mut companions: Vec<Companion> = vec![
             Box::pin(crate::tags::watch_rules(
                 context.pool.clone(),
                 context.status.clone(),
@@ -212,9 +214,18 @@ impl Stage for CdmStage {
                 producer,
                 topic,
                 context.status.clone(),
-                stop,
+                stop.clone(),
             )),
-        ])
+        ];
+        if let Some(every) = settings.verify_every {
+            companions.push(Box::pin(crate::verify::check_periodically(
+                context.pool.clone(),
+                context.status.clone(),
+                every,
+                stop,
+            )));
+        }
+        Ok(companions)
     }
 }
 
@@ -243,10 +254,16 @@ async fn count<'v>(
             category_names.extend(version.categories.clone());
         }
     }
-    apply_deltas(conn, Counter::PRODUCTS, &deltas.products, &product_names).await?;
     apply_deltas(
         conn,
-        Counter::CATEGORIES,
+        CounterTable::PRODUCTS,
+        &deltas.products,
+        &product_names,
+    )
+    .await?;
+    apply_deltas(
+        conn,
+        CounterTable::CATEGORIES,
         &deltas.categories,
         &category_names,
     )
@@ -265,41 +282,22 @@ async fn lock_states(
     if orders.is_empty() {
         return Ok(BTreeMap::new());
     }
-    diesel::sql_query(
-        "INSERT INTO cdm.order_state (order_id) SELECT unnest($1::uuid[]) \
-         ON CONFLICT (order_id) DO NOTHING",
-    )
+    let table = tables::ORDER_STATE;
+    diesel::sql_query(format!(
+        "INSERT INTO {table} (order_id) SELECT unnest($1::uuid[]) \
+         ON CONFLICT (order_id) DO NOTHING"
+    ))
     .bind::<Array<SqlUuid>, _>(orders)
     .execute(conn)
     .await?;
-    let rows: Vec<StateRow> = diesel::sql_query(
+    let rows: Vec<StateRow> = diesel::sql_query(format!(
         "SELECT order_id, user_id, update_ts, counted, product_ids, category_ids \
-         FROM cdm.order_state WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
-    )
+         FROM {table} WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"
+    ))
     .bind::<Array<SqlUuid>, _>(orders)
     .load(conn)
     .await?;
     Ok(rows.into_iter().filter_map(StateRow::into_state).collect())
-}
-
-/// One datamart table and its column names.
-struct Counter {
-    table: &'static str,
-    key: &'static str,
-    name: &'static str,
-}
-
-impl Counter {
-    const PRODUCTS: Counter = Counter {
-        table: "cdm.user_product_counters",
-        key: "product_id",
-        name: "product_name",
-    };
-    const CATEGORIES: Counter = Counter {
-        table: "cdm.user_category_counters",
-        key: "category_id",
-        name: "category_name",
-    };
 }
 
 /// Applies the deltas: increments in one upsert, decrements in one update. Rows are sorted
@@ -308,7 +306,7 @@ impl Counter {
 /// on the proposed row of an upsert before it detects the conflict).
 async fn apply_deltas(
     conn: &mut AsyncPgConnection,
-    counter: Counter,
+    counter: CounterTable,
     deltas: &BTreeMap<(HashKey, HashKey), i64>,
     names: &BTreeMap<HashKey, String>,
 ) -> diesel::QueryResult<()> {
@@ -332,7 +330,7 @@ async fn apply_deltas(
             }
         }
     }
-    let Counter { table, key, name } = counter;
+    let CounterTable { table, key, name } = counter;
     if !users.is_empty() {
         diesel::sql_query(format!(
             "INSERT INTO {table} AS t (user_id, {key}, {name}, order_cnt) \
@@ -393,14 +391,15 @@ async fn save_states(
         products.push(uuid_array_literal(&state.products));
         categories.push(uuid_array_literal(&state.categories));
     }
-    diesel::sql_query(
-        "UPDATE cdm.order_state AS s SET user_id = x.u, update_ts = x.ts, counted = x.c, \
+    let table = tables::ORDER_STATE;
+    diesel::sql_query(format!(
+        "UPDATE {table} AS s SET user_id = x.u, update_ts = x.ts, counted = x.c, \
              product_ids = x.p::uuid[], category_ids = x.k::uuid[], \
              updated_at = clock_timestamp() \
          FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], $5::text[], \
                      $6::text[]) AS x(id, u, ts, c, p, k) \
-         WHERE s.order_id = x.id",
-    )
+         WHERE s.order_id = x.id"
+    ))
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<Array<SqlUuid>, _>(users)
     .bind::<Array<Timestamptz>, _>(versions)

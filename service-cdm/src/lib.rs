@@ -8,8 +8,11 @@ mod dashboard;
 mod handler;
 mod overview;
 pub mod read_only;
+pub mod rules;
 mod sampler;
+pub mod tables;
 pub mod tags;
+pub mod verify;
 
 pub use handler::CdmStage;
 use vault_runtime::{Profile, Settings};

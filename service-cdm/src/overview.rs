@@ -22,6 +22,8 @@ use vault_runtime::stores::PgPool;
 use vault_runtime::Settings;
 
 use crate::sampler::{History, Pipeline, Sampler};
+use crate::tables::CounterTable;
+use crate::tags;
 
 /// The shortest time an aggregate is kept.
 pub const MIN_TTL: Duration = Duration::from_secs(2);
@@ -170,30 +172,26 @@ impl Overview {
                 .bind::<BigInt, _>(RECENT_DEAD_LETTERS)
                 .load(&mut conn)
                 .await?;
-                let top_categories: Vec<TopCategory> = diesel::sql_query(
-                    "SELECT category_id, max(category_name) AS category_name, \
-                            sum(order_cnt)::bigint AS order_cnt, \
-                            count(*) FILTER (WHERE order_cnt > 0) AS users \
-                     FROM cdm.user_category_counters GROUP BY category_id \
-                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2, 1 LIMIT $1",
-                )
-                .bind::<BigInt, _>(TOP)
-                .load(&mut conn)
-                .await?;
-                let top_products: Vec<TopProduct> = diesel::sql_query(
-                    "SELECT product_id, max(product_name) AS product_name, \
-                            sum(order_cnt)::bigint AS order_cnt, \
-                            count(*) FILTER (WHERE order_cnt > 0) AS users \
-                     FROM cdm.user_product_counters GROUP BY product_id \
-                     HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2, 1 LIMIT $1",
-                )
-                .bind::<BigInt, _>(TOP)
-                .load(&mut conn)
-                .await?;
-                let rules: Vec<RuleName> =
-                    diesel::sql_query("SELECT tag, enabled FROM cdm.tag_rules ORDER BY tag")
+                // The same query on both datamarts; each row type names its key and label.
+                let top = |CounterTable { table, key, name }: CounterTable| {
+                    format!(
+                        "SELECT {key}, max({name}) AS {name}, \
+                                sum(order_cnt)::bigint AS order_cnt, \
+                                count(*) FILTER (WHERE order_cnt > 0) AS users \
+                         FROM {table} GROUP BY {key} \
+                         HAVING sum(order_cnt) > 0 ORDER BY 3 DESC, 2, 1 LIMIT $1"
+                    )
+                };
+                let top_categories: Vec<TopCategory> =
+                    diesel::sql_query(top(CounterTable::CATEGORIES))
+                        .bind::<BigInt, _>(TOP)
                         .load(&mut conn)
                         .await?;
+                let top_products: Vec<TopProduct> = diesel::sql_query(top(CounterTable::PRODUCTS))
+                    .bind::<BigInt, _>(TOP)
+                    .load(&mut conn)
+                    .await?;
+                let rules = tags::store::rules(&mut conn).await?;
                 let mut tags: BTreeMap<String, TagSummary> = holders
                     .iter()
                     .map(|(tag, holders)| {
@@ -248,14 +246,6 @@ struct TagHolders {
     tag: String,
     #[diesel(sql_type = BigInt)]
     holders: i64,
-}
-
-#[derive(QueryableByName)]
-struct RuleName {
-    #[diesel(sql_type = Text)]
-    tag: String,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    enabled: bool,
 }
 
 /// `GET /api/v1/summary`.

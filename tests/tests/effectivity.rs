@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datagen::dictionary::{synthetic, Dictionary};
+use service_cdm::verify;
 use uuid::Uuid;
 use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
 use vault_core::{Amount, OrderId, OrderStatus, RawOrder, Timestamp};
-use vault_runtime::verify;
 use vault_tests::eventually;
 use vault_tests::pipeline::Pipeline;
 use vault_tests::process::binary;
@@ -379,7 +379,7 @@ async fn verify_reports_nothing_on_exact_counters_and_counts_every_corrupted_one
     let found = differences(&p).await;
     assert_eq!(found.len(), 1, "{found:?}");
     let difference = &found[0];
-    assert_eq!(difference.counter, verify::Counter::Category);
+    assert_eq!(difference.datamart, verify::Datamart::Category);
     assert_eq!(difference.user_id.to_string(), hub_key(&user));
     assert_eq!(difference.item_id.to_string(), hub_key(&category));
     assert_eq!((difference.counted, difference.recounted), (5, 1));
@@ -395,7 +395,7 @@ async fn verify_reports_nothing_on_exact_counters_and_counts_every_corrupted_one
     assert_eq!(found.len(), 2, "{found:?}");
     let lost = found
         .iter()
-        .find(|f| f.counter == verify::Counter::Product)
+        .find(|f| f.datamart == verify::Datamart::Product)
         .expect("the lost product counter");
     assert_eq!(lost.item_id.to_string(), hub_key(&dish));
     assert_eq!((lost.counted, lost.recounted), (0, 1));

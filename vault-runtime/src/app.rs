@@ -140,16 +140,11 @@ impl<S: Stage> Application<S> {
             },
         )?;
         let server = tokio::spawn(server);
-        let verify = S::VERIFIES
-            .then_some(self.settings.verify_every)
-            .flatten()
-            .map(|every| (self.worker.runner.pool.clone(), every));
         let probes = tokio::spawn(self.health.probes.clone().run(stop_rx.clone()));
         let monitor = tokio::spawn(crate::monitor::run(
             self.settings.clone(),
             self.worker.topic.clone(),
             self.status.clone(),
-            verify,
             stop_rx.clone(),
         ));
         tracing::info!(service, http = %self.http_addr, "Service starting.");

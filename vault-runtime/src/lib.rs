@@ -16,12 +16,10 @@ pub mod monitor;
 pub mod probe;
 pub mod process_metrics;
 pub mod rewind;
-pub mod rules;
 pub mod shutdown;
 pub mod stage;
 pub mod status;
 pub mod stores;
-pub mod verify;
 
 pub use app::Application;
 pub use config::{Profile, Settings};

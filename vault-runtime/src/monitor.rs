@@ -2,7 +2,8 @@
 //! and whether the group is stalled — lag present and nothing
 //! committed for the stall time (docs/failures.md, "Stalls"). `/health` reports a stalled
 //! worker as not ready, so an operator (or Kubernetes) sees a stage that has stopped moving
-//! even when every dependency answers. (The dependencies are checked by [`crate::probe`].)
+//! even when every dependency answers. (The dependencies are checked by [`crate::probe`].) Work
+//! that must wait for a quiet group reads the last look ([`Status::last_look`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,6 @@ use crate::config::Settings;
 use crate::kafka::{self, PartitionProgress};
 use crate::metrics::PartitionLabel;
 use crate::status::Status;
-use crate::stores::PgPool;
 
 /// How often the monitor looks.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -60,10 +60,8 @@ pub(crate) async fn run(
     settings: Settings,
     topic: String,
     status: Arc<Status>,
-    verify: Option<(PgPool, Duration)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut verified: Option<Instant> = None;
     let reader = match kafka::offsets_reader(&settings.kafka, &settings.kafka.consumer_group) {
         Ok(reader) => Arc::new(reader),
         Err(error) => {
@@ -94,13 +92,6 @@ pub(crate) async fn run(
                 let stalled = detector.observe(&progress, Instant::now());
                 let lag: i64 = progress.iter().map(PartitionProgress::lag).sum();
                 status.set_lag(lag);
-                if let Some((pool, every)) = &verify {
-                    let due = verified.is_none_or(|at| at.elapsed() >= *every);
-                    if lag == 0 && due {
-                        verified = Some(Instant::now());
-                        check_counters(pool, &status).await;
-                    }
-                }
                 status.set_stalled(stalled.map(|waited| {
                     format!(
                         "no offset committed on {topic} for {}s while {lag} messages wait",
@@ -117,36 +108,6 @@ pub(crate) async fn run(
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
             () = tokio::time::sleep(INTERVAL) => {}
-        }
-    }
-}
-
-/// Compares the datamarts with the recount over the Data Vault and exports how many counters
-/// differ, with the time of the check; until a check has ended, neither is exported (absent,
-/// not 0). Taken only while the group has no lag: mid-stream, counters trail the Data Vault by
-/// the events still on their way.
-async fn check_counters(pool: &PgPool, status: &Status) {
-    let started = Instant::now();
-    let differences = match pool.get().await {
-        // The total, and the first difference to name in the log.
-        Ok(mut conn) => crate::verify::differences(&mut conn, 1)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
-    match differences {
-        Ok(differences) => {
-            tracing::debug!(count = differences.total, took = ?started.elapsed(),
-                "Checked the counters against the recount over the Data Vault.");
-            if let Some(first) = differences.first.first() {
-                tracing::error!(count = differences.total, %first,
-                    "Counters differ from the recount over the Data Vault; run `vaultctl verify`.");
-            }
-            status.metrics.recounted(differences.total);
-        }
-        Err(error) => {
-            tracing::warn!(%error, "Cannot check the counters against the recount.");
-            status.metrics.error("verify");
         }
     }
 }

@@ -172,8 +172,8 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Work a service runs beside its consume loop (service-cdm: the rule watcher and the tag
-/// outbox relay). It starts once the schema is ready and must end soon after its `stop`
+/// Work a service runs beside its consume loop (service-cdm: the rule watcher, the tag outbox
+/// relay and the periodic counter check). It starts once the schema is ready and must end soon after its `stop`
 /// receiver turns true; an error ends the service.
 pub type Companion = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
@@ -193,10 +193,6 @@ pub trait Stage: Send + Sync + Sized + 'static {
     /// Every table `apply` writes (the dead-letter table is the runtime's), derived from what
     /// writes them where a stage has a list of its own.
     fn tables() -> Vec<Table>;
-    /// Whether the service checks the datamarts against the recount over the Data Vault
-    /// periodically (`VERIFY_INTERVAL_SECONDS`) and exports the result as a metric: the
-    /// datamart stage does.
-    const VERIFIES: bool = false;
 
     fn new(needs: Self::Needs, settings: &Settings) -> anyhow::Result<Self>;
 

@@ -46,6 +46,9 @@ pub struct Status {
     faults: Mutex<BTreeMap<&'static str, (String, Instant)>>,
     /// The group's lag on the source topic at the monitor's last look.
     lag: AtomicI64,
+    /// When the monitor last read the lag: work that must wait for a quiet group (service-cdm's
+    /// counter check) acts once per look, and not before the first.
+    looked: Mutex<Option<Instant>>,
     pub batches: AtomicU64,
     pub processed: AtomicU64,
     pub rejected: AtomicU64,
@@ -88,6 +91,7 @@ impl Status {
             stalled: Mutex::new(None),
             faults: Mutex::new(BTreeMap::new()),
             lag: AtomicI64::new(0),
+            looked: Mutex::new(None),
             batches: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -154,8 +158,18 @@ impl Status {
         }
     }
 
+    /// The monitor's look at the group's lag.
     pub fn set_lag(&self, lag: i64) {
         self.lag.store(lag, Ordering::Relaxed);
+        if let Ok(mut guard) = self.looked.lock() {
+            *guard = Some(Instant::now());
+        }
+    }
+
+    /// The group's lag at the monitor's last look, and when it looked; `None` before the first.
+    pub fn last_look(&self) -> Option<(i64, Instant)> {
+        let looked = self.looked.lock().ok().and_then(|guard| *guard)?;
+        Some((self.lag.load(Ordering::Relaxed), looked))
     }
 
     /// The monitor's finding: why the group counts as stalled, or `None` when it moves.

@@ -3,29 +3,35 @@
 //! (`cdm.v_user_product_recount`, `cdm.v_user_category_recount`, compared in
 //! `cdm.v_counter_differences`; each order counts for the user of its latest version,
 //! `order_user_effectivity`); `vaultctl verify`, `scripts/run.sh`, the tests and service-cdm's
-//! periodic check all read the same views.
+//! periodic check ([`check_periodically`], a companion of the datamart stage) all read the same
+//! views.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use tokio::sync::watch;
 use uuid::Uuid;
+use vault_runtime::status::Status;
+use vault_runtime::stores::PgPool;
 
 /// Which datamart a difference is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Counter {
+pub enum Datamart {
     /// `cdm.user_product_counters`
     Product,
     /// `cdm.user_category_counters`
     Category,
 }
 
-impl Counter {
+impl Datamart {
     pub fn as_str(&self) -> &'static str {
         match self {
-            Counter::Product => "product",
-            Counter::Category => "category",
+            Datamart::Product => "product",
+            Datamart::Category => "category",
         }
     }
 }
@@ -33,7 +39,7 @@ impl Counter {
 /// One counter whose value differs from the recount (a missing row counts as 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
-    pub counter: Counter,
+    pub datamart: Datamart,
     /// The user hub key.
     pub user_id: Uuid,
     /// The product or category hub key.
@@ -51,7 +57,7 @@ impl fmt::Display for Difference {
         write!(
             f,
             "{:<8} user {} item {} ({}): counter {} != recount {}",
-            self.counter.as_str(),
+            self.datamart.as_str(),
             self.user_id,
             self.item_id,
             self.item_name.as_deref().unwrap_or("?"),
@@ -122,10 +128,10 @@ pub async fn differences(
         .into_iter()
         .filter_map(|row| {
             Some(Difference {
-                counter: if row.counter? == "category" {
-                    Counter::Category
+                datamart: if row.counter? == "category" {
+                    Datamart::Category
                 } else {
-                    Counter::Product
+                    Datamart::Product
                 },
                 user_id: row.user_id?,
                 item_id: row.item_id?,
@@ -138,6 +144,95 @@ pub async fn differences(
     Ok(Differences { total, first })
 }
 
+/// How often the check looks whether the monitor has seen the group without lag.
+const POLL: Duration = Duration::from_secs(1);
+
+/// When the periodic check runs: right after a look of the monitor that saw the group without
+/// lag (mid-stream, counters trail the Data Vault by the events still on their way), at most
+/// once per look, and at most once every `every`.
+#[derive(Debug)]
+struct Schedule {
+    every: Duration,
+    /// The monitor's last look acted on, so that one look starts one check at most.
+    acted_on: Option<Instant>,
+    /// When the last check started.
+    checked: Option<Instant>,
+}
+
+impl Schedule {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            acted_on: None,
+            checked: None,
+        }
+    }
+
+    /// Whether to check now, given the monitor's last look (the lag and when it looked).
+    fn due(&mut self, look: Option<(i64, Instant)>, now: Instant) -> bool {
+        let Some((lag, looked)) = look else {
+            return false;
+        };
+        if self.acted_on.is_some_and(|before| looked <= before) {
+            return false;
+        }
+        self.acted_on = Some(looked);
+        let due = lag == 0
+            && self
+                .checked
+                .is_none_or(|at| now.duration_since(at) >= self.every);
+        if due {
+            self.checked = Some(now);
+        }
+        due
+    }
+}
+
+/// Compares the datamarts with the recount on the `Schedule` of `every`, until `stop`, and
+/// exports how many counters differ with the time of the check; until a check has ended,
+/// neither is exported (absent, not 0).
+pub async fn check_periodically(
+    pool: PgPool,
+    status: Arc<Status>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut schedule = Schedule::new(every);
+    loop {
+        if schedule.due(status.last_look(), Instant::now()) {
+            check(&pool, &status).await;
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// One check: how many counters differ to the metrics, the first of them to the log.
+async fn check(pool: &PgPool, status: &Status) {
+    let started = Instant::now();
+    let differences = match pool.get().await {
+        Ok(mut conn) => differences(&mut conn, 1).await.map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match differences {
+        Ok(differences) => {
+            tracing::debug!(count = differences.total, took = ?started.elapsed(),
+                "Checked the counters against the recount over the Data Vault.");
+            if let Some(first) = <[Difference]>::first(&differences.first) {
+                tracing::error!(count = differences.total, %first,
+                    "Counters differ from the recount over the Data Vault; run `vaultctl verify`.");
+            }
+            status.metrics.recounted(differences.total);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Cannot check the counters against the recount.");
+            status.metrics.error("verify");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +240,7 @@ mod tests {
     #[test]
     fn a_difference_reads_as_one_line_naming_both_values() {
         let difference = Difference {
-            counter: Counter::Category,
+            datamart: Datamart::Category,
             user_id: Uuid::nil(),
             item_id: Uuid::nil(),
             item_name: Some("Пицца".into()),
@@ -156,5 +251,31 @@ mod tests {
         assert!(line.starts_with("category"), "{line}");
         assert!(line.contains("(Пицца)"), "{line}");
         assert!(line.ends_with("counter 2 != recount 1"), "{line}");
+    }
+
+    #[test]
+    fn the_check_waits_for_a_look_without_lag_and_runs_once_per_look_and_interval() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut schedule = Schedule::new(Duration::from_secs(60));
+        assert!(
+            !schedule.due(None, at(0)),
+            "before the monitor's first look"
+        );
+        assert!(!schedule.due(Some((5, at(1))), at(1)), "lag");
+        assert!(schedule.due(Some((0, at(3))), at(3)), "no lag");
+        assert!(
+            !schedule.due(Some((0, at(3))), at(4)),
+            "the same look again"
+        );
+        assert!(
+            !schedule.due(Some((0, at(5))), at(5)),
+            "within the interval"
+        );
+        assert!(!schedule.due(Some((2, at(63))), at(63)), "lag again");
+        assert!(
+            schedule.due(Some((0, at(65))), at(65)),
+            "the interval has passed"
+        );
     }
 }

@@ -38,9 +38,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use service_cdm::{rules, verify};
 use vault_migrations::roles::{Layer, ServiceRole};
 use vault_runtime::config::{Env, KafkaSettings, ProcessEnv, Profile, Settings};
-use vault_runtime::{dead_letter, kafka, rewind, rules, stores, verify};
+use vault_runtime::{dead_letter, kafka, rewind, stores};
 
 const PROFILE: Profile = Profile {
     service: "vaultctl",
@@ -239,8 +240,9 @@ async fn tags_list(settings: &Settings) -> anyhow::Result<()> {
         "{:<24} {:<9} {:<26} {:>9} {:>8}  STATE",
         "TAG", "SCOPE", "TARGET", "THRESHOLD", "HOLDERS"
     );
-    for r in &rules {
-        let state = match (r.enabled, r.applied, r.took_ms) {
+    for held in &rules {
+        let (status, r) = (&held.status, &held.status.rule);
+        let state = match (r.enabled, status.applied, status.took_ms) {
             (false, true, _) => "disabled".to_owned(),
             (_, false, _) => "recomputing".to_owned(),
             (true, true, Some(ms)) => format!("applied (recomputed in {ms} ms)"),
@@ -252,7 +254,7 @@ async fn tags_list(settings: &Settings) -> anyhow::Result<()> {
             r.scope,
             format!("{:?}", r.target),
             r.threshold,
-            r.holders
+            held.holders
         );
     }
     println!("{} rule(s)", rules.len());
@@ -269,11 +271,11 @@ async fn tags_apply(
     let specs = vault_core::tags::parse_rules_file(&text).with_context(|| file.to_owned())?;
     let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
-    let plan = rules::apply(&mut conn, specs, prune, dry_run).await?;
-    print!("{plan}");
+    let changes = rules::apply(&mut conn, specs, prune, dry_run).await?;
+    print!("{changes}");
     if dry_run {
         println!("dry run: nothing written");
-    } else if !plan.is_empty() {
+    } else if !changes.is_empty() {
         println!("written; service-cdm recomputes the affected users within seconds");
     }
     Ok(())

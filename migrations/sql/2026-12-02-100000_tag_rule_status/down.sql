@@ -1,0 +1,1 @@
+DROP VIEW IF EXISTS cdm.v_tag_rule_status;
