@@ -83,7 +83,7 @@ readonly CHECK_REDIS=${REDIS_URL%/}/$REDIS_DB
 
 # Nothing to do when CI's earlier sections built them (the same command as the wiring test's).
 say "building the services (dev profile)"
-cargo build --quiet -p service-stg -p service-dds -p service-cdm -p datagen -p vault-runtime --bins
+cargo build --quiet -p service-stg -p service-dds -p service-cdm -p datagen -p vaultctl --bins
 
 pids=()
 cleanup() {

@@ -33,7 +33,7 @@ sql() { psql "$bench_url" -qAt -v ON_ERROR_STOP=1 -c "$1"; }
 seconds_since() { local ms=$((($(date +%s%N) - $1) / 1000000)); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 say "building the release binaries"
-cargo build --release --quiet -p service-cdm -p vault-runtime --bins
+cargo build --release --quiet -p service-cdm -p vaultctl --bins
 
 psql "$admin_url" -qAt -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
 cdm_pid=

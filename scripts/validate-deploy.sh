@@ -187,7 +187,7 @@ wiring_test() {
   step "wiring: the real binaries with the environment of the compose file and the chart"
   [[ -s $OUT/compose.json && -s $OUT/helm-default.json && -s $OUT/helm-production.json ]] ||
     die "no rendered files in $OUT: run scripts/validate-deploy.sh static first"
-  cargo build --quiet -p service-stg -p service-dds -p service-cdm -p datagen -p vault-runtime --bins
+  cargo build --quiet -p service-stg -p service-dds -p service-cdm -p datagen -p vaultctl --bins
   local stack_env
   stack_env=$(scripts/stack.sh up)
   eval "$stack_env"

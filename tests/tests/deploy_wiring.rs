@@ -355,7 +355,7 @@ fn names_the_runtime_reads() -> anyhow::Result<BTreeSet<String>> {
     for file in [
         "vault-runtime/src/config.rs",
         "vault-runtime/src/app.rs",
-        "vault-runtime/src/bin/vaultctl.rs",
+        "vaultctl/src/main.rs",
         "datagen/src/lib.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).with_context(|| file.to_owned())?;
