@@ -18,7 +18,7 @@ use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
 use vault_runtime::kafka::{InMessage, OutMessage};
 use vault_runtime::{
-    Companion, Context, Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table,
+    Companion, Context, Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, TableAccess,
 };
 
 /// The datamart stage.
@@ -70,9 +70,9 @@ impl Stage for CdmStage {
     type Needs = ();
     const PUBLISHES: bool = false;
     const VERIFIES: bool = true;
-    fn tables() -> Vec<Table> {
+    fn tables() -> Vec<TableAccess> {
         vec![
-            Table::granted(
+            TableAccess::granted(
                 "cdm.order_state",
                 vec![
                     "order_id",
@@ -84,7 +84,7 @@ impl Stage for CdmStage {
                     "updated_at",
                 ],
             ),
-            Table::granted(
+            TableAccess::granted(
                 Counter::PRODUCTS.table,
                 vec![
                     "user_id",
@@ -94,7 +94,7 @@ impl Stage for CdmStage {
                     "updated_at",
                 ],
             ),
-            Table::granted(
+            TableAccess::granted(
                 Counter::CATEGORIES.table,
                 vec![
                     "user_id",
@@ -105,15 +105,15 @@ impl Stage for CdmStage {
                 ],
             ),
             // Read, and locked in SHARE mode, which Postgres allows with UPDATE.
-            Table::granted(
+            TableAccess::granted(
                 "cdm.tag_rules",
                 vec!["tag", "scope", "target", "threshold", "enabled"],
             ),
-            Table::granted(
+            TableAccess::granted(
                 "cdm.user_tags",
                 vec!["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
             ),
-            Table::granted(
+            TableAccess::granted(
                 "cdm.user_tag_events",
                 vec![
                     "event_id",

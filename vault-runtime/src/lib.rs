@@ -25,8 +25,8 @@ pub mod verify;
 
 pub use app::Application;
 pub use config::{Profile, Settings};
-pub use failure::Failure;
+pub use failure::{Failure, TableAccess};
 pub use kafka::{InMessage, OutMessage};
 pub use stage::{
-    Companion, Context, Entry, Outcome, ProbeKeys, Rejection, Rejects, Routes, Stage, Table,
+    Companion, Context, Entry, Outcome, ProbeKeys, Rejection, Rejects, Routes, Stage,
 };
