@@ -16,9 +16,9 @@ use vault_core::contract::{EntityId, OrderId, OrderStatus};
 use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Transition};
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
-use vault_runtime::kafka::{InMessage, OutMessage};
 use vault_runtime::{
-    Companion, Context, Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, TableAccess,
+    Companion, Context, Entry, Failure, InMessage, OutMessage, ProbeKeys, Rejection, Rejects,
+    Settings, Stage, TableAccess,
 };
 
 /// The datamart stage.
@@ -200,7 +200,7 @@ impl Stage for CdmStage {
                 settings.service
             )
         })?;
-        let producer = vault_runtime::kafka::producer(&settings.kafka)?;
+        let producer = vault_runtime::producer(&settings.kafka)?;
         Ok(vec![
             Box::pin(crate::tags::watch_rules(
                 context.pool.clone(),

@@ -29,9 +29,7 @@ use uuid::Uuid;
 use vault_core::counter::Deltas;
 use vault_core::tags::{decide, event_id, Rule, Scope, TagChange, TagEventKind, TagEventMessage};
 use vault_core::HashKey;
-use vault_runtime::kafka::{self, OutMessage};
-use vault_runtime::status::Status;
-use vault_runtime::stores::PgPool;
+use vault_runtime::{publish, OutMessage, PgPool, Status};
 
 /// How often the rules are compared with the applied ones.
 pub const RULES_POLL: Duration = Duration::from_secs(1);
@@ -761,7 +759,7 @@ pub async fn relay_once(
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        kafka::publish(producer, topic, &messages).await?;
+        publish(producer, topic, &messages).await?;
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         diesel::sql_query("UPDATE cdm.user_tag_events SET published_at = now() WHERE id = ANY($1)")
             .bind::<Array<BigInt>, _>(ids)

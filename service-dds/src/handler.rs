@@ -12,8 +12,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use vault_core::decode;
 use vault_core::events::cdm_events;
 use vault_core::{version, EnrichedOrder, HashKey, Timestamp};
-use vault_runtime::kafka::{InMessage, OutMessage};
-use vault_runtime::{Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, TableAccess};
+use vault_runtime::{
+    Entry, Failure, InMessage, OutMessage, ProbeKeys, Rejection, Rejects, Settings, Stage,
+    TableAccess,
+};
 
 use crate::load;
 

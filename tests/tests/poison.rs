@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use vault_runtime::dead_letter::REPLAY_PAGE;
+use vault_runtime::REPLAY_PAGE;
 use vault_tests::oracle::{self, Model};
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::produce::{produce_placed, Outgoing, Placed};
@@ -419,9 +419,7 @@ async fn a_replay_of_more_letters_than_a_page_republishes_each_once_and_only_tho
     assert_eq!(marked, chosen);
 
     // The rest of one service's, then everything left: each letter once in all.
-    let (code, out) = p
-        .vaultctl(&["dead-letters", "replay", "stg"])
-        .await?;
+    let (code, out) = p.vaultctl(&["dead-letters", "replay", "stg"]).await?;
     assert_eq!(code, 0, "{out}");
     let rest = stg_letters - chosen.len() as i64;
     assert!(

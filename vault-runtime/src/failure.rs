@@ -17,7 +17,6 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     #[error("{0:#}")]

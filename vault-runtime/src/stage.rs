@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::dead_letter::{self, DeadLetter};
 use crate::failure::{Failure, TableAccess};
-use crate::probe::Dependency;
 use crate::kafka::{self, InMessage, OutMessage};
+use crate::probe::Dependency;
 use crate::status::Status;
 use crate::stores::{self, PgPool, RedisPool};
 

@@ -2,8 +2,10 @@
 //! `ops.dead_letters` with their reasons (docs/failures.md), and their republishing.
 
 use clap::{Subcommand, ValueEnum as _};
-use vault_runtime::config::Settings;
-use vault_runtime::{dead_letter, kafka, stores};
+use vault_runtime::{
+    count_pending_dead_letters, pending_dead_letters, pg_pool, producer, replay_dead_letters,
+    SessionLimits, Settings,
+};
 
 use crate::service::Service;
 
@@ -88,10 +90,10 @@ impl Command {
 
 async fn list(settings: &Settings, service: Option<Service>) -> anyhow::Result<()> {
     let service = service.map(Service::name);
-    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
+    let pool = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
-    let letters = dead_letter::pending(&mut conn, service, None, 0, i64::MAX, LIST_LIMIT).await?;
-    let total = dead_letter::count_pending(&mut conn, service).await?;
+    let letters = pending_dead_letters(&mut conn, service, None, 0, i64::MAX, LIST_LIMIT).await?;
+    let total = count_pending_dead_letters(&mut conn, service).await?;
     println!(
         "{:>8}  {:<12} {:<24} {:<22} REASON",
         "ID", "SERVICE", "SOURCE", "KIND"
@@ -112,11 +114,10 @@ async fn list(settings: &Settings, service: Option<Service>) -> anyhow::Result<(
 }
 
 async fn replay(settings: &Settings, service: Option<Service>, ids: &[i64]) -> anyhow::Result<()> {
-    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
-    let producer = kafka::producer(&settings.kafka)?;
+    let pool = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
+    let producer = producer(&settings.kafka)?;
     let only = (!ids.is_empty()).then_some(ids);
-    let replayed =
-        dead_letter::replay(&pool, &producer, service.map(Service::name), only).await?;
+    let replayed = replay_dead_letters(&pool, &producer, service.map(Service::name), only).await?;
     println!("replayed {replayed} dead letter(s)");
     Ok(())
 }
@@ -132,11 +133,15 @@ mod tests {
         assert_eq!(selector("service-dds"), Ok(Selector::Service(Service::Dds)));
         assert!(selector("datagen").is_err());
         let replay = |selectors| Command::Replay { selectors };
-        assert!(replay(vec![Selector::Service(Service::Stg), Selector::Id(1)])
-            .check()
-            .is_ok());
-        assert!(replay(vec![Selector::Id(1), Selector::Service(Service::Stg)])
-            .check()
-            .is_err());
+        assert!(
+            replay(vec![Selector::Service(Service::Stg), Selector::Id(1)])
+                .check()
+                .is_ok()
+        );
+        assert!(
+            replay(vec![Selector::Id(1), Selector::Service(Service::Stg)])
+                .check()
+                .is_err()
+        );
     }
 }

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use vault_runtime::config::Settings;
-use vault_runtime::kafka;
+use vault_runtime::{consumer_lag, wait_caught_up, Settings};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit code 1 when --wait runs out of time.")]
@@ -26,13 +25,13 @@ impl Args {
         match self.wait.map(Duration::from_secs) {
             None => {
                 for (group, topic) in hops {
-                    let lag = kafka::lag(&settings.kafka, group, topic).await?;
+                    let lag = consumer_lag(&settings.kafka, group, topic).await?;
                     println!("{group:<12} {topic:<12} lag {lag}");
                 }
                 Ok(())
             }
             Some(limit) => {
-                kafka::wait_caught_up(&settings.kafka, &hops, limit, |group, topic| {
+                wait_caught_up(&settings.kafka, &hops, limit, |group, topic| {
                     println!("{group:<12} {topic:<12} caught up");
                 })
                 .await

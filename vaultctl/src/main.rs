@@ -30,7 +30,7 @@
 //!   RFC 3339 timestamp, an offset for every partition or offsets per partition, after showing
 //!   what moves; it refuses while the group has active members (stop the service first, or
 //!   `--wait`), and refuses to move past messages the group has not processed unless
-//!   `--allow-skip`. See `vault_runtime::rewind`. (Not to be confused with `dead-letters
+//!   `--allow-skip`. See vault-runtime/src/rewind.rs. (Not to be confused with `dead-letters
 //!   replay`, which republishes messages.)
 //! - `migrate` ([`migrate`]) is the deployment's one-shot step (a compose service, a
 //!   Kubernetes Job): run as the owner of the schemas, it applies pending migrations, then
@@ -64,7 +64,7 @@ mod verify;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-use vault_runtime::config::{ConfigError, KafkaSettings, ProcessEnv, Profile, Settings};
+use vault_runtime::{ConfigError, KafkaSettings, ProcessEnv, Profile, Settings};
 
 /// What the exit code says, for `--help` (and the module doc above).
 const EXIT_CODES: &str = "\

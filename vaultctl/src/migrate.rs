@@ -1,7 +1,7 @@
 //! `vaultctl migrate`: the deployment's one-shot step, run as the owner of the schemas.
 
 use vault_migrations::roles::{Layer, ServiceRole};
-use vault_runtime::config::{Env as _, ProcessEnv, Settings};
+use vault_runtime::{Env as _, ProcessEnv, Settings};
 
 /// Each service's role: the variables naming it and its password.
 const SERVICE_ROLES: [(Layer, &str, &str); 3] = [

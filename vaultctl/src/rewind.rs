@@ -1,17 +1,18 @@
 //! `vaultctl rewind` (`replay`, its old name, still works): rewinds a service's consumer group
 //! so that it reprocesses from a point in time or an offset once it restarts
-//! (`vault_runtime::rewind`).
+//! (vault-runtime/src/rewind.rs).
 
 use std::time::Duration;
 
-use vault_runtime::config::KafkaSettings;
-use vault_runtime::rewind::{self, RewindRequest, Start};
+use vault_runtime::{rewind_group, KafkaSettings, RewindRequest, RewindStart};
 
 use crate::service::Service;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit code 0 when rewound (or planned, with --dry-run), 1 when refused \
-                        (active members, unprocessed messages skipped) or failed.")]
+#[command(
+    after_help = "Exit code 0 when rewound (or planned, with --dry-run), 1 when refused \
+                        (active members, unprocessed messages skipped) or failed."
+)]
 pub struct Args {
     /// The service whose consumer group to rewind (stg, dds, cdm; or service-stg, ...).
     #[arg(long, value_enum)]
@@ -19,7 +20,7 @@ pub struct Args {
     /// Where to: an RFC 3339 timestamp (the first message at or after it, per partition), an
     /// offset for every partition, or offsets per partition (0:120,1:80).
     #[arg(long, value_name = "TIMESTAMP|OFFSET|P:OFFSET,...")]
-    from: Start,
+    from: RewindStart,
     /// Show what would move; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -39,7 +40,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, kafka: &KafkaSettings) -> anyhow::Result<()> {
-        rewind::rewind_group(kafka, &self.request(), |line| println!("{line}")).await?;
+        rewind_group(kafka, &self.request(), |line| println!("{line}")).await?;
         Ok(())
     }
 
@@ -105,11 +106,23 @@ mod tests {
         for (line, problem) in [
             ("--from 0", "--service <SERVICE>"),
             ("--service stg", "--from <TIMESTAMP|OFFSET|P:OFFSET,...>"),
-            ("--service datagen --from 0", "invalid value 'datagen' for '--service"),
+            (
+                "--service datagen --from 0",
+                "invalid value 'datagen' for '--service",
+            ),
             ("--service stg --from soon", "RFC 3339"),
-            ("--service stg --from 0 --wait", "a value is required for '--wait"),
-            ("--service stg --from 0 --wait 1.5", "invalid value '1.5' for '--wait"),
-            ("--service stg --from 0 --force", "unexpected argument '--force'"),
+            (
+                "--service stg --from 0 --wait",
+                "a value is required for '--wait",
+            ),
+            (
+                "--service stg --from 0 --wait 1.5",
+                "invalid value '1.5' for '--wait",
+            ),
+            (
+                "--service stg --from 0 --force",
+                "unexpected argument '--force'",
+            ),
         ] {
             let error = parse(line).expect_err(line);
             assert!(error.contains(problem), "{line}: {error}");

@@ -1,11 +1,11 @@
 //! The pipeline's services, as every command names them: `stg` or `service-stg`, and so on.
 //! Both spellings come from one place, the pipeline's default hops
-//! (`vault_runtime::config::PIPELINE_HOPS`), whose consumer group is the service's name: the
+//! (`vault_runtime::PIPELINE_HOPS`), whose consumer group is the service's name: the
 //! name its dead letters are kept under and its default group.
 
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
-use vault_runtime::config::PIPELINE_HOPS;
+use vault_runtime::PIPELINE_HOPS;
 
 /// A service of the pipeline, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

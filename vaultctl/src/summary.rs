@@ -7,8 +7,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
-use vault_runtime::config::Settings;
-use vault_runtime::{dead_letter, stores, verify};
+use vault_runtime::{count_pending_dead_letters, pg_pool, verify, SessionLimits, Settings};
 
 /// How many categories the summary lists.
 const TOP_CATEGORIES: i64 = 5;
@@ -77,7 +76,7 @@ struct Category {
 
 impl Args {
     pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
+        let pool = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
         let mut conn = pool.get().await?;
         let summary = summary(&mut conn, self.push, self.seconds).await?;
         if self.json {
@@ -117,7 +116,7 @@ async fn summary(
     .await?
     .count;
     let counter_differences = verify::differences(conn, 0).await?.total;
-    let dead_letters_pending = dead_letter::count_pending(conn, None).await?;
+    let dead_letters_pending = count_pending_dead_letters(conn, None).await?;
     let top_categories = diesel::sql_query(
         "SELECT CASE WHEN category_name = '' THEN '(no category)' ELSE category_name END \
                 AS category, sum(order_cnt)::bigint AS orders \

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use vault_runtime::config::Settings;
-use vault_runtime::{rules, stores};
+use vault_runtime::{pg_pool, rules, SessionLimits, Settings};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -39,7 +38,7 @@ impl Command {
 }
 
 async fn list(settings: &Settings) -> anyhow::Result<()> {
-    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
+    let pool = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
     let rules = rules::list(&mut conn).await?;
     println!(
@@ -75,7 +74,7 @@ async fn apply(
     let shown = file.display();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {shown}"))?;
     let specs = vault_core::tags::parse_rules_file(&text).with_context(|| shown.to_string())?;
-    let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
+    let pool = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
     let mut conn = pool.get().await?;
     let plan = rules::apply(&mut conn, specs, prune, dry_run).await?;
     print!("{plan}");

@@ -1,8 +1,7 @@
 //! `vaultctl verify [--limit N]`: the datamart counters against a recount from the Data Vault
 //! (docs/contract.md §3.3).
 
-use vault_runtime::config::Settings;
-use vault_runtime::{stores, verify};
+use vault_runtime::{pg_pool, verify, SessionLimits, Settings};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit code 1 when any counter differs from the recount.")]
@@ -17,7 +16,7 @@ impl Args {
     /// Prints the first `limit` counters that differ from the recount and how many more
     /// there are; an error (exit 1) when any differs.
     pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
-        let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
+        let pool = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
         let mut conn = pool.get().await?;
         let differences = verify::differences(&mut conn, self.limit).await?;
         for difference in &differences.first {

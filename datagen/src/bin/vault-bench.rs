@@ -21,9 +21,10 @@ use diesel::sql_types::{BigInt, Double, Nullable};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use rand::SeedableRng;
-use vault_runtime::config::{ProcessEnv, Settings};
-use vault_runtime::kafka::{self, OutMessage};
-use vault_runtime::stores;
+use vault_runtime::{
+    pg_pool, producer, publish, redis_pool, wait_caught_up, OutMessage, ProcessEnv, SessionLimits,
+    Settings,
+};
 
 const TICK: Duration = Duration::from_millis(100);
 
@@ -109,9 +110,9 @@ async fn main() -> ExitCode {
 
 async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
     let redis_settings = settings.redis.as_ref().context("Redis settings")?;
-    let redis = stores::redis_pool(redis_settings)?;
-    let pg = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
-    let producer = kafka::producer(&settings.kafka)?;
+    let redis = redis_pool(redis_settings)?;
+    let pg = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
+    let producer = producer(&settings.kafka)?;
     let topic = settings
         .kafka
         .destination_topic
@@ -148,7 +149,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
                 })
             })
             .collect::<Result<_, _>>()?;
-        kafka::publish(&producer, &topic, &messages).await?;
+        publish(&producer, &topic, &messages).await?;
         if Instant::now() > due + TICK {
             behind += 1;
         }
@@ -167,7 +168,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
         .iter()
         .map(|hop| (hop.group.as_str(), hop.topic.as_str()))
         .collect();
-    kafka::wait_caught_up(&settings.kafka, &hops, Duration::from_secs(600), |_, _| {}).await?;
+    wait_caught_up(&settings.kafka, &hops, Duration::from_secs(600), |_, _| {}).await?;
     let caught_up = started.elapsed();
 
     let mut conn = pg.get().await?;
