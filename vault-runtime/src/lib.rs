@@ -71,6 +71,7 @@ pub use process_metrics::ProcessCollector;
 // Dead letters and rewinds: what operators act on.
 pub use dead_letter::{
     count_pending as count_pending_dead_letters, insert as insert_dead_letters,
-    pending as pending_dead_letters, replay as replay_dead_letters, DeadLetter, REPLAY_PAGE,
+    pending as pending_dead_letters, replay as replay_dead_letters, DeadLetter, StoredDeadLetter,
+    REPLAY_PAGE,
 };
 pub use rewind::{rewind_group, RewindError, RewindPlan, RewindRequest, Start as RewindStart};

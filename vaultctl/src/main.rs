@@ -65,6 +65,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 use vault_runtime::{ConfigError, KafkaSettings, ProcessEnv, Profile, Settings};
+// Tag rules and the counter check are service-cdm's; vaultctl reads them from here only.
+use vault_runtime::{rules, verify as counter_check};
 
 /// What the exit code says, for `--help` (and the module doc above).
 const EXIT_CODES: &str = "\

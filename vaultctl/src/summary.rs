@@ -7,7 +7,9 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
-use vault_runtime::{count_pending_dead_letters, pg_pool, verify, SessionLimits, Settings};
+use vault_runtime::{count_pending_dead_letters, pg_pool, SessionLimits, Settings};
+
+use crate::counter_check;
 
 /// How many categories the summary lists.
 const TOP_CATEGORIES: i64 = 5;
@@ -115,7 +117,7 @@ async fn summary(
     .get_result::<Count>(conn)
     .await?
     .count;
-    let counter_differences = verify::differences(conn, 0).await?.total;
+    let counter_differences = counter_check::differences(conn, 0).await?.total;
     let dead_letters_pending = count_pending_dead_letters(conn, None).await?;
     let top_categories = diesel::sql_query(
         "SELECT CASE WHEN category_name = '' THEN '(no category)' ELSE category_name END \

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use vault_runtime::{pg_pool, rules, SessionLimits, Settings};
+use vault_runtime::{pg_pool, SessionLimits, Settings};
+
+use crate::rules;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

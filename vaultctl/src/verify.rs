@@ -1,7 +1,9 @@
 //! `vaultctl verify [--limit N]`: the datamart counters against a recount from the Data Vault
 //! (docs/contract.md §3.3).
 
-use vault_runtime::{pg_pool, verify, SessionLimits, Settings};
+use vault_runtime::{pg_pool, SessionLimits, Settings};
+
+use crate::counter_check;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit code 1 when any counter differs from the recount.")]
@@ -18,7 +20,7 @@ impl Args {
     pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
         let pool = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
         let mut conn = pool.get().await?;
-        let differences = verify::differences(&mut conn, self.limit).await?;
+        let differences = counter_check::differences(&mut conn, self.limit).await?;
         for difference in &differences.first {
             println!("{difference}");
         }
