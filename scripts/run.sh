@@ -127,39 +127,18 @@ started=$(date +%s.%N)
 response=$(curl -fsS -X POST -H 'Content-Type: application/json' \
   -d "{\"N\": $PUSH}" http://127.0.0.1:5011/push)
 say "datagen: $response"
-first=$(sed -E 's/.*"first_order_id":([0-9]+).*/\1/' <<<"$response")
-last=$(sed -E 's/.*"last_order_id":([0-9]+).*/\1/' <<<"$response")
-later=$(sed -E 's/.*"later_versions":([0-9]+).*/\1/' <<<"$response")
 
 say "waiting for the pipeline to catch up"
 "$BIN/vaultctl" lag --wait "$WAIT_SECONDS" >&2
 finished=$(date +%s.%N)
+elapsed=$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.3f", b - a }')
 
-psql_dwh() { psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -X -q "$@"; }
-elapsed=$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')
-orders=$(psql_dwh -At -c "SELECT count(*) FROM stg.order_events WHERE object_id BETWEEN $first AND $last")
-counted=$(psql_dwh -At -c "SELECT count(*) FROM dds.order_load_state d JOIN cdm.order_state c \
-  ON c.order_id = d.h_order_pk AND c.update_ts = d.update_ts WHERE d.order_id BETWEEN $first AND $last")
-# The recount is written once, in the views of the migrations (docs/contract.md §3.3);
-# `vaultctl verify` lists the first of the same differences and counts them all.
-mismatches=$(psql_dwh -At -c "SELECT count(*) FROM cdm.v_counter_differences")
-rejected=$(psql_dwh -At -c "SELECT count(*) FROM ops.dead_letters WHERE replayed_at IS NULL")
-
-cat <<SUMMARY
-
-Vaultline run summary
-  orders pushed          $PUSH (ids $first..$last, plus $later later versions)
-  orders in stg          $orders
-  orders through to cdm  $counted
-  time to catch up       ${elapsed}s ($(awk -v n="$PUSH" -v s="$elapsed" 'BEGIN { printf "%.0f", n / (s > 0 ? s : 1) }') orders/s end to end, $PROFILE build${PROFILE_NOTE})
-  counters vs recount    $mismatches mismatching rows
-  dead letters pending   $rejected
-
-Top categories (CLOSED orders, all users):
-SUMMARY
-psql_dwh -c "SELECT CASE WHEN category_name = '' THEN '(no category)' ELSE category_name END \
-  AS category, sum(order_cnt) AS orders FROM cdm.user_category_counters \
-  GROUP BY category_name ORDER BY 2 DESC LIMIT 5"
+echo
+# The orders of this push and how far they came, the counter check (the recount `vaultctl
+# verify` reads), pending dead letters and the top categories.
+"$BIN/vaultctl" summary --push "$response" --seconds "$elapsed"
+echo
+echo "Built with the $PROFILE profile${PROFILE_NOTE}."
 cat <<TAIL
 The services keep running, on 127.0.0.1 only (health: curl 127.0.0.1:5011/health ... 5014/health;
 push more: curl -X POST -d '{"N": 1000}' 127.0.0.1:5011/push). Stop them: scripts/run.sh stop

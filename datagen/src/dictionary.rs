@@ -9,7 +9,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use vault_core::contract::MenuItem;
 use vault_core::{decode, Amount, EntityId, Restaurant, Timestamp, User};
-use vault_runtime::stores::RedisPool;
+use vault_runtime::RedisPool;
 
 /// The users and restaurants orders are generated from.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::RwLock;
 use vault_core::RawOrder;
-use vault_runtime::config::{self, ConfigError, Env, KafkaSettings, Profile, RedisSettings};
-use vault_runtime::http::Dependency;
-use vault_runtime::kafka::{self, FutureProducer, OutMessage};
-use vault_runtime::probe::Probes;
-use vault_runtime::stores::{self, RedisPool};
+use vault_runtime::{
+    ensure_topics, http_addr, parse_or, producer, redis_pool, ConfigError, Dependency, Env,
+    FutureProducer, KafkaSettings, OutMessage, Probes, Profile, RedisPool, RedisSettings,
+};
 
 pub const PROFILE: Profile = Profile {
     service: "datagen",
@@ -70,10 +69,10 @@ pub struct Settings {
 impl Settings {
     pub fn from(env: &impl Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            http_addr: config::http_addr(env, PROFILE.http_port)?,
+            http_addr: http_addr(env, PROFILE.http_port)?,
             kafka: KafkaSettings::from(env, PROFILE)?,
             redis: RedisSettings::from(env)?,
-            seed: config::parse_or(env, "DATAGEN_SEED", 42)?,
+            seed: parse_or(env, "DATAGEN_SEED", 42)?,
         })
     }
 }
@@ -109,12 +108,12 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let redis = stores::redis_pool(&settings.redis)?;
-        let producer = kafka::producer(&settings.kafka)?;
+        let redis = redis_pool(&settings.redis)?;
+        let producer = producer(&settings.kafka)?;
         let topic = settings.kafka.destination_topic.clone().ok_or_else(|| {
             anyhow::anyhow!("invalid configuration: KAFKA_DESTINATION_TOPIC: is required")
         })?;
-        let (listener, http_addr) = vault_runtime::http::bind(settings.http_addr)?;
+        let (listener, http_addr) = vault_runtime::bind_http(settings.http_addr)?;
         let metrics = metrics::Metrics::new();
         let probes = Arc::new(Probes::new(
             vec![
@@ -168,7 +167,7 @@ impl Application {
             }
             if let Some(partitions) = state.kafka.create_topics_partitions {
                 while let Err(error) =
-                    kafka::ensure_topics(&state.kafka, &[state.topic.as_str()], partitions).await
+                    ensure_topics(&state.kafka, &[state.topic.as_str()], partitions).await
                 {
                     tracing::warn!(error = %format!("{error:#}"), "Cannot create the topic yet; retrying.");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -1,10 +1,10 @@
 //! datagen: `POST /push {"N": n}` pushes n synthetic orders into Vaultline.
 
-use vault_runtime::config::ProcessEnv;
+use vault_runtime::ProcessEnv;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    vault_runtime::app::init_tracing();
+    vault_runtime::init_tracing();
     let settings = match datagen::Settings::from(&ProcessEnv) {
         Ok(settings) => settings,
         Err(error) => {
@@ -20,7 +20,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     match app
-        .run_until_stopped(vault_runtime::shutdown::signal())
+        .run_until_stopped(vault_runtime::shutdown_signal())
         .await
     {
         Ok(()) => std::process::ExitCode::SUCCESS,

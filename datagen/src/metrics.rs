@@ -7,8 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use vault_runtime::probe::ProbeMetrics;
-use vault_runtime::process_metrics::ProcessCollector;
+use vault_runtime::{ProbeMetrics, ProcessCollector};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {

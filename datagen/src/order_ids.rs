@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use anyhow::Context as _;
 use bb8_redis::redis;
 use chrono::{DateTime, Utc};
-use vault_runtime::stores::RedisPool;
+use vault_runtime::RedisPool;
 
 /// The Redis key of the counter: the last order id reserved.
 pub const COUNTER_KEY: &str = "vaultline:datagen:last_order_id";

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use vault_runtime::http::get_or_head;
-use vault_runtime::kafka;
+use vault_runtime::{get_or_head, publish};
 use warp::http::StatusCode;
 use warp::reply::{self, Json, WithStatus};
 use warp::Filter;
@@ -43,7 +42,7 @@ pub(crate) fn serve(
         .and(warp::header::optional::<String>("accept"))
         .and(with_state)
         .map(|accept: Option<String>, state: Arc<State>| {
-            vault_runtime::exposition::reply(state.metrics.registry(), accept.as_deref())
+            vault_runtime::metrics_reply(state.metrics.registry(), accept.as_deref())
         });
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -53,7 +52,7 @@ pub(crate) fn serve(
         .run())
 }
 
-/// The last results of the background checks (`vault_runtime::probe`), never a check per
+/// The last results of the background checks (vault-runtime/src/probe.rs), never a check per
 /// request.
 async fn health(state: Arc<State>) -> WithStatus<Json> {
     let (dependencies_up, dependencies) = state.probes.report();
@@ -155,7 +154,7 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
             }
         };
-        if let Err(e) = kafka::publish(&state.producer, &state.topic, &out).await {
+        if let Err(e) = publish(&state.producer, &state.topic, &out).await {
             state.metrics.failure("kafka");
             tracing::warn!(error = %e, "A push failed: Kafka did not take the orders.");
             return error(StatusCode::SERVICE_UNAVAILABLE, format!("Kafka: {e}"));

@@ -18,8 +18,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 use vault_core::HashKey;
-use vault_runtime::stores::PgPool;
-use vault_runtime::{Context, Routes};
+use vault_runtime::{Context, PgPool, Routes};
 use warp::http::{Method, StatusCode};
 use warp::{Filter, Reply};
 

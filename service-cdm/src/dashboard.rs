@@ -5,7 +5,7 @@
 //! (`/#token=<API_TOKEN>`, docs/read-api.md "Access"). The page itself needs no token: it is
 //! only code.
 
-use vault_runtime::http::get_or_head;
+use vault_runtime::get_or_head;
 use warp::{Filter, Reply};
 
 /// The page, compiled into the binary.

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::tables::{self, CounterTable};
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -16,11 +17,9 @@ use vault_core::contract::{EntityId, OrderId, OrderStatus};
 use vault_core::counter::{transition, Deltas, OrderCountState, OrderVersion, Transition};
 use vault_core::events::order_version;
 use vault_core::{decode, HashKey, Timestamp};
-use vault_runtime::kafka::{InMessage, OutMessage};
-
-use crate::tables::{self, CounterTable};
 use vault_runtime::{
-    Companion, Context, Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table,
+    Companion, Context, Entry, Failure, InMessage, OutMessage, ProbeKeys, Rejection, Rejects,
+    Settings, Stage, TableAccess,
 };
 
 /// The datamart stage.
@@ -71,9 +70,9 @@ impl Stage for CdmStage {
     type Item = OrderVersion;
     type Needs = ();
     const PUBLISHES: bool = false;
-    fn tables() -> Vec<Table> {
+    fn tables() -> Vec<TableAccess> {
         vec![
-            Table::granted(
+            TableAccess::granted(
                 tables::ORDER_STATE,
                 vec![
                     "order_id",
@@ -85,7 +84,7 @@ impl Stage for CdmStage {
                     "updated_at",
                 ],
             ),
-            Table::granted(
+            TableAccess::granted(
                 CounterTable::PRODUCTS.table,
                 vec![
                     "user_id",
@@ -95,7 +94,7 @@ impl Stage for CdmStage {
                     "updated_at",
                 ],
             ),
-            Table::granted(
+            TableAccess::granted(
                 CounterTable::CATEGORIES.table,
                 vec![
                     "user_id",
@@ -106,15 +105,15 @@ impl Stage for CdmStage {
                 ],
             ),
             // Read, and locked in SHARE mode, which Postgres allows with UPDATE.
-            Table::granted(
+            TableAccess::granted(
                 tables::TAG_RULES,
                 vec!["tag", "scope", "target", "threshold", "enabled"],
             ),
-            Table::granted(
+            TableAccess::granted(
                 tables::USER_TAGS,
                 vec!["user_id", "tag", "order_cnt", "granted_at", "updated_at"],
             ),
-            Table::granted(
+            TableAccess::granted(
                 tables::USER_TAG_EVENTS,
                 vec![
                     "event_id",
@@ -202,7 +201,7 @@ impl Stage for CdmStage {
                 settings.service
             )
         })?;
-        let producer = vault_runtime::kafka::producer(&settings.kafka)?;
+        let producer = vault_runtime::producer(&settings.kafka)?;
         let mut companions: Vec<Companion> = vec![
             Box::pin(crate::tags::watch_rules(
                 context.pool.clone(),

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    vault_runtime::app::main_for::<service_cdm::CdmStage>(service_cdm::PROFILE).await
+    vault_runtime::main_for::<service_cdm::CdmStage>(service_cdm::PROFILE).await
 }

@@ -18,8 +18,7 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
-use vault_runtime::stores::PgPool;
-use vault_runtime::Settings;
+use vault_runtime::{PgPool, Settings};
 
 use crate::sampler::{History, Pipeline, Sampler};
 use crate::tables::CounterTable;

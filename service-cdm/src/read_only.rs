@@ -20,12 +20,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use vault_migrations::roles::READER_SUFFIX;
-use vault_runtime::stores::{self, PgPool, SessionLimits};
-use vault_runtime::Settings;
+use vault_runtime::{pg_pool_with, PgPool, SessionLimits, Settings};
 
 /// The API's pool: `size` read-only sessions.
 pub fn pool(settings: &Settings, size: u32) -> PgPool {
-    stores::pg_pool_with(&settings.postgres, SessionLimits::SERVICE, size, setup)
+    pg_pool_with(&settings.postgres, SessionLimits::SERVICE, size, setup)
 }
 
 #[derive(QueryableByName)]

@@ -24,8 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
-use vault_runtime::config::{Hop, KafkaSettings};
-use vault_runtime::kafka::{self, PartitionProgress};
+use vault_runtime::{base_config, partition_progress, Hop, KafkaSettings, PartitionProgress};
 
 /// The time between two samples of the broker.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -315,7 +314,7 @@ fn read_all(
     let mut reads = Vec::new();
     let mut sent = Vec::new();
     for (i, (reader, topic)) in readers.iter().zip(topics).enumerate() {
-        let result = kafka::progress(reader, topic).map_err(|e| format!("{e:#}"));
+        let result = partition_progress(reader, topic).map_err(|e| format!("{e:#}"));
         // Drains the client's event queue (logs, errors), which nothing else polls.
         let _ = reader.poll(Duration::ZERO);
         let read = result.and_then(|partitions| {
@@ -350,7 +349,7 @@ fn read_all(
 /// message reads find it connected: it is used every second.
 fn reader(settings: &KafkaSettings, group: &str) -> anyhow::Result<BaseConsumer> {
     use anyhow::Context as _;
-    kafka::base_config(settings)
+    base_config(settings)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -15,8 +15,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio::sync::watch;
 use uuid::Uuid;
-use vault_runtime::status::Status;
-use vault_runtime::stores::PgPool;
+use vault_runtime::{PgPool, Status};
 
 /// Which datamart a difference is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

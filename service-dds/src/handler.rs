@@ -12,8 +12,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use vault_core::decode;
 use vault_core::events::cdm_events;
 use vault_core::{version, EnrichedOrder, HashKey, Timestamp};
-use vault_runtime::kafka::{InMessage, OutMessage};
-use vault_runtime::{Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table};
+use vault_runtime::{
+    Entry, Failure, InMessage, OutMessage, ProbeKeys, Rejection, Rejects, Settings, Stage,
+    TableAccess,
+};
 
 use crate::load;
 
@@ -36,7 +38,7 @@ impl Stage for DdsStage {
     type Item = EnrichedOrder;
     type Needs = ();
     const PUBLISHES: bool = true;
-    fn tables() -> Vec<Table> {
+    fn tables() -> Vec<TableAccess> {
         load::tables()
     }
 

@@ -279,12 +279,12 @@ async fn advance_applied_versions(
 /// Every table the loader writes, for the warehouse check the runtime runs when a batch is
 /// refused: the Data Vault's, from the same visit the load makes (insert-only: the database
 /// refuses UPDATE and DELETE), and the load state, which is updated.
-pub fn tables() -> Vec<vault_runtime::Table> {
-    let mut tables: Vec<vault_runtime::Table> = vault::tables()
+pub fn tables() -> Vec<vault_runtime::TableAccess> {
+    let mut tables: Vec<vault_runtime::TableAccess> = vault::tables()
         .into_iter()
-        .map(|table| vault_runtime::Table::granted(table.name, table.columns))
+        .map(|table| vault_runtime::TableAccess::granted(table.name, table.columns))
         .collect();
-    tables.push(vault_runtime::Table::granted(
+    tables.push(vault_runtime::TableAccess::granted(
         "dds.order_load_state",
         vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
     ));

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    vault_runtime::app::main_for::<service_dds::DdsStage>(service_dds::PROFILE).await
+    vault_runtime::main_for::<service_dds::DdsStage>(service_dds::PROFILE).await
 }

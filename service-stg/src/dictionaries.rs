@@ -12,8 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use bb8_redis::redis::{self, AsyncCommands};
 use vault_core::EntityId;
-use vault_runtime::stores::RedisPool;
-use vault_runtime::Failure;
+use vault_runtime::{Failure, RedisPool};
 
 /// How many keys one `SCAN` step looks at while searching for a dictionary entry.
 const SCAN_COUNT: usize = 1000;

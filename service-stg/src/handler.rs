@@ -11,9 +11,10 @@ use serde_json::Value;
 use vault_core::decode::{self, RawOrderMessage};
 use vault_core::enrich::enrich;
 use vault_core::{version, EntityId, Restaurant, Timestamp, User};
-use vault_runtime::kafka::{InMessage, OutMessage};
-use vault_runtime::stores::RedisPool;
-use vault_runtime::{Entry, Failure, ProbeKeys, Rejection, Rejects, Settings, Stage, Table};
+use vault_runtime::{
+    Entry, Failure, InMessage, OutMessage, ProbeKeys, RedisPool, Rejection, Rejects, Settings,
+    Stage, TableAccess,
+};
 
 use crate::dictionaries;
 
@@ -58,8 +59,8 @@ impl Stage for StgStage {
     type Item = RawOrderMessage;
     type Needs = RedisPool;
     const PUBLISHES: bool = true;
-    fn tables() -> Vec<Table> {
-        vec![Table::granted(
+    fn tables() -> Vec<TableAccess> {
+        vec![TableAccess::granted(
             "stg.order_events",
             vec![
                 "object_id",

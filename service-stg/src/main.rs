@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    vault_runtime::app::main_for::<service_stg::StgStage>(service_stg::PROFILE).await
+    vault_runtime::main_for::<service_stg::StgStage>(service_stg::PROFILE).await
 }

@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use vault_runtime::config::{Profile, Settings};
+use vault_runtime::{Profile, Settings};
 
 use crate::{eventually, stack, unique, Stack};
 
@@ -346,7 +346,7 @@ impl Pipeline {
                 payload: payload.clone(),
             })
             .collect();
-        vault_runtime::kafka::publish(&self.producer, topic, &messages)
+        vault_runtime::publish(&self.producer, topic, &messages)
             .await
             .with_context(|| format!("producing to {topic}"))
     }
@@ -479,7 +479,7 @@ impl Pipeline {
     }
 
     /// The worker status `service` (running in-process) reports on `/health`: its state and
-    /// what this instance has processed, retried, ... (`vault_runtime::status`). A cheap look,
+    /// what this instance has processed, retried, ... (vault-runtime/src/status.rs). A cheap look,
     /// for conditions that must be caught while they hold.
     pub async fn worker(&self, service: Service) -> anyhow::Result<serde_json::Value> {
         let addr = self
@@ -579,14 +579,11 @@ impl Pipeline {
     }
 
     /// A Postgres pool and a producer as the operator tools use them.
-    pub fn tools(&self) -> anyhow::Result<(vault_runtime::stores::PgPool, FutureProducer)> {
+    pub fn tools(&self) -> anyhow::Result<(vault_runtime::PgPool, FutureProducer)> {
         let settings = Settings::from(&self.env(Service::Stg), service_stg::PROFILE)?;
         Ok((
-            vault_runtime::stores::pg_pool(
-                &settings.postgres,
-                vault_runtime::stores::SessionLimits::OPERATOR,
-            ),
-            vault_runtime::kafka::producer(&settings.kafka)?,
+            vault_runtime::pg_pool(&settings.postgres, vault_runtime::SessionLimits::OPERATOR),
+            vault_runtime::producer(&settings.kafka)?,
         ))
     }
 
@@ -618,9 +615,9 @@ impl Pipeline {
     }
 }
 
-pub(crate) fn redis_pool(url: &str) -> anyhow::Result<vault_runtime::stores::RedisPool> {
-    vault_runtime::stores::redis_pool(&vault_runtime::config::RedisSettings {
-        url: vault_runtime::config::Secret::new(url),
+pub(crate) fn redis_pool(url: &str) -> anyhow::Result<vault_runtime::RedisPool> {
+    vault_runtime::redis_pool(&vault_runtime::RedisSettings {
+        url: vault_runtime::Secret::new(url),
         pool_size: 2,
     })
 }

@@ -98,7 +98,7 @@ impl PrivateRedis {
             Duration::from_secs(20),
             || async {
                 let pool = redis_pool(&url).ok()?;
-                vault_runtime::stores::redis_ping(&pool).await.ok()
+                vault_runtime::redis_ping(&pool).await.ok()
             },
         )
         .await;

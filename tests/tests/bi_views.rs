@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{Rng as _, SeedableRng as _};
 use vault_core::{decode, Amount, EnrichedOrder, HashKey, OrderStatus, Timestamp};
-use vault_runtime::config::{PostgresSettings, Secret};
-use vault_runtime::stores::{pg_pool, PgPool, SessionLimits};
+use vault_runtime::{pg_pool, PgPool, PostgresSettings, Secret, SessionLimits};
 use vault_tests::stack;
 
 const DDS_MESSAGE: &str = include_str!("../../vault-core/tests/data/dds_message.json");
@@ -55,7 +54,7 @@ async fn warehouse() -> anyhow::Result<(String, PgPool, tokio_postgres::Client)>
         &PostgresSettings {
             url: Secret::new(&url),
             pool_size: 2,
-            migrations: vault_runtime::config::Migrations::Apply,
+            migrations: vault_runtime::Migrations::Apply,
         },
         SessionLimits::SERVICE,
     );

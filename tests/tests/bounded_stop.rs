@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
-use vault_runtime::shutdown::STOP_WITHIN;
+use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Pipeline, Service};

@@ -7,7 +7,7 @@
 //! - the idempotent producer obtains a producer id and delivers without gap or duplicate;
 //! - a group's members can be listed and described, offsets looked up by timestamp, and a
 //!   group without members rewound from outside, while a commit from outside to a group with
-//!   a member is refused (what `vaultctl replay` relies on);
+//!   a member is refused (what `vaultctl rewind` relies on);
 //! - zstd is not available in this client build;
 //! - a new group's first assignment waits for the initial rebalance delay (3 s by Kafka's
 //!   default; `scripts/kafka.sh` sets 0 s).

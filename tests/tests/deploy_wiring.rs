@@ -27,7 +27,7 @@ use anyhow::{anyhow, bail, ensure, Context as _};
 use futures::FutureExt as _;
 use serde_json::Value;
 use tokio::process::{Child, Command};
-use vault_runtime::config::{KafkaSecurity, KafkaSettings, Profile, Settings};
+use vault_runtime::{KafkaSecurity, KafkaSettings, Profile, Settings};
 use vault_tests::pipeline::{http, http_with, COUNTER_MISMATCHES_SQL};
 use vault_tests::{stack, unique, Stack};
 
@@ -355,7 +355,7 @@ fn names_the_runtime_reads() -> anyhow::Result<BTreeSet<String>> {
     for file in [
         "vault-runtime/src/config.rs",
         "vault-runtime/src/app.rs",
-        "vaultctl/src/main.rs",
+        "vaultctl/src/migrate.rs",
         "datagen/src/lib.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).with_context(|| file.to_owned())?;
@@ -874,8 +874,7 @@ async fn run_in(
     ];
     let hops: Vec<(&str, &str)> = hops.iter().map(|(g, t)| (g.as_str(), t.as_str())).collect();
     if let Err(error) =
-        vault_runtime::kafka::wait_caught_up(&kafka, &hops, Duration::from_secs(60), |_, _| {})
-            .await
+        vault_runtime::wait_caught_up(&kafka, &hops, Duration::from_secs(60), |_, _| {}).await
     {
         let logs: Vec<String> = running
             .iter()

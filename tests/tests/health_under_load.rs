@@ -1,5 +1,5 @@
 //! `/health` cannot be used against the pipeline (issue 16): its dependency results come from
-//! the background checks (`vault_runtime::probe`), so thousands of requests while the pipeline
+//! the background checks (vault-runtime/src/probe.rs), so thousands of requests while the pipeline
 //! works cost no Postgres query, Redis ping or Kafka metadata fetch. Every live check is counted
 //! in `vaultline_dependency_checks_total` (the only way to check a dependency goes through
 //! that counter), so a `/health` that checked per request again would fail this test by

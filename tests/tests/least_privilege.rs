@@ -315,14 +315,14 @@ async fn each_role_holds_exactly_its_grants_and_is_refused_every_other_statement
 /// check over the stage's tables finds nothing missing.
 async fn probe_as<S: Stage>(stage: &S, url: &str) -> anyhow::Result<()> {
     let mut conn = AsyncPgConnection::establish(url).await?;
-    let problems = vault_runtime::failure::diagnose(&mut conn, &S::tables()).await;
+    let problems = vault_runtime::diagnose_warehouse(&mut conn, &S::tables()).await;
     assert_eq!(problems, Vec::<String>::new(), "{url}");
     conn.begin_test_transaction().await?;
     stage
         .probe(&mut conn)
         .await
         .map_err(|failure| anyhow::anyhow!("{failure:#}"))?;
-    let letter = vault_runtime::dead_letter::DeadLetter {
+    let letter = vault_runtime::DeadLetter {
         topic: "probe".into(),
         partition: 0,
         offset: 1,
@@ -331,7 +331,7 @@ async fn probe_as<S: Stage>(stage: &S, url: &str) -> anyhow::Result<()> {
         kind: "probe".into(),
         reason: "a test".into(),
     };
-    vault_runtime::dead_letter::insert(&mut conn, "service-test", &[letter]).await?;
+    vault_runtime::insert_dead_letters(&mut conn, "service-test", &[letter]).await?;
     Ok(())
 }
 
@@ -350,9 +350,8 @@ async fn each_stage_s_probe_writes_as_its_role_and_the_api_reads_as_its_read_onl
     on_warehouse(|w| {
         async move {
             let stg_settings = settings(service_stg::PROFILE, &w.urls["stg"])?;
-            let redis = vault_runtime::stores::redis_pool(
-                stg_settings.redis.as_ref().expect("stg reads Redis"),
-            )?;
+            let redis =
+                vault_runtime::redis_pool(stg_settings.redis.as_ref().expect("stg reads Redis"))?;
             let stg = service_stg::StgStage::new(redis, &stg_settings)?;
             probe_as(&stg, &w.urls["stg"]).await?;
             let dds_settings = settings(service_dds::PROFILE, &w.urls["dds"])?;

@@ -401,7 +401,7 @@ async fn poison_messages_are_kept_with_reasons_and_replayed_once_fixed() -> anyh
         .get(0);
     let (pool, producer) = p.tools()?;
     let replayed =
-        vault_runtime::dead_letter::replay(&pool, &producer, Some("service-stg"), Some(&[id]))
+        vault_runtime::replay_dead_letters(&pool, &producer, Some("service-stg"), Some(&[id]))
             .await?;
     assert_eq!(replayed, 1);
     p.settle(SETTLE).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use vault_runtime::dead_letter::REPLAY_PAGE;
+use vault_runtime::REPLAY_PAGE;
 use vault_tests::oracle::{self, Model};
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::produce::{produce_placed, Outgoing, Placed};
@@ -353,6 +353,27 @@ async fn a_replay_of_more_letters_than_a_page_republishes_each_once_and_only_tho
         out.contains(&format!("{letters} pending; the oldest 1000 shown")),
         "{out}"
     );
+    // A service by its short name or in full: the same letters (they are kept under the full
+    // name), and only that service's.
+    for service in ["stg", "service-stg"] {
+        let (code, out) = p.vaultctl(&["dead-letters", "list", service]).await?;
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains(&format!("{stg_letters} pending; the oldest 1000 shown")),
+            "{service}: {out}"
+        );
+        assert!(!out.contains("service-cdm"), "{service}: {out}");
+    }
+    let (code, out) = p.vaultctl(&["dead-letters", "list", "cdm"]).await?;
+    assert_eq!(code, 0, "{out}");
+    let cdm_pending = format!("{} pending", letters - stg_letters);
+    assert!(out.lines().any(|line| line == cdm_pending), "{out}");
+    // The run summary counts them too.
+    let (code, out) = p.vaultctl(&["summary", "--json"]).await?;
+    assert_eq!(code, 0, "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(summary["dead_letters_pending"], letters, "{out}");
+    assert_eq!(summary["counter_differences"], 0, "{out}");
 
     // Chosen ids, more than a page of them: exactly those, once each.
     let chosen: Vec<i64> = p
@@ -398,9 +419,7 @@ async fn a_replay_of_more_letters_than_a_page_republishes_each_once_and_only_tho
     assert_eq!(marked, chosen);
 
     // The rest of one service's, then everything left: each letter once in all.
-    let (code, out) = p
-        .vaultctl(&["dead-letters", "replay", "service-stg"])
-        .await?;
+    let (code, out) = p.vaultctl(&["dead-letters", "replay", "stg"]).await?;
     assert_eq!(code, 0, "{out}");
     let rest = stg_letters - chosen.len() as i64;
     assert!(

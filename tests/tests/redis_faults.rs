@@ -14,7 +14,7 @@ use datagen::order_ids::{time_floor, OrderIds, COUNTER_KEY};
 use rand::SeedableRng;
 use serde_json::Value;
 use vault_core::{OrderStatus, RawOrder};
-use vault_runtime::stores::REDIS_COMMAND_TIMEOUT;
+use vault_runtime::REDIS_COMMAND_TIMEOUT;
 use vault_tests::eventually;
 use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::orders::{message, order, random_dictionary};
@@ -195,8 +195,8 @@ async fn a_frozen_redis_fails_each_command_within_the_timeout_and_service_stg_re
     let redis = PrivateRedis::start().await?;
 
     // A command on a connection already open does not wait for ever ...
-    let pool = vault_runtime::stores::redis_pool(&vault_runtime::config::RedisSettings {
-        url: vault_runtime::config::Secret::new(redis.url()),
+    let pool = vault_runtime::redis_pool(&vault_runtime::RedisSettings {
+        url: vault_runtime::Secret::new(redis.url()),
         pool_size: 2,
     })?;
     let mut conn = pool.get_owned().await?;
@@ -347,8 +347,8 @@ async fn datagen_after_redis_is_emptied_issues_only_new_order_ids_and_writes_its
 
     // Redis loses everything: the counter and the dictionaries.
     redis.flush_all().await?;
-    let pool = vault_runtime::stores::redis_pool(&vault_runtime::config::RedisSettings {
-        url: vault_runtime::config::Secret::new(redis.url()),
+    let pool = vault_runtime::redis_pool(&vault_runtime::RedisSettings {
+        url: vault_runtime::Secret::new(redis.url()),
         pool_size: 1,
     })?;
     let keys: i64 = redis::cmd("DBSIZE")
@@ -383,8 +383,8 @@ async fn datagen_after_redis_is_emptied_issues_only_new_order_ids_and_writes_its
 async fn order_id_blocks_stay_disjoint_across_replicas_and_above_every_id_issued_before_a_flush(
 ) -> anyhow::Result<()> {
     let redis = PrivateRedis::start().await?;
-    let pool = vault_runtime::stores::redis_pool(&vault_runtime::config::RedisSettings {
-        url: vault_runtime::config::Secret::new(redis.url()),
+    let pool = vault_runtime::redis_pool(&vault_runtime::RedisSettings {
+        url: vault_runtime::Secret::new(redis.url()),
         pool_size: 4,
     })?;
     let set_counter = |value: i64| {

@@ -1,4 +1,4 @@
-//! `vaultctl replay` end to end (`vault_runtime::rewind`): an hour of orders, carrying Kafka
+//! `vaultctl rewind` end to end (vault-runtime/src/rewind.rs): an hour of orders, carrying Kafka
 //! message timestamps spread over the last hour, is counted into a live warehouse; then every
 //! stage is rewound — stg to one hour ago, dds to the middle of its topic by offsets, cdm to
 //! offset 0 — and restarted. Every stage reprocesses what it already did, and because each is
@@ -12,8 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{TimeDelta, Utc};
 use rand::SeedableRng;
-use vault_runtime::config::KafkaSettings;
-use vault_runtime::rewind::{self, Request, RewindError, Start};
+use vault_runtime::{rewind_group, KafkaSettings, RewindError, RewindRequest, RewindStart};
 use vault_tests::oracle::{self, Model};
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::produce::{produce_placed, Outgoing};
@@ -83,7 +82,7 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         .into_iter()
         .map(|service| (service, p.group(service).to_owned()))
         .collect();
-    let request = |service: Service, topic: &str, from: Start| Request {
+    let request = |service: Service, topic: &str, from: RewindStart| RewindRequest {
         group: groups[&service].clone(),
         topic: topic.to_owned(),
         from,
@@ -91,10 +90,10 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         wait: None,
         allow_skip: false,
     };
-    let an_hour_ago = Start::Timestamp(Utc::now() - TimeDelta::hours(1));
+    let an_hour_ago = RewindStart::Timestamp(Utc::now() - TimeDelta::hours(1));
 
     // While service-stg runs, the rewind is refused, naming the member, and nothing moves.
-    let refused = rewind::replay(
+    let refused = rewind_group(
         &kafka,
         &request(Service::Stg, &p.raw_topic, an_hour_ago.clone()),
         |_| {},
@@ -124,14 +123,14 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         }
     }
     let mut said = Vec::new();
-    let dry = rewind::replay(
+    let dry = rewind_group(
         &kafka,
-        &Request {
+        &RewindRequest {
             dry_run: true,
             ..request(
                 Service::Stg,
                 &p.raw_topic,
-                Start::Timestamp(
+                RewindStart::Timestamp(
                     chrono::DateTime::from_timestamp_millis(middle).expect("timestamp"),
                 ),
             )
@@ -153,13 +152,13 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
     let (waiting_tx, waiting) = tokio::sync::oneshot::channel::<()>();
     let waiting_replay = {
         let kafka = kafka.clone();
-        let request = Request {
+        let request = RewindRequest {
             wait: Some(Duration::from_secs(120)),
             ..request(Service::Stg, &p.raw_topic, an_hour_ago.clone())
         };
         let mut waiting_tx = Some(waiting_tx);
         tokio::spawn(async move {
-            rewind::replay(&kafka, &request, |line| {
+            rewind_group(&kafka, &request, |line| {
                 if line.starts_with("waiting") {
                     if let Some(tx) = waiting_tx.take() {
                         let _ = tx.send(());
@@ -190,15 +189,15 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
     // dds from the middle of its topic, by offsets per partition; cdm from offset 0. Both
     // are stopped; the wait only covers a broker that takes a moment to forget a member.
     let halves: BTreeMap<i32, i64> = enriched_ends.iter().map(|(p, end)| (*p, end / 2)).collect();
-    let stopped = |service: Service, topic: &str, from: Start| Request {
+    let stopped = |service: Service, topic: &str, from: RewindStart| RewindRequest {
         wait: Some(Duration::from_secs(60)),
         ..request(service, topic, from)
     };
     // Forward past what the group has not processed yet is refused unless asked for: those
     // messages would never be counted.
-    let skipping = rewind::replay(
+    let skipping = rewind_group(
         &kafka,
-        &stopped(Service::Stg, &p.raw_topic, Start::Offset(5)),
+        &stopped(Service::Stg, &p.raw_topic, RewindStart::Offset(5)),
         |_| {},
     )
     .await
@@ -212,12 +211,12 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         as_committed(&zeros)
     );
 
-    let dds_plan = rewind::replay(
+    let dds_plan = rewind_group(
         &kafka,
         &stopped(
             Service::Dds,
             &p.enriched_topic,
-            Start::Offsets(halves.clone()),
+            RewindStart::Offsets(halves.clone()),
         ),
         |_| {},
     )
@@ -227,9 +226,9 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         committed(&p, Service::Dds, &p.enriched_topic).await,
         as_committed(&halves)
     );
-    let cdm_plan = rewind::replay(
+    let cdm_plan = rewind_group(
         &kafka,
-        &stopped(Service::Cdm, &p.counter_topic, Start::Offset(0)),
+        &stopped(Service::Cdm, &p.counter_topic, RewindStart::Offset(0)),
         |_| {},
     )
     .await?;

@@ -2,14 +2,14 @@
 //! process finishes or abandons its batch, commits what is durable, flushes its producer and
 //! exits 0; started again, it goes on from its committed offsets and the counters come out
 //! exact — nothing lost, nothing redone wrongly. And whatever it waits on, it is gone within
-//! its stop deadline (`vault_runtime::shutdown::STOP_WITHIN`): a database that stopped
+//! its stop deadline (`vault_runtime::STOP_WITHIN`): a database that stopped
 //! answering mid-batch holds it no longer than that.
 
 use std::time::{Duration, Instant};
 
 use datagen::dictionary::synthetic;
 use rand::SeedableRng;
-use vault_runtime::shutdown::STOP_WITHIN;
+use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Overrides, Pipeline, Service};

@@ -5,8 +5,7 @@
 use std::collections::BTreeSet;
 
 use vault_core::{decode, EnrichedOrder, HashKey, OrderStatus, Timestamp};
-use vault_runtime::config::{PostgresSettings, Secret};
-use vault_runtime::stores::{pg_pool, PgPool, SessionLimits};
+use vault_runtime::{pg_pool, PgPool, PostgresSettings, Secret, SessionLimits};
 use vault_tests::stack;
 
 const DDS_MESSAGE: &str = include_str!("../../vault-core/tests/data/dds_message.json");
@@ -26,7 +25,7 @@ async fn warehouse() -> anyhow::Result<(PgPool, tokio_postgres::Client)> {
         &PostgresSettings {
             url: Secret::new(&url),
             pool_size: 2,
-            migrations: vault_runtime::config::Migrations::Apply,
+            migrations: vault_runtime::Migrations::Apply,
         },
         SessionLimits::SERVICE,
     );

@@ -215,6 +215,13 @@ impl Settings {
     }
 }
 
+/// The pipeline's hops with their default names: consumer group and the topic it reads.
+pub const PIPELINE_HOPS: [(&str, &str); 3] = [
+    ("service-stg", "stg_service"),
+    ("service-dds", "dds_service"),
+    ("service-cdm", "cdm_service"),
+];
+
 /// The pipeline's hops: `PIPELINE_<STAGE>_GROUP` and `PIPELINE_<STAGE>_TOPIC` for each of
 /// `stg`, `dds` and `cdm`, defaulting to the pipeline's default names, except that a
 /// service's own hop defaults to its own group and source topic.
@@ -232,7 +239,7 @@ fn pipeline_hops(env: &impl Env, profile: Profile) -> Result<Vec<Hop>, ConfigErr
         .or(profile.source_topic.map(str::to_owned));
     NAMES
         .iter()
-        .zip(crate::kafka::PIPELINE_HOPS)
+        .zip(PIPELINE_HOPS)
         .map(|(&(stage, group_var, topic_var), (group, topic))| {
             let own = group == profile.consumer_group;
             let group = env.get(group_var).unwrap_or_else(|| {

@@ -17,8 +17,6 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::stage::Table;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     #[error("{0:#}")]
@@ -140,6 +138,37 @@ impl From<serde_json::Error> for Failure {
     }
 }
 
+/// A table a stage writes, with the columns and privileges it relies on. When the database
+/// refuses a batch, the runtime checks them to tell a warehouse that cannot take writes (a
+/// systemic fault: pause, never reject) from a message the database refuses.
+#[derive(Debug, Clone)]
+pub struct TableAccess {
+    /// `schema.table`.
+    pub name: &'static str,
+    pub columns: Vec<&'static str>,
+    /// As `has_table_privilege` takes them: `"SELECT, INSERT, UPDATE"`.
+    pub privileges: &'static str,
+}
+
+impl TableAccess {
+    /// A table with the privileges its service role is granted on it: one list says both what
+    /// `vaultctl migrate` grants and what the warehouse check expects
+    /// (`vault_migrations::roles::grants`).
+    ///
+    /// # Panics
+    /// When no service role is granted `name`: a table a stage writes must be in that list.
+    pub fn granted(name: &'static str, columns: Vec<&'static str>) -> Self {
+        let privileges = vault_migrations::roles::privileges(name).unwrap_or_else(|| {
+            panic!("{name} is granted to no service role (migrations/src/roles.rs)")
+        });
+        Self {
+            name,
+            columns,
+            privileges,
+        }
+    }
+}
+
 #[derive(QueryableByName)]
 struct Problem {
     #[diesel(sql_type = Text)]
@@ -150,7 +179,7 @@ struct Problem {
 /// this role may use its schema and has the privileges, and the session is not read-only.
 /// Returns every problem found, as sentences an operator can act on; empty when none. A
 /// connection failure is itself reported as a problem.
-pub async fn diagnose(conn: &mut AsyncPgConnection, tables: &[Table]) -> Vec<String> {
+pub async fn diagnose(conn: &mut AsyncPgConnection, tables: &[TableAccess]) -> Vec<String> {
     let names: Vec<&str> = tables.iter().map(|t| t.name).collect();
     let columns: Vec<String> = tables.iter().map(|t| t.columns.join(",")).collect();
     let privileges: Vec<&str> = tables.iter().map(|t| t.privileges).collect();

@@ -371,13 +371,6 @@ pub async fn lag(settings: &KafkaSettings, group: &str, topic: &str) -> anyhow::
     .await?
 }
 
-/// The pipeline's hops with their default names: consumer group and the topic it reads.
-pub const PIPELINE_HOPS: [(&str, &str); 3] = [
-    ("service-stg", "stg_service"),
-    ("service-dds", "dds_service"),
-    ("service-cdm", "cdm_service"),
-];
-
 /// Waits until each hop, in pipeline order, has committed everything on its topic (so that,
 /// when it returns, the whole chain is at rest); fails when `limit` runs out first. Calls
 /// `caught_up` as each hop gets there. A read that fails (a group coordinator still loading

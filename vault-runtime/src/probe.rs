@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,7 +25,6 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Notify};
 
 use crate::kafka;
-use crate::metrics::DependencyLabel;
 use crate::stores::{self, PgPool, RedisPool};
 
 /// How often the dependencies are checked when nothing asks for it sooner.
@@ -80,6 +80,11 @@ impl Dependency {
 struct Checked {
     result: Result<(), String>,
     at: Instant,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabel {
+    pub dependency: String,
 }
 
 /// The metrics the checks update; families shared with a service's registry.

@@ -1,5 +1,5 @@
 //! Rewinding a service's consumer group on its source topic, so that the service reprocesses
-//! from a point in time or an offset once it restarts (`vaultctl replay`).
+//! from a point in time or an offset once it restarts (`vaultctl rewind`).
 //!
 //! Every stage is idempotent (stg keeps the newest version, dds gates versions on its load
 //! state, cdm on the order's counted state), so reprocessing leaves the warehouse and the
@@ -24,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
-use crate::kafka::{base_config, PIPELINE_HOPS};
+use crate::kafka::base_config;
 
 /// The bound on each broker round trip.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,16 +90,6 @@ impl fmt::Display for Start {
     }
 }
 
-/// The consumer group and source topic of a service by its name (`stg`, `service-stg`, ...),
-/// with the pipeline's default names.
-pub fn default_hop(service: &str) -> Option<(&'static str, &'static str)> {
-    let name = service.strip_prefix("service-").unwrap_or(service);
-    PIPELINE_HOPS
-        .iter()
-        .copied()
-        .find(|(group, _)| group.strip_prefix("service-") == Some(name))
-}
-
 /// A member of a consumer group, as the broker describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -143,14 +133,14 @@ impl Move {
 
 /// A rewind worked out but not done: what [`apply`] will commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct RewindPlan {
     pub group: String,
     pub topic: String,
     pub from: Start,
     pub moves: Vec<Move>,
 }
 
-impl Plan {
+impl RewindPlan {
     /// The messages the service will process again (or, negative, skip) in total.
     pub fn reprocessed(&self) -> i64 {
         self.moves
@@ -174,7 +164,7 @@ impl Plan {
     }
 }
 
-impl fmt::Display for Plan {
+impl fmt::Display for RewindPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -308,7 +298,7 @@ pub async fn plan(
     group: &str,
     topic: &str,
     from: &Start,
-) -> Result<Plan, RewindError> {
+) -> Result<RewindPlan, RewindError> {
     let consumer = outsider(settings, group)?;
     let (group, topic, from) = (group.to_owned(), topic.to_owned(), from.clone());
     tokio::task::spawn_blocking(move || plan_blocking(&consumer, group, topic, from))
@@ -321,7 +311,7 @@ fn plan_blocking(
     group: String,
     topic: String,
     from: Start,
-) -> Result<Plan, RewindError> {
+) -> Result<RewindPlan, RewindError> {
     let metadata = consumer
         .fetch_metadata(Some(&topic), TIMEOUT)
         .with_context(|| format!("cannot fetch the metadata of {topic}"))?;
@@ -397,7 +387,7 @@ fn plan_blocking(
             clamped: target != requested,
         });
     }
-    Ok(Plan {
+    Ok(RewindPlan {
         group,
         topic,
         from,
@@ -407,7 +397,7 @@ fn plan_blocking(
 
 /// Commits `plan` for its group, if the group has no active members, and checks that the
 /// broker kept the new offsets.
-pub async fn apply(settings: &KafkaSettings, plan: &Plan) -> Result<(), RewindError> {
+pub async fn apply(settings: &KafkaSettings, plan: &RewindPlan) -> Result<(), RewindError> {
     let active = members(settings, &plan.group).await?;
     if !active.is_empty() {
         return Err(RewindError::ActiveMembers {
@@ -461,9 +451,9 @@ pub async fn apply(settings: &KafkaSettings, plan: &Plan) -> Result<(), RewindEr
     .context("the commit task failed")?
 }
 
-/// One `vaultctl replay`: which group, where to, and how careful.
+/// One `vaultctl rewind`: which group, where to, and how careful.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub struct RewindRequest {
     pub group: String,
     pub topic: String,
     pub from: Start,
@@ -477,11 +467,11 @@ pub struct Request {
 
 /// Plans the rewind, tells `say` what it will do, and does it (unless a dry run). Returns the
 /// plan that was (or would be) applied.
-pub async fn replay(
+pub async fn rewind_group(
     settings: &KafkaSettings,
-    request: &Request,
+    request: &RewindRequest,
     mut say: impl FnMut(&str),
-) -> Result<Plan, RewindError> {
+) -> Result<RewindPlan, RewindError> {
     let mut plan = plan(settings, &request.group, &request.topic, &request.from).await?;
     say(&plan.to_string());
     let active = members(settings, &request.group).await?;
@@ -571,16 +561,6 @@ mod tests {
     }
 
     #[test]
-    fn a_service_name_gives_its_default_group_and_topic() {
-        assert_eq!(default_hop("stg"), Some(("service-stg", "stg_service")));
-        assert_eq!(
-            default_hop("service-cdm"),
-            Some(("service-cdm", "cdm_service"))
-        );
-        assert_eq!(default_hop("datagen"), None);
-    }
-
-    #[test]
     fn a_move_past_what_the_group_processed_skips() {
         let at = |committed: Option<i64>, target: i64| Move {
             partition: 0,
@@ -600,7 +580,7 @@ mod tests {
 
     #[test]
     fn the_plan_says_what_moves_and_how_much_is_processed_again() {
-        let plan = Plan {
+        let plan = RewindPlan {
             group: "service-stg".into(),
             topic: "stg_service".into(),
             from: Start::Offset(0),

@@ -17,9 +17,9 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::dead_letter::{self, DeadLetter};
-use crate::failure::Failure;
-use crate::http::Dependency;
+use crate::failure::{Failure, TableAccess};
 use crate::kafka::{self, InMessage, OutMessage};
+use crate::probe::Dependency;
 use crate::status::Status;
 use crate::stores::{self, PgPool, RedisPool};
 
@@ -94,37 +94,6 @@ impl<'a> Rejects<'a> {
     }
 }
 
-/// The tables a stage writes, with the columns and privileges it relies on. When the database
-/// refuses a batch, the runtime checks them to tell a warehouse that cannot take writes (a
-/// systemic fault: pause, never reject) from a message the database refuses.
-#[derive(Debug, Clone)]
-pub struct Table {
-    /// `schema.table`.
-    pub name: &'static str,
-    pub columns: Vec<&'static str>,
-    /// As `has_table_privilege` takes them: `"SELECT, INSERT, UPDATE"`.
-    pub privileges: &'static str,
-}
-
-impl Table {
-    /// A table with the privileges its service role is granted on it: one list says both what
-    /// `vaultctl migrate` grants and what the warehouse check expects
-    /// (`vault_migrations::roles::grants`).
-    ///
-    /// # Panics
-    /// When no service role is granted `name`: a table a stage writes must be in that list.
-    pub fn granted(name: &'static str, columns: Vec<&'static str>) -> Self {
-        let privileges = vault_migrations::roles::privileges(name).unwrap_or_else(|| {
-            panic!("{name} is granted to no service role (migrations/src/roles.rs)")
-        });
-        Self {
-            name,
-            columns,
-            privileges,
-        }
-    }
-}
-
 /// What a stage needs from the runtime besides Postgres and Kafka, built from the settings at
 /// start (a missing one is a configuration error, reported before anything runs).
 pub trait Needs: Sized + Send + 'static {
@@ -192,7 +161,7 @@ pub trait Stage: Send + Sync + Sized + 'static {
     const PUBLISHES: bool;
     /// Every table `apply` writes (the dead-letter table is the runtime's), derived from what
     /// writes them where a stage has a list of its own.
-    fn tables() -> Vec<Table>;
+    fn tables() -> Vec<TableAccess>;
 
     fn new(needs: Self::Needs, settings: &Settings) -> anyhow::Result<Self>;
 

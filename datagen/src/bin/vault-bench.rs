@@ -21,9 +21,9 @@ use diesel::sql_types::{BigInt, Double, Nullable};
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use rand::SeedableRng;
-use vault_runtime::config::{ProcessEnv, Settings};
-use vault_runtime::kafka;
-use vault_runtime::stores;
+use vault_runtime::{
+    pg_pool, producer, publish, redis_pool, wait_caught_up, ProcessEnv, SessionLimits, Settings,
+};
 
 const TICK: Duration = Duration::from_millis(100);
 
@@ -109,9 +109,9 @@ async fn main() -> ExitCode {
 
 async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
     let redis_settings = settings.redis.as_ref().context("Redis settings")?;
-    let redis = stores::redis_pool(redis_settings)?;
-    let pg = stores::pg_pool(&settings.postgres, stores::SessionLimits::OPERATOR);
-    let producer = kafka::producer(&settings.kafka)?;
+    let redis = redis_pool(redis_settings)?;
+    let pg = pg_pool(&settings.postgres, SessionLimits::OPERATOR);
+    let producer = producer(&settings.kafka)?;
     let topic = settings
         .kafka
         .destination_topic
@@ -139,7 +139,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
         let from = first_id + (tick * per_tick) as i64;
         let orders = datagen::generate::orders(&mut rng, &dictionary, from, per_tick);
         let messages = datagen::messages(&orders)?;
-        kafka::publish(&producer, &topic, &messages).await?;
+        publish(&producer, &topic, &messages).await?;
         if Instant::now() > due + TICK {
             behind += 1;
         }
@@ -158,7 +158,7 @@ async fn run(settings: &Settings, options: &Options) -> anyhow::Result<bool> {
         .iter()
         .map(|hop| (hop.group.as_str(), hop.topic.as_str()))
         .collect();
-    kafka::wait_caught_up(&settings.kafka, &hops, Duration::from_secs(600), |_, _| {}).await?;
+    wait_caught_up(&settings.kafka, &hops, Duration::from_secs(600), |_, _| {}).await?;
     let caught_up = started.elapsed();
 
     let mut conn = pg.get().await?;

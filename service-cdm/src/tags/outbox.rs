@@ -10,9 +10,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use vault_core::tags::TagEventMessage;
 use vault_core::HashKey;
-use vault_runtime::kafka::{self, OutMessage};
-use vault_runtime::status::Status;
-use vault_runtime::stores::PgPool;
+use vault_runtime::{OutMessage, PgPool, Status};
 
 use super::store;
 
@@ -93,7 +91,7 @@ pub async fn relay_once(
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        kafka::publish(producer, topic, &messages).await?;
+        vault_runtime::publish(producer, topic, &messages).await?;
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         store::mark_published(conn, ids).await?;
         Ok(rows.len())

@@ -11,8 +11,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use vault_core::tags::Rule;
 use vault_core::HashKey;
-use vault_runtime::status::Status;
-use vault_runtime::stores::PgPool;
+use vault_runtime::{PgPool, Status};
 
 use super::{store, Change};
 
