@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::RwLock;
+use vault_core::contract::topics;
 use vault_runtime::config::{self, ConfigError, Env, KafkaSettings, Profile, RedisSettings};
 use vault_runtime::http::Dependency;
 use vault_runtime::kafka::{self, FutureProducer};
@@ -23,7 +24,7 @@ use vault_runtime::stores::{self, RedisPool};
 pub const PROFILE: Profile = Profile {
     service: "datagen",
     source_topic: None,
-    destination_topic: Some("stg_service"),
+    destination_topic: Some(topics::RAW_ORDERS),
     consumer_group: "datagen",
     http_port: 5011,
     uses_redis: true,
@@ -33,7 +34,7 @@ pub const PROFILE: Profile = Profile {
 pub const PROFILE_BENCH: Profile = Profile {
     service: "vault-bench",
     source_topic: None,
-    destination_topic: Some("stg_service"),
+    destination_topic: Some(topics::RAW_ORDERS),
     consumer_group: "vault-bench",
     http_port: 0,
     uses_redis: true,

@@ -15,6 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 pub use rdkafka::producer::FutureProducer;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use vault_core::contract::topics;
 
 use crate::config::{ConfigError, KafkaSecurity, KafkaSettings};
 
@@ -373,9 +374,9 @@ pub async fn lag(settings: &KafkaSettings, group: &str, topic: &str) -> anyhow::
 
 /// The pipeline's hops with their default names: consumer group and the topic it reads.
 pub const PIPELINE_HOPS: [(&str, &str); 3] = [
-    ("service-stg", "stg_service"),
-    ("service-dds", "dds_service"),
-    ("service-cdm", "cdm_service"),
+    (topics::PIPELINE[0].group, topics::PIPELINE[0].topic),
+    (topics::PIPELINE[1].group, topics::PIPELINE[1].topic),
+    (topics::PIPELINE[2].group, topics::PIPELINE[2].topic),
 ];
 
 /// Waits until each hop, in pipeline order, has committed everything on its topic (so that,

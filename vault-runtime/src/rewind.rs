@@ -541,6 +541,7 @@ fn offset_value(offset: Offset) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vault_core::contract::topics;
 
     #[test]
     fn from_reads_a_timestamp_an_offset_or_offsets_per_partition() {
@@ -572,10 +573,13 @@ mod tests {
 
     #[test]
     fn a_service_name_gives_its_default_group_and_topic() {
-        assert_eq!(default_hop("stg"), Some(("service-stg", "stg_service")));
+        assert_eq!(
+            default_hop("stg"),
+            Some((topics::STG_GROUP, topics::RAW_ORDERS))
+        );
         assert_eq!(
             default_hop("service-cdm"),
-            Some(("service-cdm", "cdm_service"))
+            Some((topics::CDM_GROUP, topics::COUNTER_EVENTS))
         );
         assert_eq!(default_hop("datagen"), None);
     }
@@ -601,8 +605,8 @@ mod tests {
     #[test]
     fn the_plan_says_what_moves_and_how_much_is_processed_again() {
         let plan = Plan {
-            group: "service-stg".into(),
-            topic: "stg_service".into(),
+            group: topics::STG_GROUP.into(),
+            topic: topics::RAW_ORDERS.into(),
             from: Start::Offset(0),
             moves: vec![
                 Move {
