@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::RwLock;
 use vault_core::contract::topics;
-use vault_runtime::config::{self, ConfigError, Env, KafkaSettings, Profile, RedisSettings};
+use vault_runtime::config::{
+    self, variables, ConfigError, Env, KafkaSettings, Profile, RedisSettings,
+};
 use vault_runtime::http::Dependency;
 use vault_runtime::kafka::{self, FutureProducer};
 use vault_runtime::probe::Probes;
@@ -58,7 +60,7 @@ impl Settings {
             http_addr: config::http_addr(env, PROFILE.http_port)?,
             kafka: KafkaSettings::from(env, PROFILE)?,
             redis: RedisSettings::from(env)?,
-            seed: config::parse_or(env, "DATAGEN_SEED", 42)?,
+            seed: config::value(env, &variables::DATAGEN_SEED)?,
         })
     }
 }

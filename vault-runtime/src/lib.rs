@@ -24,6 +24,7 @@ pub mod stores;
 pub mod verify;
 
 pub use app::Application;
+pub use config::variables::{self, Variable, VARIABLES};
 pub use config::{Profile, Settings};
 pub use failure::Failure;
 pub use kafka::{InMessage, OutMessage};

@@ -39,6 +39,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use vault_migrations::roles::{Layer, ServiceRole};
+use vault_runtime::config::variables::{
+    PG_CDM_PASSWORD, PG_CDM_USER, PG_DDS_PASSWORD, PG_DDS_USER, PG_STG_PASSWORD, PG_STG_USER,
+};
 use vault_runtime::config::{Env, KafkaSettings, ProcessEnv, Profile, Settings};
 use vault_runtime::{dead_letter, kafka, rewind, rules, stores, verify};
 
@@ -201,9 +204,9 @@ async fn lag(settings: &Settings, wait: Option<Duration>) -> anyhow::Result<()> 
 
 /// Each service's role: the variables naming it and its password.
 const SERVICE_ROLES: [(Layer, &str, &str); 3] = [
-    (Layer::Stg, "PG_STG_USER", "PG_STG_PASSWORD"),
-    (Layer::Dds, "PG_DDS_USER", "PG_DDS_PASSWORD"),
-    (Layer::Cdm, "PG_CDM_USER", "PG_CDM_PASSWORD"),
+    (Layer::Stg, PG_STG_USER.name, PG_STG_PASSWORD.name),
+    (Layer::Dds, PG_DDS_USER.name, PG_DDS_PASSWORD.name),
+    (Layer::Cdm, PG_CDM_USER.name, PG_CDM_PASSWORD.name),
 ];
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
