@@ -3,7 +3,7 @@
 //! one a deployment must set is set, and the files agree with each other (health ports, roles).
 
 use anyhow::ensure;
-use vault_runtime::config::variables::{self, Deploy, Program as Reader, VARIABLES};
+use vault_runtime::config::variables::{self, Deploy, Fallback, Program as Reader, VARIABLES};
 
 use super::{Program, Programs, MIGRATE, SERVICES};
 
@@ -130,4 +130,102 @@ fn granted_roles(migrate: &Program, programs: &Programs) -> Vec<String> {
             })
         })
         .collect()
+}
+
+/// `docker/.env.example`'s values for the variables the programs read under the same name are
+/// the declared defaults: a copy of it changes nothing until someone edits it. (That it names
+/// exactly the variables the compose file reads, scripts/validate-deploy.sh checks.)
+pub fn env_example_problems(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .filter_map(|(name, value)| {
+            let declared = variables::variable(name.trim())?;
+            match declared.default {
+                Fallback::Value(default) if default != value.trim() => Some(format!(
+                    "docker/.env.example sets {name}={value}, but its declared default is {default}"
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    fn program(binary: &str, env: &[(&str, &str)]) -> Program {
+        Program {
+            binary: binary.to_owned(),
+            args: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            shared: BTreeSet::new(),
+            health_port: None,
+        }
+    }
+
+    #[test]
+    fn a_variable_the_program_does_not_read_and_a_missing_required_one_are_named() {
+        let dds = program(
+            "service-dds",
+            &[
+                ("KAFKA_HOST", "kafka"),
+                ("KAFKA_SOURCE_TOPIC", "dds_service"),
+                ("KAFKA_DESTINATION_TOPIC", "cdm_service"),
+                ("KAFKA_CONSUMER_GROUP", "service-dds"),
+                ("HTTP_PORT", "5013"),
+                ("PG_WAREHOUSE_HOST", "postgres"),
+                ("PG_WAREHOUSE_USER", "vaultline_dds"),
+                ("MIGRATIONS", "verify"),
+                // datagen's, not service-dds's; and a name nobody reads.
+                ("DATAGEN_SEED", "42"),
+                ("BATCH_SIZE", "10"),
+            ],
+        );
+        let programs: Programs = BTreeMap::from([("service-dds".to_owned(), dds.clone())]);
+        let error = check_names("test", &programs).expect_err("two problems");
+        let text = error.to_string();
+        assert!(
+            text.contains("DATAGEN_SEED is not a variable service-dds reads"),
+            "{text}"
+        );
+        assert!(
+            text.contains("BATCH_SIZE is not a variable any program reads"),
+            "{text}"
+        );
+
+        let mut shared = dds;
+        shared.env.remove("BATCH_SIZE");
+        shared.env.remove("KAFKA_HOST");
+        shared.shared.insert("DATAGEN_SEED".to_owned());
+        let programs: Programs = BTreeMap::from([("service-dds".to_owned(), shared)]);
+        let text = check_names("test", &programs)
+            .expect_err("the broker is unset")
+            .to_string();
+        assert!(
+            text.contains("neither KAFKA_BOOTSTRAP_SERVERS nor KAFKA_HOST is set"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("DATAGEN_SEED"),
+            "shared settings may serve others: {text}"
+        );
+    }
+
+    #[test]
+    fn the_env_example_gives_the_declared_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker/.env.example");
+        let text = std::fs::read_to_string(path).expect("docker/.env.example");
+        assert_eq!(env_example_problems(&text), Vec::<String>::new());
+        assert_eq!(
+            env_example_problems("BATCH_MAX_MESSAGES=10\n"),
+            ["docker/.env.example sets BATCH_MAX_MESSAGES=10, but its declared default is 1000"]
+        );
+    }
 }

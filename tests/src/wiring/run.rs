@@ -19,6 +19,7 @@ use vault_runtime::config::KafkaSettings;
 
 use super::{Program, Programs, DATAGEN, MIGRATE, SERVICES};
 use crate::pipeline::{http, http_with, COUNTER_MISMATCHES_SQL};
+use crate::sql;
 use crate::{stack, unique, Stack};
 
 /// Orders pushed through each deployment.
@@ -255,33 +256,24 @@ async fn admin(stack: &Stack, database: Option<&str>) -> anyhow::Result<tokio_po
     if let Some(database) = database {
         config.dbname(database);
     }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    sql::connect(&config).await
 }
 
-async fn as_role(local: &Local, role: &str) -> anyhow::Result<tokio_postgres::Client> {
+/// `statement` run as `role` must be refused for lack of privilege.
+async fn refused(local: &Local, role: &str, statement: &str) -> anyhow::Result<()> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&local.pg_host)
         .port(local.pg_port)
         .dbname(&local.database)
         .user(role);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// `sql` run as `role` must be refused for lack of privilege.
-async fn refused(local: &Local, role: &str, sql: &str) -> anyhow::Result<()> {
-    let client = as_role(local, role).await?;
-    match client.batch_execute(sql).await {
-        Ok(()) => bail!("{role} was allowed: {sql}"),
-        Err(error) => {
-            let code = error.code().map(|c| c.code().to_owned());
+    let client = sql::connect(&config).await?;
+    match sql::outcome(&client, statement).await {
+        None => bail!("{role} was allowed: {statement}"),
+        Some(code) => {
             ensure!(
-                code.as_deref() == Some("42501"),
-                "{role}: expected permission denied for `{sql}`, got {error}"
+                code == "42501",
+                "{role}: expected permission denied for `{statement}`, got {code}"
             );
             Ok(())
         }
