@@ -42,6 +42,7 @@ pub mod produce;
 pub mod read_api;
 pub mod servers;
 pub mod sql;
+pub mod warehouse;
 pub mod wiring;
 
 use std::{
