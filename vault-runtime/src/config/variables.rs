@@ -139,6 +139,19 @@ const fn deployed(variable: Variable, deploy: Deploy) -> Variable {
     Variable { deploy, ..variable }
 }
 
+/// A service's role, which `vaultctl migrate` creates and grants; deployments name all three.
+const fn service_role(name: &'static str, description: &'static str) -> Variable {
+    deployed(
+        optional(
+            name,
+            Fallback::Unset("no role granted"),
+            MIGRATE,
+            description,
+        ),
+        Deploy::Required(MIGRATE),
+    )
+}
+
 // ---- Kafka
 
 pub const KAFKA_BOOTSTRAP_SERVERS: Variable = deployed(
@@ -310,43 +323,28 @@ pub const MIGRATIONS: Variable = deployed(
     ),
     Deploy::Required(SERVICES),
 );
-pub const PG_STG_USER: Variable = deployed(
-    optional(
-        "PG_STG_USER",
-        Fallback::Unset("no role granted"),
-        MIGRATE,
-        "`vaultctl migrate`: service-stg's role, created or updated and granted its layer.",
-    ),
-    Deploy::Required(MIGRATE),
+pub const PG_STG_USER: Variable = service_role(
+    "PG_STG_USER",
+    "`vaultctl migrate`: service-stg's role, created or updated and granted its layer.",
 );
 pub const PG_STG_PASSWORD: Variable = secret(
     "PG_STG_PASSWORD",
     MIGRATE,
     "`vaultctl migrate`: service-stg's role's password, (re)set on every run.",
 );
-pub const PG_DDS_USER: Variable = deployed(
-    optional(
-        "PG_DDS_USER",
-        Fallback::Unset("no role granted"),
-        MIGRATE,
-        "`vaultctl migrate`: service-dds's role, created or updated and granted its layer.",
-    ),
-    Deploy::Required(MIGRATE),
+pub const PG_DDS_USER: Variable = service_role(
+    "PG_DDS_USER",
+    "`vaultctl migrate`: service-dds's role, created or updated and granted its layer.",
 );
 pub const PG_DDS_PASSWORD: Variable = secret(
     "PG_DDS_PASSWORD",
     MIGRATE,
     "`vaultctl migrate`: service-dds's role's password, (re)set on every run.",
 );
-pub const PG_CDM_USER: Variable = deployed(
-    optional(
-        "PG_CDM_USER",
-        Fallback::Unset("no role granted"),
-        MIGRATE,
-        "`vaultctl migrate`: service-cdm's role (and its read-only reader), created or \
+pub const PG_CDM_USER: Variable = service_role(
+    "PG_CDM_USER",
+    "`vaultctl migrate`: service-cdm's role (and its read-only reader), created or \
          updated and granted its layer.",
-    ),
-    Deploy::Required(MIGRATE),
 );
 pub const PG_CDM_PASSWORD: Variable = secret(
     "PG_CDM_PASSWORD",
