@@ -11,7 +11,8 @@
 #   - shellcheck on every shell script; hadolint (warning level) on docker/Dockerfile;
 #   - docker-compose config (Debian's Compose v1, which also rejects a top-level `name:`), with
 #     the defaults and with docker/.env.example; the compose-spec JSON schema (check-jsonschema);
-#     docker/.env.example names exactly the variables docker/compose.yaml reads;
+#     docker/.env.example names exactly the variables docker/compose.yaml reads (and gives the
+#     programs' variables their declared defaults: a unit test in tests/src/wiring/checks.rs);
 #   - the Helm chart through Helm's Go SDK (helm-python-sdk, Helm v4): every values key
 #     commented, `lint --strict` with the default and the production-like values
 #     (docker/helm/examples/production.yaml) for Kubernetes 1.30 and 1.32, both rendered and
@@ -22,8 +23,10 @@
 #     `promtool check rules` and `promtool test rules` with docker/helm/alerts-tests.yaml (a
 #     unit test for every alert, firing and not firing).
 # wiring: builds the binaries, brings the local stack up (scripts/stack.sh) and runs the
-#   `deploy_wiring` tests (tests/tests/deploy_wiring.rs) on the files rendered above
-#   (target/deploy/).
+#   `deploy_wiring` tests (tests/tests/deploy_wiring.rs, harness in tests/src/wiring/) on the
+#   files rendered above (target/deploy/): each variable a file sets for a program is one the
+#   declaration (vault-runtime/src/config/variables.rs) says that program reads, and each one
+#   it says a deployment must set is set.
 #
 # Tools: Debian packages (docker-compose, shellcheck, python3-venv, prometheus for promtool;
 # installed when missing, as

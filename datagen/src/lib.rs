@@ -14,16 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::RwLock;
+use vault_core::contract::topics;
 use vault_core::RawOrder;
 use vault_runtime::{
-    ensure_topics, http_addr, parse_or, producer, redis_pool, ConfigError, Dependency, Env,
+    ensure_topics, http_addr, producer, redis_pool, value, variables, ConfigError, Dependency, Env,
     FutureProducer, KafkaSettings, OutMessage, Probes, Profile, RedisPool, RedisSettings,
 };
 
 pub const PROFILE: Profile = Profile {
     service: "datagen",
     source_topic: None,
-    destination_topic: Some("stg_service"),
+    destination_topic: Some(topics::RAW_ORDERS),
     consumer_group: "datagen",
     http_port: 5011,
     uses_redis: true,
@@ -33,7 +34,7 @@ pub const PROFILE: Profile = Profile {
 pub const PROFILE_BENCH: Profile = Profile {
     service: "vault-bench",
     source_topic: None,
-    destination_topic: Some("stg_service"),
+    destination_topic: Some(topics::RAW_ORDERS),
     consumer_group: "vault-bench",
     http_port: 0,
     uses_redis: true,
@@ -72,7 +73,7 @@ impl Settings {
             http_addr: http_addr(env, PROFILE.http_port)?,
             kafka: KafkaSettings::from(env, PROFILE)?,
             redis: RedisSettings::from(env)?,
-            seed: parse_or(env, "DATAGEN_SEED", 42)?,
+            seed: value(env, &variables::DATAGEN_SEED)?,
         })
     }
 }

@@ -15,14 +15,15 @@ pub mod tags;
 pub mod verify;
 
 pub use handler::CdmStage;
+use vault_core::contract::topics;
 use vault_runtime::{Profile, Settings};
 
 pub const PROFILE: Profile = Profile {
-    service: "service-cdm",
-    source_topic: Some("cdm_service"),
+    service: topics::CDM_GROUP,
+    source_topic: Some(topics::COUNTER_EVENTS),
     // The tag events (docs/contract.md §6.3), published from the outbox, not by the batches.
-    destination_topic: Some("user_tags"),
-    consumer_group: "service-cdm",
+    destination_topic: Some(topics::TAG_EVENTS),
+    consumer_group: topics::CDM_GROUP,
     http_port: 5014,
     uses_redis: false,
 };

@@ -485,12 +485,13 @@ fn totals(partitions: &[PartitionProgress]) -> (i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vault_core::contract::topics;
 
     fn hop() -> Hop {
         Hop {
             stage: "dds",
-            group: "service-dds".into(),
-            topic: "dds_service".into(),
+            group: topics::DDS_GROUP.into(),
+            topic: topics::ENRICHED_ORDERS.into(),
         }
     }
 

@@ -5,13 +5,14 @@ mod handler;
 pub mod load;
 
 pub use handler::DdsStage;
+use vault_core::contract::topics;
 use vault_runtime::{Profile, Settings};
 
 pub const PROFILE: Profile = Profile {
-    service: "service-dds",
-    source_topic: Some("dds_service"),
-    destination_topic: Some("cdm_service"),
-    consumer_group: "service-dds",
+    service: topics::DDS_GROUP,
+    source_topic: Some(topics::ENRICHED_ORDERS),
+    destination_topic: Some(topics::COUNTER_EVENTS),
+    consumer_group: topics::DDS_GROUP,
     http_port: 5013,
     uses_redis: false,
 };

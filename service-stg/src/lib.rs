@@ -6,13 +6,14 @@ mod dictionaries;
 mod handler;
 
 pub use handler::StgStage;
+use vault_core::contract::topics;
 use vault_runtime::{Profile, Settings};
 
 pub const PROFILE: Profile = Profile {
-    service: "service-stg",
-    source_topic: Some("stg_service"),
-    destination_topic: Some("dds_service"),
-    consumer_group: "service-stg",
+    service: topics::STG_GROUP,
+    source_topic: Some(topics::RAW_ORDERS),
+    destination_topic: Some(topics::ENRICHED_ORDERS),
+    consumer_group: topics::STG_GROUP,
     http_port: 5012,
     uses_redis: true,
 };

@@ -13,7 +13,10 @@
 //! unique topics. [`oracle`] is the independent model of the counters the end-to-end tests
 //! compare the datamarts with. [`openapi`] checks the read API's answers against its document.
 //! [`servers`] runs Redis, Postgres or a broker of a test's own, for the tests
-//! that crash and restart a dependency.
+//! that crash and restart a dependency. [`warehouse`] gives a test that works on the tables
+//! directly a migrated database of its own. [`wiring`] is the deploy wiring tests' harness:
+//! the compose file's and the chart's environments, checked against the declaration of every
+//! variable and run on the real binaries.
 //!
 //! Where each dependency comes from, first match wins:
 //! 1. the environment: `KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL` (an admin URL: tests only
@@ -42,6 +45,8 @@ pub mod produce;
 pub mod read_api;
 pub mod servers;
 pub mod sql;
+pub mod warehouse;
+pub mod wiring;
 
 use std::{
     any::Any,

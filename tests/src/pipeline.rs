@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use vault_runtime::{Profile, Settings};
+use vault_runtime::{variables as var, Profile, Settings};
 
 use crate::{eventually, stack, unique, Stack};
 
@@ -169,6 +169,23 @@ impl Pipeline {
             pipeline.start_service(service).await?;
         }
         Ok(pipeline)
+    }
+
+    /// Stops the in-process `service` and returns the environment to run its real binary in
+    /// its place ([`crate::process::spawn`]): this pipeline's settings, an HTTP port of its own
+    /// and logs at `info`.
+    pub async fn hand_to_binary(
+        &mut self,
+        service: Service,
+    ) -> anyhow::Result<HashMap<String, String>> {
+        self.stop_service(service).await?;
+        let mut env = self.env(service);
+        env.insert(
+            var::HTTP_PORT.name.into(),
+            crate::process::free_port().to_string(),
+        );
+        env.insert(var::RUST_LOG.name.into(), "info".into());
+        Ok(env)
     }
 
     /// The environment a service of this pipeline is configured with.

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{Rng as _, SeedableRng as _};
 use vault_core::{decode, Amount, EnrichedOrder, HashKey, OrderStatus, Timestamp};
-use vault_runtime::{pg_pool, PgPool, PostgresSettings, Secret, SessionLimits};
-use vault_tests::stack;
+use vault_runtime::PgPool;
+use vault_tests::{stack, warehouse};
 
 const DDS_MESSAGE: &str = include_str!("../../vault-core/tests/data/dds_message.json");
 const UP: &str = include_str!("../../migrations/sql/2026-11-22-210000_bi_views/up.sql");
@@ -40,25 +40,16 @@ fn at(text: &str) -> Timestamp {
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let client = warehouse::connect(url).await?;
     // Timestamps compare as text below.
     client.batch_execute("SET TimeZone = 'UTC'").await?;
     Ok(client)
 }
 
 async fn warehouse() -> anyhow::Result<(String, PgPool, tokio_postgres::Client)> {
-    let url = stack().await.fresh_database().await?;
-    vault_migrations::run(&url).await?;
-    let pool = pg_pool(
-        &PostgresSettings {
-            url: Secret::new(&url),
-            pool_size: 2,
-            migrations: vault_runtime::Migrations::Apply,
-        },
-        SessionLimits::SERVICE,
-    );
-    let client = connect(&url).await?;
+    let (url, pool, client) = warehouse::migrated().await?;
+    // Timestamps compare as text below.
+    client.batch_execute("SET TimeZone = 'UTC'").await?;
     Ok((url, pool, client))
 }
 

@@ -13,17 +13,14 @@ use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Pipeline, Service};
-use vault_tests::process::{free_port, log, spawn, terminate};
+use vault_tests::process::{log, spawn, terminate};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_service_cdm_waiting_on_a_rule_edit_held_open() -> anyhow::Result<()> {
     let mut p = Pipeline::start(2).await?;
-    p.stop_service(Service::Cdm).await?;
-    let mut env = p.env(Service::Cdm);
-    env.insert("HTTP_PORT".into(), free_port().to_string());
-    env.insert("RUST_LOG".into(), "info".into());
+    let env = p.hand_to_binary(Service::Cdm).await?;
     let log_name = format!("{}.log", vault_tests::unique("cdm-rule-edit"));
     let child = spawn("service-cdm", &env, &log_name)?;
 

@@ -4,8 +4,9 @@
 //! latency p50/p99 per stage, lag per partition, the dead letters with their reasons and times
 //! in full, and no phantom throughput on an idle pipeline — updates itself when new orders
 //! arrive, and takes a screenshot: under
-//! the target directory, or into `docs/dashboard.png` (the README's) when
-//! `VAULTLINE_UPDATE_SCREENSHOT=1`, so that an ordinary run leaves the work tree as it was.
+//! the target directory (`target/tmp/dashboard.png`), or into `docs/dashboard.png` (the README's)
+//! when `VAULTLINE_UPDATE_SCREENSHOT=1` (`scripts/screenshot.sh`), so that an ordinary run
+//! leaves the work tree as it was.
 //!
 //! The page logs nothing when all is well, so any `CONSOLE` line Chromium writes with
 //! `--enable-logging=stderr` (an uncaught exception, a failed refresh) fails the test. The live

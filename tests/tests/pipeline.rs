@@ -13,7 +13,7 @@ use vault_core::{EntityId, HashKey, OrderStatus, RawOrder};
 use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::orders::{message, order, random_dictionary};
 use vault_tests::pipeline::{http, Datagen, Overrides, Pipeline, Service};
-use vault_tests::process::{free_port, log, spawn, terminate};
+use vault_tests::process::{log, spawn, terminate};
 use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -424,10 +424,7 @@ async fn poison_messages_are_kept_with_reasons_and_replayed_once_fixed() -> anyh
 /// Starts `service` as its real binary (small batches, so that a kill finds work in hand),
 /// instead of in-process.
 async fn launch_binary(p: &mut Pipeline, service: Service, log: &str) -> anyhow::Result<Child> {
-    p.stop_service(service).await?;
-    let mut env = p.env(service);
-    env.insert("HTTP_PORT".into(), free_port().to_string());
-    env.insert("RUST_LOG".into(), "info".into());
+    let mut env = p.hand_to_binary(service).await?;
     env.insert("BATCH_MAX_MESSAGES".into(), "50".into());
     spawn(service.binary(), &env, log)
 }

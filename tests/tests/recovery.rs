@@ -11,7 +11,7 @@ use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{http, Pipeline, Service};
-use vault_tests::process::{free_port, spawn, terminate};
+use vault_tests::process::{spawn, terminate};
 use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -24,11 +24,8 @@ async fn committed_total(p: &Pipeline) -> i64 {
 
 async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::Result<()> {
     let mut p = Pipeline::start(3).await?;
-    p.stop_service(Service::Stg).await?;
-    let port = free_port();
-    let mut env = p.env(Service::Stg);
-    env.insert("HTTP_PORT".into(), port.to_string());
-    env.insert("RUST_LOG".into(), "info".into());
+    let mut env = p.hand_to_binary(Service::Stg).await?;
+    let port = env["HTTP_PORT"].clone();
     env.insert("BATCH_MAX_MESSAGES".into(), "200".into());
     if static_membership {
         env.insert("KAFKA_GROUP_INSTANCE_ID".into(), unique("stg-pod"));

@@ -13,7 +13,7 @@ use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Overrides, Pipeline, Service};
-use vault_tests::process::{free_port, log, spawn, terminate};
+use vault_tests::process::{log, spawn, terminate};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -33,10 +33,7 @@ async fn committed(p: &Pipeline, service: Service) -> i64 {
 
 async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> anyhow::Result<()> {
     let mut p = Pipeline::start(2).await?;
-    p.stop_service(service).await?;
-    let mut env = p.env(service);
-    env.insert("HTTP_PORT".into(), free_port().to_string());
-    env.insert("RUST_LOG".into(), "info".into());
+    let mut env = p.hand_to_binary(service).await?;
     // Small batches, so that the signal finds one in flight.
     env.insert("BATCH_MAX_MESSAGES".into(), "20".into());
     let log_name = format!("{}.log", vault_tests::unique(service.binary()));
@@ -119,10 +116,7 @@ async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_withi
         },
     )
     .await?;
-    p.stop_service(Service::Stg).await?;
-    let mut env = p.env(Service::Stg);
-    env.insert("HTTP_PORT".into(), free_port().to_string());
-    env.insert("RUST_LOG".into(), "info".into());
+    let mut env = p.hand_to_binary(Service::Stg).await?;
     // Small batches, so that the freeze finds work pending.
     env.insert("BATCH_MAX_MESSAGES".into(), "20".into());
     let log_name = format!("{}.log", vault_tests::unique("stg-frozen-db"));

@@ -5,8 +5,7 @@
 use std::collections::BTreeSet;
 
 use vault_core::{decode, EnrichedOrder, HashKey, OrderStatus, Timestamp};
-use vault_runtime::{pg_pool, PgPool, PostgresSettings, Secret, SessionLimits};
-use vault_tests::stack;
+use vault_runtime::PgPool;
 
 const DDS_MESSAGE: &str = include_str!("../../vault-core/tests/data/dds_message.json");
 
@@ -19,18 +18,7 @@ fn at(text: &str) -> Timestamp {
 }
 
 async fn warehouse() -> anyhow::Result<(PgPool, tokio_postgres::Client)> {
-    let url = stack().await.fresh_database().await?;
-    vault_migrations::run(&url).await?;
-    let pool = pg_pool(
-        &PostgresSettings {
-            url: Secret::new(&url),
-            pool_size: 2,
-            migrations: vault_runtime::Migrations::Apply,
-        },
-        SessionLimits::SERVICE,
-    );
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let (_, pool, client) = vault_tests::warehouse::migrated().await?;
     Ok((pool, client))
 }
 

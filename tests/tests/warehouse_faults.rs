@@ -90,10 +90,7 @@ async fn paused_by(fault: Fault, seed: u64, first_id: i64) -> anyhow::Result<()>
 
 #[tokio::test]
 async fn the_warehouse_check_covers_every_data_vault_table() -> anyhow::Result<()> {
-    let url = vault_tests::stack().await.fresh_database().await?;
-    vault_migrations::run(&url).await?;
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let (_, _, db) = vault_tests::warehouse::migrated().await?;
     let in_schema: BTreeSet<String> = db
         .query(
             "SELECT 'dds.' || tablename FROM pg_tables WHERE schemaname = 'dds'",

@@ -275,10 +275,15 @@ async fn schema_ready(settings: &Settings) -> anyhow::Result<()> {
 /// Installs the log subscriber: JSON lines when `LOG_FORMAT=json`, text otherwise;
 /// `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
+    use crate::config::variables::{Fallback, LOG_FORMAT, RUST_LOG};
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let default = match RUST_LOG.default {
+        Fallback::Value(filter) => filter,
+        Fallback::Program(_) | Fallback::Unset(_) => "info",
+    };
+    let filter = EnvFilter::try_from_env(RUST_LOG.name).unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json = std::env::var(LOG_FORMAT.name).is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let _ = if json {
         builder.json().try_init()
     } else {

@@ -4,12 +4,22 @@
 //! the single-URL forms (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`, `REDIS_URL`). Reading is
 //! done once, at start, through a lookup function so tests can pass their own environment. A
 //! bad or missing setting is a [`ConfigError`] naming the variable.
+//!
+//! The variables themselves, with their defaults, are declared once in [`variables`]; the
+//! parser takes every name and default from there.
+
+pub mod variables;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use vault_core::contract::topics;
+
+use self::variables as var;
+use self::variables::{Fallback, Variable};
 
 /// A credential: printable only as `***`, so it never reaches a log.
 #[derive(Clone, PartialEq, Eq)]
@@ -181,9 +191,12 @@ impl Settings {
         } else {
             None
         };
-        let max_messages: usize = parse_or(env, "BATCH_MAX_MESSAGES", 1000)?;
+        let max_messages: usize = value(env, &var::BATCH_MAX_MESSAGES)?;
         if max_messages == 0 {
-            return Err(ConfigError::new("BATCH_MAX_MESSAGES", "must be at least 1"));
+            return Err(ConfigError::new(
+                var::BATCH_MAX_MESSAGES.name,
+                "must be at least 1",
+            ));
         }
         Ok(Self {
             service: profile.service,
@@ -191,22 +204,18 @@ impl Settings {
             kafka: KafkaSettings::from(env, profile)?,
             postgres: PostgresSettings {
                 url: database_url(env)?,
-                pool_size: parse_or(env, "PG_POOL_SIZE", 8)?,
-                migrations: parse_or(env, "MIGRATIONS", Migrations::Apply)?,
+                pool_size: value(env, &var::PG_POOL_SIZE)?,
+                migrations: value(env, &var::MIGRATIONS)?,
             },
             redis,
             batch: BatchSettings {
                 max_messages,
-                linger: Duration::from_millis(parse_or(env, "BATCH_LINGER_MS", 20)?),
+                linger: Duration::from_millis(value(env, &var::BATCH_LINGER_MS)?),
             },
-            stall_after: Duration::from_secs(parse_or(env, "WORKER_STALL_SECONDS", 30)?),
-            verify_every: Some(Duration::from_secs(parse_or(
+            stall_after: Duration::from_secs(value(env, &var::WORKER_STALL_SECONDS)?),
+            verify_every: Some(Duration::from_secs(value(
                 env,
-                "VERIFY_INTERVAL_SECONDS",
-                // On by default, every minute: the recount scans the whole Data Vault (about
-                // 0.8 s for 30,000 orders and 4 s for 100,000 here, docs/performance.md "The
-                // counter check") and runs only while the group has no lag. 0 turns it off.
-                60,
+                &var::VERIFY_INTERVAL_SECONDS,
             )?))
             .filter(|every| !every.is_zero()),
             pipeline: pipeline_hops(env, profile)?,
@@ -217,49 +226,48 @@ impl Settings {
 
 /// The pipeline's hops with their default names: consumer group and the topic it reads.
 pub const PIPELINE_HOPS: [(&str, &str); 3] = [
-    ("service-stg", "stg_service"),
-    ("service-dds", "dds_service"),
-    ("service-cdm", "cdm_service"),
+    (topics::PIPELINE[0].group, topics::PIPELINE[0].topic),
+    (topics::PIPELINE[1].group, topics::PIPELINE[1].topic),
+    (topics::PIPELINE[2].group, topics::PIPELINE[2].topic),
 ];
 
 /// The pipeline's hops: `PIPELINE_<STAGE>_GROUP` and `PIPELINE_<STAGE>_TOPIC` for each of
 /// `stg`, `dds` and `cdm`, defaulting to the pipeline's default names, except that a
 /// service's own hop defaults to its own group and source topic.
 fn pipeline_hops(env: &impl Env, profile: Profile) -> Result<Vec<Hop>, ConfigError> {
-    const NAMES: [(&str, &str, &str); 3] = [
-        ("stg", "PIPELINE_STG_GROUP", "PIPELINE_STG_TOPIC"),
-        ("dds", "PIPELINE_DDS_GROUP", "PIPELINE_DDS_TOPIC"),
-        ("cdm", "PIPELINE_CDM_GROUP", "PIPELINE_CDM_TOPIC"),
-    ];
     let own_group = env
-        .get("KAFKA_CONSUMER_GROUP")
+        .get(var::KAFKA_CONSUMER_GROUP.name)
         .unwrap_or_else(|| profile.consumer_group.to_owned());
     let own_topic = env
-        .get("KAFKA_SOURCE_TOPIC")
+        .get(var::KAFKA_SOURCE_TOPIC.name)
         .or(profile.source_topic.map(str::to_owned));
-    NAMES
+    var::PIPELINE
         .iter()
-        .zip(PIPELINE_HOPS)
-        .map(|(&(stage, group_var, topic_var), (group, topic))| {
-            let own = group == profile.consumer_group;
-            let group = env.get(group_var).unwrap_or_else(|| {
-                if own {
-                    own_group.clone()
-                } else {
-                    group.to_owned()
-                }
-            });
-            let topic = env
-                .get(topic_var)
-                .or_else(|| own.then(|| own_topic.clone()).flatten())
-                .unwrap_or_else(|| topic.to_owned());
+        .zip(topics::PIPELINE)
+        .map(|(&(group_var, topic_var), hop)| {
+            let own = hop.group == profile.consumer_group;
+            let group = match env.get(group_var.name) {
+                Some(group) => group,
+                None if own => own_group.clone(),
+                None => value(env, group_var)?,
+            };
+            let topic = match env.get(topic_var.name) {
+                Some(topic) => topic,
+                None => match own.then(|| own_topic.clone()).flatten() {
+                    Some(topic) => topic,
+                    None => value(env, topic_var)?,
+                },
+            };
             for (variable, value) in [(group_var, &group), (topic_var, &topic)] {
                 if value.chars().any(char::is_whitespace) {
-                    return Err(ConfigError::new(variable, "must not contain whitespace"));
+                    return Err(ConfigError::new(
+                        variable.name,
+                        "must not contain whitespace",
+                    ));
                 }
             }
             Ok(Hop {
-                stage,
+                stage: hop.stage,
                 group,
                 topic,
             })
@@ -273,18 +281,18 @@ pub const API_TOKEN_MIN_LENGTH: usize = 16;
 /// `API_TOKEN`: printable ASCII without spaces (it travels in an `Authorization` header), at
 /// least [`API_TOKEN_MIN_LENGTH`] characters. The value is never part of the error.
 fn api_token(env: &impl Env) -> Result<Option<Secret>, ConfigError> {
-    let Some(token) = env.get("API_TOKEN") else {
+    let Some(token) = env.get(var::API_TOKEN.name) else {
         return Ok(None);
     };
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ConfigError::new(
-            "API_TOKEN",
+            var::API_TOKEN.name,
             "must be printable ASCII without spaces",
         ));
     }
     if token.len() < API_TOKEN_MIN_LENGTH {
         return Err(ConfigError::new(
-            "API_TOKEN",
+            var::API_TOKEN.name,
             format!("must be at least {API_TOKEN_MIN_LENGTH} characters long"),
         ));
     }
@@ -293,8 +301,8 @@ fn api_token(env: &impl Env) -> Result<Option<Secret>, ConfigError> {
 
 /// The HTTP listen address: `HTTP_HOST` (default all interfaces) and `HTTP_PORT`.
 pub fn http_addr(env: &impl Env, default_port: u16) -> Result<SocketAddr, ConfigError> {
-    let host: IpAddr = parse_or(env, "HTTP_HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
-    let port: u16 = parse_or(env, "HTTP_PORT", default_port)?;
+    let host: IpAddr = value(env, &var::HTTP_HOST)?;
+    let port: u16 = parse_or(env, &var::HTTP_PORT, default_port)?;
     Ok(SocketAddr::new(host, port))
 }
 
@@ -304,19 +312,19 @@ impl KafkaSettings {
             bootstrap_servers: bootstrap_servers(env)?,
             security: kafka_security(env)?,
             source_topic: env
-                .get("KAFKA_SOURCE_TOPIC")
+                .get(var::KAFKA_SOURCE_TOPIC.name)
                 .or(profile.source_topic.map(str::to_owned)),
             destination_topic: env
-                .get("KAFKA_DESTINATION_TOPIC")
+                .get(var::KAFKA_DESTINATION_TOPIC.name)
                 .or(profile.destination_topic.map(str::to_owned)),
             consumer_group: env
-                .get("KAFKA_CONSUMER_GROUP")
+                .get(var::KAFKA_CONSUMER_GROUP.name)
                 .unwrap_or_else(|| profile.consumer_group.to_owned()),
-            idempotence: parse_or(env, "KAFKA_ENABLE_IDEMPOTENCE", true)?,
-            create_topics_partitions: Some(parse_or(env, "KAFKA_TOPIC_PARTITIONS", 3)?)
+            idempotence: value(env, &var::KAFKA_ENABLE_IDEMPOTENCE)?,
+            create_topics_partitions: Some(value(env, &var::KAFKA_TOPIC_PARTITIONS)?)
                 .filter(|partitions: &i32| *partitions > 0),
             session_timeout: session_timeout(env)?,
-            group_instance_id: env.get("KAFKA_GROUP_INSTANCE_ID"),
+            group_instance_id: env.get(var::KAFKA_GROUP_INSTANCE_ID.name),
         })
     }
 }
@@ -325,88 +333,100 @@ impl RedisSettings {
     pub fn from(env: &impl Env) -> Result<Self, ConfigError> {
         Ok(Self {
             url: redis_url(env)?,
-            pool_size: parse_or(env, "REDIS_POOL_SIZE", 8)?,
+            pool_size: value(env, &var::REDIS_POOL_SIZE)?,
         })
     }
 }
 
 /// Kafka brokers accept 6 s to 30 min by default (`group.min/max.session.timeout.ms`).
 fn session_timeout(env: &impl Env) -> Result<Duration, ConfigError> {
-    let millis: u64 = parse_or(env, "KAFKA_SESSION_TIMEOUT_MS", 10_000)?;
+    let millis: u64 = value(env, &var::KAFKA_SESSION_TIMEOUT_MS)?;
     if !(6_000..=1_800_000).contains(&millis) {
         return Err(ConfigError::new(
-            "KAFKA_SESSION_TIMEOUT_MS",
+            var::KAFKA_SESSION_TIMEOUT_MS.name,
             "must be between 6000 and 1800000",
         ));
     }
     Ok(Duration::from_millis(millis))
 }
 
-/// Parses an optional variable, naming it when malformed.
-pub fn parse_or<T>(env: &impl Env, name: &'static str, default: T) -> Result<T, ConfigError>
+/// Parses a variable, or its declared default when unset, naming it when malformed. A variable
+/// declared without a default value is required.
+pub fn value<T>(env: &impl Env, variable: &'static Variable) -> Result<T, ConfigError>
 where
     T: std::str::FromStr,
 {
-    match env.get(name) {
-        None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::new(name, format!("`{text}` is not a valid value"))),
+    match (env.get(variable.name), variable.default) {
+        (Some(text), _) => parse(variable, &text),
+        (None, Fallback::Value(default)) => parse(variable, default),
+        (None, Fallback::Program(_) | Fallback::Unset(_)) => {
+            Err(ConfigError::new(variable.name, "is required but not set"))
+        }
     }
 }
 
-fn required(env: &impl Env, name: &'static str) -> Result<String, ConfigError> {
-    env.get(name)
-        .ok_or_else(|| ConfigError::new(name, "is required but not set"))
+/// Parses a variable whose default is the program's own (from its [`Profile`]).
+pub fn parse_or<T>(
+    env: &impl Env,
+    variable: &'static Variable,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+{
+    match env.get(variable.name) {
+        None => Ok(default),
+        Some(text) => parse(variable, &text),
+    }
+}
+
+fn parse<T: std::str::FromStr>(variable: &'static Variable, text: &str) -> Result<T, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(variable.name, format!("`{text}` is not a valid value")))
 }
 
 fn bootstrap_servers(env: &impl Env) -> Result<String, ConfigError> {
-    if let Some(servers) = env.get("KAFKA_BOOTSTRAP_SERVERS") {
+    if let Some(servers) = env.get(var::KAFKA_BOOTSTRAP_SERVERS.name) {
         return Ok(servers);
     }
-    let host = env
-        .get("KAFKA_HOST")
-        .unwrap_or_else(|| "localhost".to_owned());
-    let port: u16 = parse_or(env, "KAFKA_PORT", 9092)?;
+    let host: String = value(env, &var::KAFKA_HOST)?;
+    let port: u16 = value(env, &var::KAFKA_PORT)?;
     Ok(format!("{host}:{port}"))
 }
 
 fn kafka_security(env: &impl Env) -> Result<KafkaSecurity, ConfigError> {
-    let username = env.get("KAFKA_USERNAME");
-    let password = env.get("KAFKA_PASSWORD");
+    let (user_var, password_var) = (&var::KAFKA_USERNAME, &var::KAFKA_PASSWORD);
+    let username = env.get(user_var.name);
+    let password = env.get(password_var.name);
     let (username, password) = match (username, password) {
         (None, None) => return Ok(KafkaSecurity::Plaintext),
         (Some(_), None) => {
             return Err(ConfigError::new(
-                "KAFKA_PASSWORD",
-                "is required when KAFKA_USERNAME is set",
+                password_var.name,
+                format!("is required when {} is set", user_var.name),
             ))
         }
         (None, Some(_)) => {
             return Err(ConfigError::new(
-                "KAFKA_USERNAME",
-                "is required when KAFKA_PASSWORD is set",
+                user_var.name,
+                format!("is required when {} is set", password_var.name),
             ))
         }
         (Some(u), Some(p)) => (u, Secret::new(p)),
     };
-    let ca_cert = env.get("KAFKA_CA_CERT").map(PathBuf::from);
+    let ca_cert = env.get(var::KAFKA_CA_CERT.name).map(PathBuf::from);
     if let Some(path) = &ca_cert {
         if !path.is_file() {
             return Err(ConfigError::new(
-                "KAFKA_CA_CERT",
+                var::KAFKA_CA_CERT.name,
                 format!("`{}` is not a readable file", path.display()),
             ));
         }
     }
     Ok(KafkaSecurity::Sasl {
-        protocol: env
-            .get("KAFKA_SECURITY_PROTOCOL")
-            .unwrap_or_else(|| "SASL_SSL".to_owned()),
-        mechanism: env
-            .get("KAFKA_SASL_MECHANISM")
-            .unwrap_or_else(|| "SCRAM-SHA-512".to_owned()),
+        protocol: value(env, &var::KAFKA_SECURITY_PROTOCOL)?,
+        mechanism: value(env, &var::KAFKA_SASL_MECHANISM)?,
         username,
         password,
         ca_cert,
@@ -414,23 +434,25 @@ fn kafka_security(env: &impl Env) -> Result<KafkaSecurity, ConfigError> {
 }
 
 fn database_url(env: &impl Env) -> Result<Secret, ConfigError> {
-    if let Some(url) = env.get("DATABASE_URL") {
+    if let Some(url) = env.get(var::DATABASE_URL.name) {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ConfigError::new(
-                "DATABASE_URL",
+                var::DATABASE_URL.name,
                 "must start with postgres:// or postgresql://",
             ));
         }
         return Ok(Secret::new(url));
     }
-    let host = required(env, "PG_WAREHOUSE_HOST")
-        .map_err(|_| ConfigError::new("DATABASE_URL", "is not set, nor PG_WAREHOUSE_HOST"))?;
-    let port: u16 = parse_or(env, "PG_WAREHOUSE_PORT", 5432)?;
-    let dbname = env
-        .get("PG_WAREHOUSE_DBNAME")
-        .unwrap_or_else(|| "dwh".to_owned());
-    let user = required(env, "PG_WAREHOUSE_USER")?;
-    let credentials = match env.get("PG_WAREHOUSE_PASSWORD") {
+    let host: String = value(env, &var::PG_WAREHOUSE_HOST).map_err(|_| {
+        ConfigError::new(
+            var::DATABASE_URL.name,
+            format!("is not set, nor {}", var::PG_WAREHOUSE_HOST.name),
+        )
+    })?;
+    let port: u16 = value(env, &var::PG_WAREHOUSE_PORT)?;
+    let dbname: String = value(env, &var::PG_WAREHOUSE_DBNAME)?;
+    let user: String = value(env, &var::PG_WAREHOUSE_USER)?;
+    let credentials = match env.get(var::PG_WAREHOUSE_PASSWORD.name) {
         Some(password) => format!("{}:{}", encode(&user), encode(&password)),
         None => encode(&user),
     };
@@ -441,20 +463,18 @@ fn database_url(env: &impl Env) -> Result<Secret, ConfigError> {
 }
 
 fn redis_url(env: &impl Env) -> Result<Secret, ConfigError> {
-    if let Some(url) = env.get("REDIS_URL") {
+    if let Some(url) = env.get(var::REDIS_URL.name) {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(ConfigError::new(
-                "REDIS_URL",
+                var::REDIS_URL.name,
                 "must start with redis:// or rediss://",
             ));
         }
         return Ok(Secret::new(url));
     }
-    let host = env
-        .get("REDIS_HOST")
-        .unwrap_or_else(|| "localhost".to_owned());
-    let port: u16 = parse_or(env, "REDIS_PORT", 6379)?;
-    Ok(Secret::new(match env.get("REDIS_PASSWORD") {
+    let host: String = value(env, &var::REDIS_HOST)?;
+    let port: u16 = value(env, &var::REDIS_PORT)?;
+    Ok(Secret::new(match env.get(var::REDIS_PASSWORD.name) {
         Some(password) => format!("redis://:{}@{host}:{port}", encode(&password)),
         None => format!("redis://{host}:{port}"),
     }))
@@ -503,8 +523,8 @@ mod tests {
 
     const PROFILE: Profile = Profile {
         service: "service-test",
-        source_topic: Some("stg_service"),
-        destination_topic: Some("dds_service"),
+        source_topic: Some(topics::RAW_ORDERS),
+        destination_topic: Some(topics::ENRICHED_ORDERS),
         consumer_group: "test-group",
         http_port: 5012,
         uses_redis: true,
@@ -615,10 +635,10 @@ mod tests {
     #[test]
     fn the_pipeline_hops_default_to_the_pipeline_names_and_the_service_s_own_group() {
         let cdm = Profile {
-            service: "service-cdm",
-            source_topic: Some("cdm_service"),
+            service: topics::CDM_GROUP,
+            source_topic: Some(topics::COUNTER_EVENTS),
             destination_topic: None,
-            consumer_group: "service-cdm",
+            consumer_group: topics::CDM_GROUP,
             http_port: 5014,
             uses_redis: false,
         };
@@ -640,8 +660,8 @@ mod tests {
         assert_eq!(
             hops,
             [
-                ("stg", "stg-blue", "stg_service"),
-                ("dds", "service-dds", "dds_service"),
+                ("stg", "stg-blue", topics::RAW_ORDERS),
+                ("dds", topics::DDS_GROUP, topics::ENRICHED_ORDERS),
                 ("cdm", "cdm-blue", "counters"),
             ]
         );
@@ -714,5 +734,114 @@ mod tests {
         )
         .expect_err("must fail");
         assert_eq!(err.variable, "KAFKA_CA_CERT");
+    }
+
+    /// An [`Env`] that remembers every name it was asked for.
+    struct Recording {
+        env: HashMap<String, String>,
+        asked: std::cell::RefCell<std::collections::BTreeSet<String>>,
+    }
+
+    impl Env for Recording {
+        fn get(&self, name: &str) -> Option<String> {
+            self.asked.borrow_mut().insert(name.to_owned());
+            Env::get(&self.env, name)
+        }
+    }
+
+    #[test]
+    fn the_parser_reads_only_declared_variables() {
+        let ca = std::env::temp_dir().join(format!("vaultline-config-ca-{}", std::process::id()));
+        std::fs::write(&ca, "").expect("a temporary file");
+        let ca = ca.display().to_string();
+        // Each path through the parser: the parts and the URL forms, SASL with a CA file.
+        let envs = [
+            env(&[("PG_WAREHOUSE_HOST", "db"), ("PG_WAREHOUSE_USER", "u")]),
+            env(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("KAFKA_BOOTSTRAP_SERVERS", "k:1"),
+                ("REDIS_URL", "redis://r:1"),
+                ("KAFKA_USERNAME", "u"),
+                ("KAFKA_PASSWORD", "p"),
+                ("KAFKA_CA_CERT", ca.as_str()),
+                ("API_TOKEN", "a-token-of-twenty-chars"),
+            ]),
+        ];
+        let no_redis = Profile {
+            uses_redis: false,
+            ..PROFILE
+        };
+        let mut asked = std::collections::BTreeSet::new();
+        for env in envs {
+            for profile in [PROFILE, no_redis] {
+                let recording = Recording {
+                    env: env.clone(),
+                    asked: Default::default(),
+                };
+                Settings::from(&recording, profile).expect("valid settings");
+                asked.extend(recording.asked.into_inner());
+            }
+        }
+        let _ = std::fs::remove_file(&ca);
+        let undeclared: Vec<&String> = asked
+            .iter()
+            .filter(|name| variables::variable(name).is_none())
+            .collect();
+        assert!(
+            undeclared.is_empty(),
+            "read but not declared: {undeclared:?}"
+        );
+        // And the reverse for the parser's own variables: a declared one nobody asks for is
+        // a stale declaration (the others are read outside the parser).
+        let elsewhere = [
+            var::PG_STG_USER.name,
+            var::PG_STG_PASSWORD.name,
+            var::PG_DDS_USER.name,
+            var::PG_DDS_PASSWORD.name,
+            var::PG_CDM_USER.name,
+            var::PG_CDM_PASSWORD.name,
+            var::DATAGEN_SEED.name,
+            var::RUST_LOG.name,
+            var::LOG_FORMAT.name,
+        ];
+        for variable in variables::VARIABLES {
+            assert!(
+                asked.contains(variable.name) || elsewhere.contains(&variable.name),
+                "{} is declared but the parser never reads it",
+                variable.name
+            );
+        }
+    }
+
+    /// Outside the parser, code reads a variable through its declaration (`NAME.name`), never
+    /// by a literal name: so the declaration is the one list of what the programs read.
+    #[test]
+    fn no_program_reads_the_environment_by_a_literal_name() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut offenders = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("readable workspace") {
+                let path = entry.expect("a directory entry").path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                if path.is_dir() {
+                    // The test harness reads its own variables (VAULTLINE_*, CI, CHROMIUM).
+                    if !matches!(name, "target" | "tests" | ".git" | ".stack" | "fuzz") {
+                        stack.push(path);
+                    }
+                } else if name.ends_with(".rs") {
+                    let text = std::fs::read_to_string(&path).expect("a readable source");
+                    for pattern in ["env::var(\"", "env::var_os(\"", "ProcessEnv.get(\""] {
+                        if text.contains(pattern) {
+                            offenders.push(format!("{}: {pattern}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "{offenders:#?}");
     }
 }

@@ -41,8 +41,9 @@ pub use stage::{Companion, Context, Entry, Outcome, ProbeKeys, Rejection, Reject
 pub use status::Status;
 
 // Configuration.
+pub use config::variables::{self, Variable, VARIABLES};
 pub use config::{
-    http_addr, parse_or, ConfigError, Env, Hop, KafkaSecurity, KafkaSettings, Migrations,
+    http_addr, parse_or, value, ConfigError, Env, Hop, KafkaSecurity, KafkaSettings, Migrations,
     PostgresSettings, ProcessEnv, Profile, RedisSettings, Secret, Settings, PIPELINE_HOPS,
 };
 

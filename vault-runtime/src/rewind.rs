@@ -531,6 +531,7 @@ fn offset_value(offset: Offset) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vault_core::contract::topics;
 
     #[test]
     fn from_reads_a_timestamp_an_offset_or_offsets_per_partition() {
@@ -581,8 +582,8 @@ mod tests {
     #[test]
     fn the_plan_says_what_moves_and_how_much_is_processed_again() {
         let plan = RewindPlan {
-            group: "service-stg".into(),
-            topic: "stg_service".into(),
+            group: topics::STG_GROUP.into(),
+            topic: topics::RAW_ORDERS.into(),
             from: Start::Offset(0),
             moves: vec![
                 Move {

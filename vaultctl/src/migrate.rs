@@ -1,13 +1,16 @@
 //! `vaultctl migrate`: the deployment's one-shot step, run as the owner of the schemas.
 
 use vault_migrations::roles::{Layer, ServiceRole};
+use vault_runtime::variables::{
+    PG_CDM_PASSWORD, PG_CDM_USER, PG_DDS_PASSWORD, PG_DDS_USER, PG_STG_PASSWORD, PG_STG_USER,
+};
 use vault_runtime::{Env as _, ProcessEnv, Settings};
 
 /// Each service's role: the variables naming it and its password.
 const SERVICE_ROLES: [(Layer, &str, &str); 3] = [
-    (Layer::Stg, "PG_STG_USER", "PG_STG_PASSWORD"),
-    (Layer::Dds, "PG_DDS_USER", "PG_DDS_PASSWORD"),
-    (Layer::Cdm, "PG_CDM_USER", "PG_CDM_PASSWORD"),
+    (Layer::Stg, PG_STG_USER.name, PG_STG_PASSWORD.name),
+    (Layer::Dds, PG_DDS_USER.name, PG_DDS_PASSWORD.name),
+    (Layer::Cdm, PG_CDM_USER.name, PG_CDM_PASSWORD.name),
 ];
 
 /// Applies pending migrations, then creates and grants the role of each service that
