@@ -58,16 +58,7 @@ impl Metrics {
             "Seconds one push took",
             metrics.push_seconds.clone(),
         );
-        registry.register(
-            "dependency_up",
-            "1 when the dependency answered its last check",
-            metrics.probes.up.clone(),
-        );
-        registry.register(
-            "dependency_checks",
-            "Live checks of the dependency (in the background, never per /health request)",
-            metrics.probes.checks.clone(),
-        );
+        metrics.probes.register(registry);
         Self {
             registry: root,
             ..metrics

@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
@@ -24,7 +23,7 @@ async fn sigterm_ends_service_cdm_waiting_on_a_rule_edit_held_open() -> anyhow::
     let log_name = format!("{}.log", vault_tests::unique("cdm-rule-edit"));
     let child = spawn("service-cdm", &env, &log_name)?;
 
-    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 20, 4);
+    let d = vault_tests::orders::random_dictionary(20, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
     let sent = datagen::generate::orders(&mut rng, &d, 230_000, 600);

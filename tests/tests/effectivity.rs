@@ -11,11 +11,10 @@ use std::time::Duration;
 use datagen::dictionary::{synthetic, Dictionary};
 use service_cdm::verify;
 use uuid::Uuid;
-use vault_core::contract::{EntityRef, OrderItem, RawPayload, StatusChange};
-use vault_core::{Amount, OrderId, OrderStatus, RawOrder, Timestamp};
-use vault_tests::eventually;
+use vault_core::{OrderStatus, RawOrder};
 use vault_tests::pipeline::Pipeline;
 use vault_tests::process::binary;
+use vault_tests::{eventually, orders};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -78,57 +77,30 @@ fn expected(sent: &[Sent]) -> (Counters, Counters) {
 }
 
 fn raw_order(d: &Dictionary, version: &Sent, restaurant: usize) -> RawOrder {
-    let base = chrono::DateTime::parse_from_rfc3339("2025-02-22T08:00:00+00:00")
-        .expect("timestamp")
-        .with_timezone(&chrono::Utc);
-    let at = |m: i64| Timestamp::from_datetime(base + chrono::TimeDelta::minutes(m));
-    let r = &d.restaurants[restaurant];
-    let order_items = version
+    let menu = &d.restaurants[restaurant].menu;
+    let dishes: Vec<usize> = version
         .dishes
         .iter()
         .map(|(id, _)| {
-            let item = r
-                .menu
-                .iter()
-                .find(|m| m.id.as_str() == id)
-                .expect("a dish of the menu");
-            OrderItem {
-                id: item.id.clone(),
-                price: item.price,
-                quantity: 1,
-                name: None,
-                category: None,
-            }
+            menu.iter()
+                .position(|m| m.id.as_str() == id)
+                .expect("a dish of the menu")
         })
         .collect();
     let user = d
         .users
         .iter()
-        .find(|u| u.id.as_str() == version.user)
+        .position(|u| u.id.as_str() == version.user)
         .expect("a user of the dictionary");
-    RawOrder {
-        object_id: OrderId(version.order),
-        object_type: "order".into(),
-        sent_dttm: at(version.minute),
-        payload: RawPayload {
-            restaurant: EntityRef { id: r.id.clone() },
-            user: EntityRef {
-                id: user.id.clone(),
-            },
-            date: at(0),
-            order_items,
-            bonus_payment: Amount::default(),
-            cost: Amount::from_i64(100),
-            payment: Amount::from_i64(100),
-            bonus_grant: Amount::default(),
-            statuses: vec![StatusChange {
-                status: version.status,
-                dttm: at(version.minute),
-            }],
-            final_status: version.status,
-            update_ts: at(version.minute),
-        },
-    }
+    orders::order(
+        d,
+        version.order,
+        user,
+        restaurant,
+        &dishes,
+        version.status,
+        version.minute,
+    )
 }
 
 async fn send(p: &Pipeline, d: &Dictionary, restaurant: usize, versions: &[&Sent]) {

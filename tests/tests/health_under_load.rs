@@ -47,7 +47,7 @@ fn value(metrics: &str, prefix: &str) -> f64 {
 async fn a_flood_of_health_requests_checks_no_dependency_and_holds_up_no_batch(
 ) -> anyhow::Result<()> {
     let p = Pipeline::start(3).await?;
-    let d = datagen::dictionary::synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 20, 4);
+    let d = vault_tests::orders::random_dictionary(20, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1616);
     let sent = datagen::generate::orders(&mut rng, &d, 161_000, 3000);

@@ -34,7 +34,7 @@ fn lag_gauges(metrics: &str, topic: &str) -> BTreeMap<i32, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultctl_lag_and_the_lag_gauges_match_the_brokers_own_view() -> anyhow::Result<()> {
     let p = Pipeline::start(3).await?;
-    let d = datagen::dictionary::synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 10, 3);
+    let d = vault_tests::orders::random_dictionary(10, 3);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(59);
     let sent = datagen::generate::orders(&mut rng, &d, 71_000, 400);

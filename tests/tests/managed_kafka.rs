@@ -12,7 +12,6 @@ use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Overrides, Pipeline, Service};
@@ -236,7 +235,7 @@ async fn services_carry_orders_exactly_over_sasl_ssl_as_their_scram_user() -> an
         },
     )
     .await?;
-    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 30, 4);
+    let d = vault_tests::orders::random_dictionary(30, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let sent = datagen::generate::orders(&mut rng, &d, 90_000, ORDERS);

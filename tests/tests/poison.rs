@@ -214,7 +214,7 @@ async fn poison_on_the_enriched_and_counter_topics_is_kept_and_everything_around
     // dds and cdm wait, so that their topics fill up as: good, poison, good.
     p.stop_service(Service::Dds).await?;
     p.stop_service(Service::Cdm).await?;
-    let d = datagen::dictionary::synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 8, 3);
+    let d = vault_tests::orders::random_dictionary(8, 3);
     p.put_dictionary(&d).await?;
     let mut model = Model::new();
     model.dictionary(&d);

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{http, Pipeline, Service};
@@ -33,7 +32,7 @@ async fn killed_under_load_resumes_quickly(static_membership: bool) -> anyhow::R
     let log = format!("{}.log", unique("recovery-stg"));
     let mut child = spawn("service-stg", &env, &log)?;
 
-    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 50, 5);
+    let d = vault_tests::orders::random_dictionary(50, 5);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(if static_membership { 5 } else { 7 });
     let sent = datagen::generate::orders(&mut rng, &d, 50_000, 12_000);

@@ -43,7 +43,7 @@ fn as_committed(offsets: &BTreeMap<i32, i64>) -> BTreeMap<i32, Option<i64>> {
 async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_counters_exact(
 ) -> anyhow::Result<()> {
     let mut p = Pipeline::start(3).await?;
-    let d = datagen::dictionary::synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 12, 3);
+    let d = vault_tests::orders::random_dictionary(12, 3);
     p.put_dictionary(&d).await?;
     let mut model = Model::new();
     model.dictionary(&d);

@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use datagen::dictionary::synthetic;
 use rand::SeedableRng;
 use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
@@ -39,7 +38,7 @@ async fn terminated_mid_stream_loses_nothing(service: Service, seed: u64) -> any
     let log_name = format!("{}.log", vault_tests::unique(service.binary()));
     let child = spawn(service.binary(), &env, &log_name)?;
 
-    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 30, 4);
+    let d = vault_tests::orders::random_dictionary(30, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut sent = datagen::generate::orders(&mut rng, &d, 70_000 + seed as i64 * 10_000, 3_000);
@@ -122,7 +121,7 @@ async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_withi
     let log_name = format!("{}.log", vault_tests::unique("stg-frozen-db"));
     let child = spawn("service-stg", &env, &log_name)?;
 
-    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 20, 4);
+    let d = vault_tests::orders::random_dictionary(20, 4);
     p.put_dictionary(&d).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
     let sent = datagen::generate::orders(&mut rng, &d, 170_000, 3_000);

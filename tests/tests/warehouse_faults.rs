@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use datagen::dictionary::{synthetic, Dictionary};
+use datagen::dictionary::Dictionary;
 use rand::SeedableRng;
 use vault_core::contract::RawOrder;
 use vault_runtime::Stage;
@@ -27,7 +27,7 @@ fn orders(seed: u64, d: &Dictionary, first_id: i64, n: u64) -> Vec<RawOrder> {
 }
 
 async fn dictionary(p: &Pipeline) -> anyhow::Result<Dictionary> {
-    let d = synthetic(uuid::Uuid::new_v4().as_u64_pair().0, 20, 4);
+    let d = vault_tests::orders::random_dictionary(20, 4);
     p.put_dictionary(&d).await?;
     Ok(d)
 }

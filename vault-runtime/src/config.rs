@@ -69,6 +69,21 @@ pub struct Profile {
     pub uses_redis: bool,
 }
 
+impl Profile {
+    /// A program beside the pipeline that reads the settings but consumes nothing, publishes
+    /// nothing, serves no HTTP and needs no Redis (`vaultctl`).
+    pub const fn tool(name: &'static str) -> Self {
+        Self {
+            service: name,
+            source_topic: None,
+            destination_topic: None,
+            consumer_group: name,
+            http_port: 0,
+            uses_redis: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub service: &'static str,
@@ -80,7 +95,7 @@ pub struct Settings {
     /// How long the consumer group may have lag without committing anything before `/health`
     /// reports the worker stalled (`WORKER_STALL_SECONDS`).
     pub stall_after: Duration,
-    /// How often a stage that verifies (the datamart) compares its counters with the recount
+    /// How often service-cdm's periodic counter check compares its counters with the recount
     /// over the Data Vault (`VERIFY_INTERVAL_SECONDS`; `0` turns it off).
     pub verify_every: Option<Duration>,
     /// The pipeline's hops as the read side reports them (`GET /api/v1/pipeline`): each

@@ -192,16 +192,7 @@ impl Metrics {
             "Messages of the source topic the consumer group has not committed, per partition",
             metrics.lag.clone(),
         );
-        registry.register(
-            "dependency_up",
-            "1 when the dependency answered its last check",
-            metrics.probes.up.clone(),
-        );
-        registry.register(
-            "dependency_checks",
-            "Live checks of the dependency (in the background, never per /health request)",
-            metrics.probes.checks.clone(),
-        );
+        metrics.probes.register(registry);
         registry.register(
             "component_failing",
             "1 while a component beside the batch loop fails",

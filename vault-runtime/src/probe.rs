@@ -20,6 +20,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Map, Value};
 use tokio::sync::{watch, Notify};
@@ -94,6 +95,22 @@ pub struct ProbeMetrics {
     pub up: Family<DependencyLabel, Gauge>,
     /// `vaultline_dependency_checks_total{dependency}`: live checks run.
     pub checks: Family<DependencyLabel, Counter>,
+}
+
+impl ProbeMetrics {
+    /// Registers both families (in a registry already prefixed `vaultline`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dependency_up",
+            "1 when the dependency answered its last check",
+            self.up.clone(),
+        );
+        registry.register(
+            "dependency_checks",
+            "Live checks of the dependency (in the background, never per /health request)",
+            self.checks.clone(),
+        );
+    }
 }
 
 /// A service's dependencies and what their last checks found.

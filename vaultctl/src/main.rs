@@ -80,14 +80,7 @@ Connection settings come from the environment, as for the services (DATABASE_URL
 PG_WAREHOUSE_*, KAFKA_BOOTSTRAP_SERVERS or KAFKA_HOST/KAFKA_PORT, ...).";
 
 /// vaultctl's own profile: no topics, no HTTP server, no Redis.
-const PROFILE: Profile = Profile {
-    service: "vaultctl",
-    source_topic: None,
-    destination_topic: None,
-    consumer_group: "vaultctl",
-    http_port: 0,
-    uses_redis: false,
-};
+const PROFILE: Profile = Profile::tool("vaultctl");
 
 /// Vaultline's operator commands.
 #[derive(Debug, Parser)]

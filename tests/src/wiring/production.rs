@@ -43,17 +43,7 @@ pub fn check_settings(manifests: &Manifests, programs: &Programs) -> anyhow::Res
         ("service-stg", service_stg::PROFILE),
         ("service-dds", service_dds::PROFILE),
         ("service-cdm", service_cdm::PROFILE),
-        (
-            MIGRATE,
-            Profile {
-                service: "vaultctl",
-                source_topic: None,
-                destination_topic: None,
-                consumer_group: "vaultctl",
-                http_port: 0,
-                uses_redis: false,
-            },
-        ),
+        (MIGRATE, Profile::tool("vaultctl")),
     ];
     let result = profiles.into_iter().try_for_each(|(name, profile)| {
         let program = programs.get(name).with_context(|| format!("no {name}"))?;
