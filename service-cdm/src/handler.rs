@@ -7,7 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use prometheus_client::registry::Registry;
+
 use crate::tables::{self, CounterTable};
+use crate::verify::CheckMetrics;
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -24,7 +27,10 @@ use vault_runtime::{
 
 /// The datamart stage.
 #[derive(Debug)]
-pub struct CdmStage;
+pub struct CdmStage {
+    /// The periodic counter check's result, exported beside the runtime's metrics.
+    check_metrics: CheckMetrics,
+}
 
 #[derive(QueryableByName)]
 struct StateRow {
@@ -129,7 +135,13 @@ impl Stage for CdmStage {
     }
 
     fn new((): (), _: &Settings) -> anyhow::Result<Self> {
-        Ok(Self)
+        Ok(Self {
+            check_metrics: CheckMetrics::default(),
+        })
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        self.check_metrics.register(registry);
     }
 
     fn decode(&self, message: &InMessage) -> Result<OrderVersion, Rejection> {
@@ -220,6 +232,7 @@ impl Stage for CdmStage {
             companions.push(Box::pin(crate::verify::check_periodically(
                 context.pool.clone(),
                 context.status.clone(),
+                self.check_metrics.clone(),
                 every,
                 stop,
             )));

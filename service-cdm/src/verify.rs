@@ -7,15 +7,61 @@
 //! views.
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use uuid::Uuid;
 use vault_runtime::{PgPool, Status};
+
+/// No label beyond the registry's `service`: a family of one metric, which is absent until it
+/// is first set (an empty family is not exported at all).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Once {}
+
+/// The periodic check's result as metrics: absent (not 0) until a check has ended.
+#[derive(Debug, Clone, Default)]
+pub struct CheckMetrics {
+    /// Counters that differed from the recount at the last check (taken while the group had no
+    /// lag).
+    differences: Family<Once, Gauge>,
+    /// When that check ended, in seconds since the epoch.
+    checked: Family<Once, Gauge<f64, AtomicU64>>,
+}
+
+impl CheckMetrics {
+    /// Registers both families (in the service's registry, prefixed `vaultline`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "recount_differences",
+            "Counters that differed from the recount over the Data Vault at the last check",
+            self.differences.clone(),
+        );
+        registry.register(
+            "recount_last_checked_timestamp_seconds",
+            "When the counters were last checked against the recount, seconds since the epoch",
+            self.checked.clone(),
+        );
+    }
+
+    /// The result of a check, and that it ended now.
+    fn record(&self, differences: i64) {
+        self.differences.get_or_create(&Once {}).set(differences);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_secs_f64())
+            .unwrap_or_default();
+        self.checked.get_or_create(&Once {}).set(now);
+    }
+}
 
 /// Which datamart a difference is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -193,13 +239,14 @@ impl Schedule {
 pub async fn check_periodically(
     pool: PgPool,
     status: Arc<Status>,
+    metrics: CheckMetrics,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut schedule = Schedule::new(every);
     loop {
         if schedule.due(status.last_look(), Instant::now()) {
-            check(&pool, &status).await;
+            check(&pool, &status, &metrics).await;
         }
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
@@ -209,7 +256,7 @@ pub async fn check_periodically(
 }
 
 /// One check: how many counters differ to the metrics, the first of them to the log.
-async fn check(pool: &PgPool, status: &Status) {
+async fn check(pool: &PgPool, status: &Status, metrics: &CheckMetrics) {
     let started = Instant::now();
     let differences = match pool.get().await {
         Ok(mut conn) => differences(&mut conn, 1).await.map_err(|e| e.to_string()),
@@ -223,7 +270,7 @@ async fn check(pool: &PgPool, status: &Status) {
                 tracing::error!(count = differences.total, %first,
                     "Counters differ from the recount over the Data Vault; run `vaultctl verify`.");
             }
-            status.metrics.recounted(differences.total);
+            metrics.record(differences.total);
         }
         Err(error) => {
             tracing::warn!(%error, "Cannot check the counters against the recount.");
@@ -235,6 +282,32 @@ async fn check(pool: &PgPool, status: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_result_is_absent_until_a_check_ended_then_exported_with_its_time() {
+        let metrics = CheckMetrics::default();
+        let mut registry =
+            Registry::with_labels([("service".into(), "service-cdm".into())].into_iter());
+        metrics.register(registry.sub_registry_with_prefix("vaultline"));
+        let text = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+            text
+        };
+        assert!(!text().contains("vaultline_recount"), "{}", text());
+        metrics.record(512);
+        let after = text();
+        assert!(
+            after.contains("vaultline_recount_differences{service=\"service-cdm\"} 512\n"),
+            "{after}"
+        );
+        assert!(
+            after.contains(
+                "vaultline_recount_last_checked_timestamp_seconds{service=\"service-cdm\"} 1"
+            ),
+            "{after}"
+        );
+    }
 
     #[test]
     fn a_difference_reads_as_one_line_naming_both_values() {

@@ -13,6 +13,7 @@ use crate::config::{ConfigError, Migrations, Settings};
 use crate::consume::{Backoff, Worker};
 use crate::http::{self, Dependency, HealthState};
 use crate::kafka;
+use crate::metrics::Metrics;
 use crate::probe::Probes;
 use crate::stage::{Companion, Context, Needs, Output, Routes, Runner, Stage};
 use crate::status::{Status, WorkerState};
@@ -47,7 +48,6 @@ impl<S: Stage> Application<S> {
     /// that is down at start is waited for, not a reason to exit. What the stage needs that
     /// the settings do not give (a destination topic, Redis) is a configuration error here.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let status = Arc::new(Status::new(settings.service));
         let pool = stores::pg_pool(&settings.postgres, stores::SessionLimits::SERVICE);
         let mut dependencies = vec![Dependency::Postgres(pool.clone())];
         let needs = S::Needs::build(&settings, &mut dependencies)?;
@@ -76,6 +76,9 @@ impl<S: Stage> Application<S> {
         };
         dependencies.push(Dependency::Kafka(kafka_probe));
         let stage = S::new(needs, &settings)?;
+        let mut metrics = Metrics::new(settings.service);
+        stage.register_metrics(metrics.stage_registry());
+        let status = Arc::new(Status::with_metrics(settings.service, metrics));
         let context = Context {
             settings: settings.clone(),
             pool: pool.clone(),

@@ -6,7 +6,6 @@
 //! Beside the `vaultline_*` metrics, the standard `process_*` ones ([`crate::process_metrics`]).
 //! `/metrics` answers OpenMetrics or classic text, as the scraper asks ([`crate::exposition`]).
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -54,14 +53,6 @@ pub struct RouteLabel {
     pub route: &'static str,
 }
 
-/// No label beyond the registry's `service`: a family of one metric, which is absent until it
-/// is first set (an empty family is not exported at all).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Once {}
-
-/// A gauge holding seconds (a timestamp).
-pub type SecondsGauge = Gauge<f64, AtomicU64>;
-
 /// The buckets of request latencies: 1 ms to about 16 s.
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -100,11 +91,6 @@ pub struct Metrics {
     /// 1 while a component beside the batch loop fails (the Kafka consumer, the tag outbox
     /// relay, the rule watcher), 0 once it works again.
     pub component_failing: Family<ComponentLabel, Gauge>,
-    /// Counters that differed from the recount over the Data Vault at the last periodic check
-    /// (the datamart stage only; taken while the group had no lag). Absent until a check ran.
-    pub recount_differences: Family<Once, Gauge>,
-    /// When that check last ended, in seconds since the epoch. Absent until a check ran.
-    pub recount_checked: Family<Once, SecondsGauge>,
     /// HTTP requests answered, by route and status.
     pub http_requests: Family<RequestLabel, Counter>,
     /// Seconds from a request's arrival to its answer, by route.
@@ -131,8 +117,6 @@ impl Metrics {
             lag: Family::default(),
             probes: ProbeMetrics::default(),
             component_failing: Family::default(),
-            recount_differences: Family::default(),
-            recount_checked: Family::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(request_histogram),
             registry: Registry::default(),
@@ -199,16 +183,6 @@ impl Metrics {
             metrics.component_failing.clone(),
         );
         registry.register(
-            "recount_differences",
-            "Counters that differed from the recount over the Data Vault at the last check",
-            metrics.recount_differences.clone(),
-        );
-        registry.register(
-            "recount_last_checked_timestamp_seconds",
-            "When the counters were last checked against the recount, seconds since the epoch",
-            metrics.recount_checked.clone(),
-        );
-        registry.register(
             "http_requests",
             "HTTP requests answered, by route and status",
             metrics.http_requests.clone(),
@@ -224,16 +198,10 @@ impl Metrics {
         }
     }
 
-    /// The result of a check against the recount, and when it ended.
-    pub fn recounted(&self, differences: i64) {
-        self.recount_differences
-            .get_or_create(&Once {})
-            .set(differences);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|since| since.as_secs_f64())
-            .unwrap_or_default();
-        self.recount_checked.get_or_create(&Once {}).set(now);
+    /// Where a stage registers metric families of its own ([`crate::Stage::register_metrics`]):
+    /// beside the runtime's, with the same `vaultline_` prefix and `service` label.
+    pub(crate) fn stage_registry(&mut self) -> &mut Registry {
+        self.registry.sub_registry_with_prefix("vaultline")
     }
 
     /// Counts an answered HTTP request.
@@ -284,25 +252,6 @@ mod tests {
         );
         assert!(
             text.contains("vaultline_batch_duration_seconds_count{service=\"service-x\"} 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn the_recount_is_absent_until_checked_then_exported_with_its_time() {
-        let metrics = Metrics::new("service-cdm");
-        let text = metrics.encode(Format::Classic);
-        assert!(!text.contains("vaultline_recount"), "{text}");
-        metrics.recounted(512);
-        let text = metrics.encode(Format::Classic);
-        assert!(
-            text.contains("vaultline_recount_differences{service=\"service-cdm\"} 512\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "vaultline_recount_last_checked_timestamp_seconds{service=\"service-cdm\"} 1"
-            ),
             "{text}"
         );
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use prometheus_client::registry::Registry;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
@@ -200,6 +201,11 @@ pub trait Stage: Send + Sync + Sized + 'static {
     fn route_name(_path: &str) -> Option<&'static str> {
         None
     }
+
+    /// Registers metric families of the stage's own beside the runtime's: the names get the
+    /// `vaultline_` prefix and the `service` label (service-cdm: its counter check's result).
+    /// None by default.
+    fn register_metrics(&self, _registry: &mut Registry) {}
 
     /// Work run beside the consume loop, each until `stop` turns true. None by default.
     fn companions(

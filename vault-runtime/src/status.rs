@@ -83,6 +83,11 @@ pub struct StatusSnapshot {
 
 impl Status {
     pub fn new(service: &'static str) -> Self {
+        Self::with_metrics(service, Metrics::new(service))
+    }
+
+    /// The status of a service whose metrics were made first (to add a stage's own families).
+    pub fn with_metrics(service: &'static str, metrics: Metrics) -> Self {
         Self {
             service,
             state: Mutex::new(WorkerState::Starting),
@@ -98,7 +103,7 @@ impl Status {
             produced: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             batch_micros: AtomicU64::new(0),
-            metrics: Metrics::new(service),
+            metrics,
         }
     }
 
