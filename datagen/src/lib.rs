@@ -2,6 +2,7 @@
 //! synthetic set when it holds none); `POST /push {"N": n}` then generates n order messages
 //! from them and produces them, keyed by order id, to the raw topic (docs/contract.md §5).
 
+pub mod bench;
 pub mod dictionary;
 pub mod generate;
 mod metrics;

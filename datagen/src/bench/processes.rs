@@ -1,0 +1,319 @@
+//! CPU time and memory of the processes a benchmark run exercises, read from `/proc`: each
+//! service (the pid files `scripts/run.sh` keeps in `.stack/run/`), the Kafka broker
+//! (`.stack/kafka.pid`, else the process running `kafka.Kafka`), Redis (`.stack/redis.pid`,
+//! else `redis-server`) and Postgres (every `postgres` process). A process that is not found
+//! is reported missing, not as an error: the figures are for whatever runs.
+//!
+//! CPU is utime + stime, the difference over the run. Postgres starts and ends backends, so its
+//! figure is the sum over its processes (those started during the run from zero) plus what
+//! the postmaster collected from children that ended. Memory is the largest resident set seen
+//! in samples every [`SAMPLE_EVERY`] over the run, and `VmHWM` (the peak since the process
+//! started, which may predate the run). For Postgres both are those of its largest single
+//! process: summing would count the shared buffers once per backend.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How often memory is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+/// Clock ticks per second of `/proc/PID/stat`'s times: 100 on every Linux this runs on
+/// (`getconf CLK_TCK`), read without a libc binding.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// How one watched component's processes are found.
+#[derive(Debug, Clone)]
+enum Locate {
+    /// A pid file, if its process still runs a command line containing `expect`; else the
+    /// first process whose command line contains it.
+    PidFile { file: PathBuf, expect: &'static str },
+    /// Every process of this command name (`/proc/PID/comm`).
+    Command(&'static str),
+}
+
+/// The figures of one component over a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Usage {
+    pub name: String,
+    /// False when no process of it was found.
+    pub found: bool,
+    /// How many processes the figures cover (most seen at once).
+    pub processes: usize,
+    pub cpu_seconds: f64,
+    /// The largest resident set of one of its processes, sampled over the run.
+    pub peak_rss_mb: f64,
+    /// The largest `VmHWM` of one of its processes: since that process started.
+    pub vm_hwm_mb: f64,
+}
+
+#[derive(Debug)]
+struct Watched {
+    locate: Locate,
+    /// Per pid: CPU ticks at first sight (0 if it started during the run) and now.
+    ticks: HashMap<u32, (u64, u64)>,
+    /// Children's ticks collected by the parent of the group (the postmaster), first and now.
+    children: Option<(u64, u64)>,
+    usage: Usage,
+}
+
+/// The watched components; sample with [`Processes::sample`], read with [`Processes::usage`].
+#[derive(Debug, Clone)]
+pub struct Processes(Arc<Mutex<Vec<Watched>>>);
+
+impl Processes {
+    /// The usual components of a local run, pid files under `stack` (`.stack`).
+    pub fn local(stack: &Path) -> Self {
+        let mut watched = Vec::new();
+        for service in ["datagen", "service-stg", "service-dds", "service-cdm"] {
+            watched.push((
+                service.to_owned(),
+                Locate::PidFile {
+                    file: stack.join("run").join(format!("{service}.pid")),
+                    expect: service,
+                },
+            ));
+        }
+        watched.push((
+            "kafka".to_owned(),
+            Locate::PidFile {
+                file: stack.join("kafka.pid"),
+                expect: "kafka.Kafka",
+            },
+        ));
+        watched.push((
+            "redis".to_owned(),
+            Locate::PidFile {
+                file: stack.join("redis.pid"),
+                expect: "redis-server",
+            },
+        ));
+        watched.push(("postgres".to_owned(), Locate::Command("postgres")));
+        let watched = watched
+            .into_iter()
+            .map(|(name, locate)| Watched {
+                usage: Usage {
+                    name,
+                    ..Usage::default()
+                },
+                locate,
+                ticks: HashMap::new(),
+                children: None,
+            })
+            .collect();
+        let processes = Self(Arc::new(Mutex::new(watched)));
+        processes.sample_with(true);
+        processes
+    }
+
+    /// Reads every watched process once.
+    pub fn sample(&self) {
+        self.sample_with(false);
+    }
+
+    fn sample_with(&self, first: bool) {
+        let Ok(mut watched) = self.0.lock() else {
+            return;
+        };
+        let all = if watched
+            .iter()
+            .any(|w| matches!(w.locate, Locate::Command(_)))
+        {
+            all_pids()
+        } else {
+            Vec::new()
+        };
+        for w in watched.iter_mut() {
+            let pids = locate(&w.locate, &all);
+            if pids.is_empty() {
+                continue;
+            }
+            w.usage.found = true;
+            w.usage.processes = w.usage.processes.max(pids.len());
+            for pid in &pids {
+                let Some(stat) = stat(*pid) else { continue };
+                let baseline = if first { stat.ticks } else { 0 };
+                w.ticks.entry(*pid).or_insert((baseline, stat.ticks)).1 = stat.ticks;
+                if let Some((rss, hwm)) = memory(*pid) {
+                    w.usage.peak_rss_mb = w.usage.peak_rss_mb.max(rss);
+                    w.usage.vm_hwm_mb = w.usage.vm_hwm_mb.max(hwm);
+                }
+            }
+            // The group's root (a postmaster): the one whose parent is not in the group.
+            if let Some(root) = pids.iter().find(|pid| {
+                stat(**pid).is_some_and(|s| !pids.contains(&s.parent)) && pids.len() > 1
+            }) {
+                if let Some(stat) = stat(*root) {
+                    let entry = w.children.get_or_insert((stat.children, stat.children));
+                    entry.1 = stat.children;
+                }
+            }
+        }
+    }
+
+    /// The figures so far.
+    pub fn usage(&self) -> Vec<Usage> {
+        let Ok(watched) = self.0.lock() else {
+            return Vec::new();
+        };
+        watched
+            .iter()
+            .map(|w| {
+                let ticks: u64 = w
+                    .ticks
+                    .values()
+                    .map(|(first, now)| now - first)
+                    .sum::<u64>()
+                    + w.children
+                        .map_or(0, |(first, now)| now.saturating_sub(first));
+                Usage {
+                    cpu_seconds: ticks as f64 / TICKS_PER_SECOND,
+                    ..w.usage.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// Samples every [`SAMPLE_EVERY`] until dropped (the task ends with the runtime).
+    pub fn sample_in_background(&self) -> tokio::task::JoinHandle<()> {
+        let processes = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SAMPLE_EVERY).await;
+                let processes = processes.clone();
+                let _ = tokio::task::spawn_blocking(move || processes.sample()).await;
+            }
+        })
+    }
+
+    /// A few lines for the terminal.
+    pub fn table(usage: &[Usage]) -> String {
+        let mut out = String::from("process        CPU-s   peak RSS (run)   VmHWM (since start)\n");
+        for u in usage {
+            if u.found {
+                out.push_str(&format!(
+                    "{:<13} {:>6.1}   {:>9.0} MB      {:>9.0} MB{}\n",
+                    u.name,
+                    u.cpu_seconds,
+                    u.peak_rss_mb,
+                    u.vm_hwm_mb,
+                    if u.processes > 1 {
+                        format!("   ({} processes; memory: the largest one)", u.processes)
+                    } else {
+                        String::new()
+                    }
+                ));
+            } else {
+                out.push_str(&format!("{:<13} missing\n", u.name));
+            }
+        }
+        out
+    }
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn locate(locate: &Locate, all: &[u32]) -> Vec<u32> {
+    match locate {
+        Locate::PidFile { file, expect } => {
+            let from_file = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                .filter(|pid| cmdline(*pid).contains(expect));
+            match from_file {
+                Some(pid) => vec![pid],
+                None => (if all.is_empty() {
+                    all_pids()
+                } else {
+                    all.to_vec()
+                })
+                .into_iter()
+                .find(|pid| *pid != std::process::id() && cmdline(*pid).contains(expect))
+                .into_iter()
+                .collect(),
+            }
+        }
+        Locate::Command(name) => all
+            .iter()
+            .copied()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == *name)
+            })
+            .collect(),
+    }
+}
+
+struct Stat {
+    parent: u32,
+    /// utime + stime
+    ticks: u64,
+    /// cutime + cstime: of children that ended and were waited for.
+    children: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after it.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field n is fields[n - 3].
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        parent: field(4)? as u32,
+        ticks: field(14)? + field(15)?,
+        children: field(16)? + field(17)?,
+    })
+}
+
+/// VmRSS and VmHWM in MB.
+fn memory(pid: u32) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    };
+    Some((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let pid = std::process::id();
+        let stat = stat(pid).expect("own stat");
+        assert!(stat.parent > 0);
+        let (rss, hwm) = memory(pid).expect("own status");
+        assert!(rss > 0.0 && hwm >= rss);
+    }
+
+    #[test]
+    fn a_component_not_running_is_reported_missing() {
+        let processes = Processes::local(Path::new("/nonexistent"));
+        let usage = processes.usage();
+        let datagen = usage.iter().find(|u| u.name == "datagen").expect("listed");
+        // No datagen process in a unit test's sandbox but the test binary itself, which
+        // the search skips.
+        assert!(!datagen.found || datagen.processes == 1);
+        assert!(Processes::table(&usage).contains("datagen"));
+    }
+}
