@@ -6,7 +6,8 @@
 //!
 //! CPU is utime + stime, the difference over the run. Postgres starts and ends backends, so its
 //! figure is the sum over its processes (those started during the run from zero) plus what
-//! the postmaster collected from children that ended. Memory is the largest resident set seen
+//! the postmaster collected from children that ended. Found without a pid file (a broker this
+//! checkout's scripts did not start), a component is the largest process naming it. Memory is the largest resident set seen
 //! in samples every [`SAMPLE_EVERY`] over the run, and `VmHWM` (the peak since the process
 //! started, which may predate the run). For Postgres both are those of its largest single
 //! process: summing would count the shared buffers once per backend.
@@ -29,7 +30,7 @@ const TICKS_PER_SECOND: f64 = 100.0;
 #[derive(Debug, Clone)]
 enum Locate {
     /// A pid file, if its process still runs a command line containing `expect`; else the
-    /// first process whose command line contains it.
+    /// largest process whose command line contains it.
     PidFile { file: PathBuf, expect: &'static str },
     /// Every process of this command name (`/proc/PID/comm`).
     Command(&'static str),
@@ -133,9 +134,12 @@ impl Processes {
             }
             w.usage.found = true;
             w.usage.processes = w.usage.processes.max(pids.len());
+            // A backend Postgres started during the run spent all its time in the run; a
+            // component's one process seen late (restarted) only what is seen from then on.
+            let group = matches!(w.locate, Locate::Command(_));
             for pid in &pids {
                 let Some(stat) = stat(*pid) else { continue };
-                let baseline = if first { stat.ticks } else { 0 };
+                let baseline = if first || !group { stat.ticks } else { 0 };
                 w.ticks.entry(*pid).or_insert((baseline, stat.ticks)).1 = stat.ticks;
                 if let Some((rss, hwm)) = memory(*pid) {
                     w.usage.peak_rss_mb = w.usage.peak_rss_mb.max(rss);
@@ -244,7 +248,12 @@ fn locate(locate: &Locate, all: &[u32]) -> Vec<u32> {
                     all.to_vec()
                 })
                 .into_iter()
-                .find(|pid| *pid != std::process::id() && cmdline(*pid).contains(expect))
+                // The server, not a script or a shell that names it: the largest match.
+                .filter(|pid| *pid != std::process::id() && cmdline(*pid).contains(expect))
+                .max_by(|a, b| {
+                    let rss = |pid| memory(pid).map_or(0.0, |(rss, _)| rss);
+                    rss(*a).total_cmp(&rss(*b))
+                })
                 .into_iter()
                 .collect(),
             }
