@@ -1,16 +1,19 @@
 //! CPU time and memory of the processes a benchmark run exercises, read from `/proc`: each
 //! service (the pid files `scripts/run.sh` keeps in `.stack/run/`), the Kafka broker
 //! (`.stack/kafka.pid`, else the process running `kafka.Kafka`), Redis (`.stack/redis.pid`,
-//! else `redis-server`) and Postgres (every `postgres` process). A process that is not found
-//! is reported missing, not as an error: the figures are for whatever runs.
+//! else `redis-server`) and Postgres (its `postgres` processes: the server's own and the
+//! backends of the benchmark's database, not those of other databases on a shared server). A
+//! process that is not found is reported missing, not as an error: the figures are for
+//! whatever runs. Found without a pid file (a broker this checkout's scripts did not start), a
+//! component is the largest process naming it.
 //!
 //! CPU is utime + stime, the difference over the run. Postgres starts and ends backends, so its
-//! figure is the sum over its processes (those started during the run from zero) plus what
-//! the postmaster collected from children that ended. Found without a pid file (a broker this
-//! checkout's scripts did not start), a component is the largest process naming it. Memory is the largest resident set seen
-//! in samples every [`SAMPLE_EVERY`] over the run, and `VmHWM` (the peak since the process
-//! started, which may predate the run). For Postgres both are those of its largest single
-//! process: summing would count the shared buffers once per backend.
+//! figure is the sum over its processes, each from when it was first seen (from zero when it
+//! started during the run) to when it was last seen: a backend's last 200 ms before it ends
+//! are lost, pooled connections stay. Memory is the largest resident set seen in samples every
+//! [`SAMPLE_EVERY`] over the run, and `VmHWM` (the peak since the process started, which may
+//! predate the run). For Postgres both are those of its largest single process: summing would
+//! count the shared buffers once per backend.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,8 +35,9 @@ enum Locate {
     /// A pid file, if its process still runs a command line containing `expect`; else the
     /// largest process whose command line contains it.
     PidFile { file: PathBuf, expect: &'static str },
-    /// Every process of this command name (`/proc/PID/comm`).
-    Command(&'static str),
+    /// Every process of this command name (`/proc/PID/comm`), less the Postgres backends of
+    /// databases other than this one (`None`: all).
+    Command(&'static str, Option<String>),
 }
 
 /// The figures of one component over a run.
@@ -56,8 +60,6 @@ struct Watched {
     locate: Locate,
     /// Per pid: CPU ticks at first sight (0 if it started during the run) and now.
     ticks: HashMap<u32, (u64, u64)>,
-    /// Children's ticks collected by the parent of the group (the postmaster), first and now.
-    children: Option<(u64, u64)>,
     usage: Usage,
 }
 
@@ -66,8 +68,9 @@ struct Watched {
 pub struct Processes(Arc<Mutex<Vec<Watched>>>);
 
 impl Processes {
-    /// The usual components of a local run, pid files under `stack` (`.stack`).
-    pub fn local(stack: &Path) -> Self {
+    /// The usual components of a local run, pid files under `stack` (`.stack`), the
+    /// warehouse `database`.
+    pub fn local(stack: &Path, database: Option<&str>) -> Self {
         let mut watched = Vec::new();
         for service in ["datagen", "service-stg", "service-dds", "service-cdm"] {
             watched.push((
@@ -92,7 +95,10 @@ impl Processes {
                 expect: "redis-server",
             },
         ));
-        watched.push(("postgres".to_owned(), Locate::Command("postgres")));
+        watched.push((
+            "postgres".to_owned(),
+            Locate::Command("postgres", database.map(str::to_owned)),
+        ));
         let watched = watched
             .into_iter()
             .map(|(name, locate)| Watched {
@@ -102,7 +108,6 @@ impl Processes {
                 },
                 locate,
                 ticks: HashMap::new(),
-                children: None,
             })
             .collect();
         let processes = Self(Arc::new(Mutex::new(watched)));
@@ -121,7 +126,7 @@ impl Processes {
         };
         let all = if watched
             .iter()
-            .any(|w| matches!(w.locate, Locate::Command(_)))
+            .any(|w| matches!(w.locate, Locate::Command(..)))
         {
             all_pids()
         } else {
@@ -136,7 +141,7 @@ impl Processes {
             w.usage.processes = w.usage.processes.max(pids.len());
             // A backend Postgres started during the run spent all its time in the run; a
             // component's one process seen late (restarted) only what is seen from then on.
-            let group = matches!(w.locate, Locate::Command(_));
+            let group = matches!(w.locate, Locate::Command(..));
             for pid in &pids {
                 let Some(stat) = stat(*pid) else { continue };
                 let baseline = if first || !group { stat.ticks } else { 0 };
@@ -144,15 +149,6 @@ impl Processes {
                 if let Some((rss, hwm)) = memory(*pid) {
                     w.usage.peak_rss_mb = w.usage.peak_rss_mb.max(rss);
                     w.usage.vm_hwm_mb = w.usage.vm_hwm_mb.max(hwm);
-                }
-            }
-            // The group's root (a postmaster): the one whose parent is not in the group.
-            if let Some(root) = pids.iter().find(|pid| {
-                stat(**pid).is_some_and(|s| !pids.contains(&s.parent)) && pids.len() > 1
-            }) {
-                if let Some(stat) = stat(*root) {
-                    let entry = w.children.get_or_insert((stat.children, stat.children));
-                    entry.1 = stat.children;
                 }
             }
         }
@@ -170,9 +166,7 @@ impl Processes {
                     .ticks
                     .values()
                     .map(|(first, now)| now - first)
-                    .sum::<u64>()
-                    + w.children
-                        .map_or(0, |(first, now)| now.saturating_sub(first));
+                    .sum::<u64>();
                 Usage {
                     cpu_seconds: ticks as f64 / TICKS_PER_SECOND,
                     ..w.usage.clone()
@@ -258,23 +252,40 @@ fn locate(locate: &Locate, all: &[u32]) -> Vec<u32> {
                 .collect(),
             }
         }
-        Locate::Command(name) => all
+        Locate::Command(name, database) => all
             .iter()
             .copied()
             .filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .is_ok_and(|comm| comm.trim() == *name)
             })
+            .filter(|pid| {
+                database.as_deref().is_none_or(|database| {
+                    backend_database(&cmdline(*pid)).is_none_or(|of| of == database)
+                })
+            })
             .collect(),
     }
 }
 
+/// The database of a Postgres backend from its process title (`postgres: [15/main: ]USER
+/// DATABASE HOST(PORT) STATE`); `None` for the server's own processes.
+fn backend_database(title: &str) -> Option<&str> {
+    let mut words = title
+        .strip_prefix("postgres: ")?
+        .split_whitespace()
+        .peekable();
+    // Debian titles name the cluster first.
+    if words.peek().is_some_and(|word| word.ends_with(':')) {
+        words.next();
+    }
+    let (_user, database, client) = (words.next()?, words.next()?, words.next()?);
+    (client.contains('(') || client == "[local]").then_some(database)
+}
+
 struct Stat {
-    parent: u32,
     /// utime + stime
     ticks: u64,
-    /// cutime + cstime: of children that ended and were waited for.
-    children: u64,
 }
 
 fn stat(pid: u32) -> Option<Stat> {
@@ -285,9 +296,7 @@ fn stat(pid: u32) -> Option<Stat> {
     // `rest` starts at field 3 (state): field n is fields[n - 3].
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     Some(Stat {
-        parent: field(4)? as u32,
         ticks: field(14)? + field(15)?,
-        children: field(16)? + field(17)?,
     })
 }
 
@@ -309,15 +318,33 @@ mod tests {
     #[test]
     fn this_process_has_cpu_time_and_memory() {
         let pid = std::process::id();
-        let stat = stat(pid).expect("own stat");
-        assert!(stat.parent > 0);
+        assert!(stat(pid).is_some());
         let (rss, hwm) = memory(pid).expect("own status");
         assert!(rss > 0.0 && hwm >= rss);
     }
 
     #[test]
+    fn backends_are_told_apart_by_their_database() {
+        let of = |title: &str| backend_database(title).map(str::to_owned);
+        assert_eq!(
+            of("postgres: 15/main: postgres vaultline_bench 127.0.0.1(53542) idle").as_deref(),
+            Some("vaultline_bench")
+        );
+        assert_eq!(
+            of("postgres: app dwh [local] SELECT").as_deref(),
+            Some("dwh")
+        );
+        assert_eq!(of("postgres: 15/main: checkpointer"), None);
+        assert_eq!(of("postgres: 15/main: autovacuum launcher"), None);
+        assert_eq!(
+            of("/usr/lib/postgresql/15/bin/postgres -D /var/lib/x"),
+            None
+        );
+    }
+
+    #[test]
     fn a_component_not_running_is_reported_missing() {
-        let processes = Processes::local(Path::new("/nonexistent"));
+        let processes = Processes::local(Path::new("/nonexistent"), None);
         let usage = processes.usage();
         let datagen = usage.iter().find(|u| u.name == "datagen").expect("listed");
         // No datagen process in a unit test's sandbox but the test binary itself, which

@@ -189,7 +189,7 @@ async fn latency_mode(settings: &Settings, options: &LatencyArgs) -> anyhow::Res
         "vault-bench: {} orders/s for {} s ({total} orders, ids {first_id}..{last_id}, plus ~10% later versions)",
         options.rate, options.seconds
     );
-    let processes = Processes::local(&options.output.stack_dir);
+    let processes = Processes::local(&options.output.stack_dir, database(settings).as_deref());
     let sampler = processes.sample_in_background();
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut progress = Progress::new("produce", total);
@@ -328,7 +328,7 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
     println!(
         "vault-bench drain: {n} orders (ids {first_id}..{last_id}, plus ~10% later versions), seed {seed}"
     );
-    let processes = Processes::local(&options.output.stack_dir);
+    let processes = Processes::local(&options.output.stack_dir, database(settings).as_deref());
     let sampler = processes.sample_in_background();
     let now = Utc::now();
     let mut generator = Generator::new(
@@ -597,6 +597,13 @@ fn write_output(
         println!("figures                         {}", file.display());
     }
     Ok(())
+}
+
+/// The warehouse database's name, whose Postgres backends count as the pipeline's.
+fn database(settings: &Settings) -> Option<String> {
+    let url = settings.postgres.url.expose();
+    let name = url.rsplit_once('/')?.1;
+    Some(name.split('?').next().unwrap_or(name).to_owned())
 }
 
 fn git_commit() -> Option<String> {
