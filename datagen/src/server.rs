@@ -170,7 +170,7 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
         messages += out.len() as u64;
         state.metrics.messages.inc_by(out.len() as u64);
     }
-    let later_versions = messages - n;
+    let later_versions = messages.saturating_sub(n);
     tracing::info!(orders = n, later_versions, first_id, "Pushed orders.");
     state.metrics.orders.inc_by(n);
     state
