@@ -2,11 +2,17 @@
 # The benchmark: starts the pipeline on the local stack (scripts/run.sh start) and runs
 # vault-bench against it. Arguments go to vault-bench:
 #
-#   scripts/bench.sh                              2000 orders/s for 20 s, p99 target 1000 ms
+#   scripts/bench.sh                              latency: 2000 orders/s for 20 s, p99 target 1000 ms
 #   scripts/bench.sh --rate 4000 --seconds 30 --p99-ms 500
+#   scripts/bench.sh drain --orders 100000 --reference
+#                                                 drain: 100,000 orders as fast as they go, orders/s
+#                                                 per stage and end to end, against the database
+#                                                 alone (a scratch database, dropped after)
+#   ... --json FILE --plots DIR                   either mode: the figures as JSON, SVG plots
 #
-# It exits non-zero when a target is missed. The services keep running afterwards;
-# scripts/run.sh stop stops them.
+# Both report each process's CPU-seconds and memory. It exits non-zero when a target is missed
+# (drain: when the counters differ from the recount, or the reference's rows from the
+# pipeline's). The services keep running afterwards; scripts/run.sh stop stops them.
 #
 # Every run starts from the same state: its own database (VAULTLINE_BENCH_DB, default
 # vaultline_bench), created empty, so the warehouse you work with (dwh) is left alone, and an

@@ -1,7 +1,9 @@
 //! datagen: feeds Vaultline. At start it makes sure Redis holds dictionaries (seeding a
 //! synthetic set when it holds none); `POST /push {"N": n}` then generates n order messages
-//! from them and produces them, keyed by order id, to the raw topic (docs/contract.md §5).
+//! from them and produces them, keyed by order id, to the raw topic (docs/contract.md §5),
+//! a chunk at a time. [`bench`] holds what the benchmark, `vault-bench`, measures with.
 
+pub mod bench;
 pub mod dictionary;
 pub mod generate;
 mod metrics;

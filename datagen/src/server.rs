@@ -15,6 +15,9 @@ use warp::Filter;
 
 use crate::{dictionary, generate, State, MAX_PUSH};
 
+/// Orders generated and published at a time: what a push holds in memory.
+const PUSH_CHUNK: u64 = 2000;
+
 pub(crate) fn serve(
     listener: std::net::TcpListener,
     state: Arc<State>,
@@ -140,28 +143,34 @@ async fn push(body: Vec<u8>, state: Arc<State>) -> WithStatus<Json> {
         );
     }
     let first_id = ids.first;
-    let messages = generate::orders(
-        &mut rand::rngs::StdRng::from_os_rng(),
+    // Chunk by chunk: a push of a million orders holds one chunk, never all of them.
+    let mut generator = generate::Generator::new(
+        rand::rngs::StdRng::from_os_rng(),
         &dictionary,
         first_id,
         n,
+        chrono::Utc::now(),
     );
-    for chunk in messages.chunks(2000) {
-        let out = match crate::messages(chunk) {
+    let mut messages = 0_u64;
+    while generator.remaining() > 0 {
+        let chunk = generator.next_chunk(PUSH_CHUNK);
+        let out = match crate::messages(&chunk) {
             Ok(out) => out,
             Err(e) => {
                 state.metrics.failure("serialize");
                 return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
             }
         };
+        drop(chunk);
         if let Err(e) = publish(&state.producer, &state.topic, &out).await {
             state.metrics.failure("kafka");
             tracing::warn!(error = %e, "A push failed: Kafka did not take the orders.");
             return error(StatusCode::SERVICE_UNAVAILABLE, format!("Kafka: {e}"));
         }
+        messages += out.len() as u64;
         state.metrics.messages.inc_by(out.len() as u64);
     }
-    let later_versions = messages.len() as u64 - n;
+    let later_versions = messages.saturating_sub(n);
     tracing::info!(orders = n, later_versions, first_id, "Pushed orders.");
     state.metrics.orders.inc_by(n);
     state

@@ -1,0 +1,355 @@
+//! CPU time and memory of the processes a benchmark run exercises, read from `/proc`: each
+//! service (the pid files `scripts/run.sh` keeps in `.stack/run/`), the Kafka broker
+//! (`.stack/kafka.pid`, else the process running `kafka.Kafka`), Redis (`.stack/redis.pid`,
+//! else `redis-server`) and Postgres (its `postgres` processes: the server's own and the
+//! backends of the benchmark's database, not those of other databases on a shared server). A
+//! process that is not found is reported missing, not as an error: the figures are for
+//! whatever runs. Found without a pid file (a broker this checkout's scripts did not start), a
+//! component is the largest process naming it.
+//!
+//! CPU is utime + stime, the difference over the run. Postgres starts and ends backends, so its
+//! figure is the sum over its processes, each from when it was first seen (from zero when it
+//! started during the run) to when it was last seen: a backend's last 200 ms before it ends
+//! are lost, pooled connections stay. Memory is the largest resident set seen in samples every
+//! [`SAMPLE_EVERY`] over the run, and `VmHWM` (the peak since the process started, which may
+//! predate the run). For Postgres both are those of its largest single process: summing would
+//! count the shared buffers once per backend.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How often memory is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+/// Clock ticks per second of `/proc/PID/stat`'s times: 100 on every Linux this runs on
+/// (`getconf CLK_TCK`), read without a libc binding.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// How one watched component's processes are found.
+#[derive(Debug, Clone)]
+enum Locate {
+    /// A pid file, if its process still runs a command line containing `expect`; else the
+    /// largest process whose command line contains it.
+    PidFile { file: PathBuf, expect: &'static str },
+    /// Every process of this command name (`/proc/PID/comm`), less the Postgres backends of
+    /// databases other than this one (`None`: all).
+    Command(&'static str, Option<String>),
+}
+
+/// The figures of one component over a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Usage {
+    pub name: String,
+    /// False when no process of it was found.
+    pub found: bool,
+    /// How many processes the figures cover (most seen at once).
+    pub processes: usize,
+    pub cpu_seconds: f64,
+    /// The largest resident set of one of its processes, sampled over the run.
+    pub peak_rss_mb: f64,
+    /// The largest `VmHWM` of one of its processes: since that process started.
+    pub vm_hwm_mb: f64,
+}
+
+#[derive(Debug)]
+struct Watched {
+    locate: Locate,
+    /// Per pid: CPU ticks at first sight (0 if it started during the run) and now.
+    ticks: HashMap<u32, (u64, u64)>,
+    usage: Usage,
+}
+
+/// The watched components; sample with [`Processes::sample`], read with [`Processes::usage`].
+#[derive(Debug, Clone)]
+pub struct Processes(Arc<Mutex<Vec<Watched>>>);
+
+impl Processes {
+    /// The usual components of a local run, pid files under `stack` (`.stack`), the
+    /// warehouse `database`.
+    pub fn local(stack: &Path, database: Option<&str>) -> Self {
+        let mut watched = Vec::new();
+        for service in ["datagen", "service-stg", "service-dds", "service-cdm"] {
+            watched.push((
+                service.to_owned(),
+                Locate::PidFile {
+                    file: stack.join("run").join(format!("{service}.pid")),
+                    expect: service,
+                },
+            ));
+        }
+        watched.push((
+            "kafka".to_owned(),
+            Locate::PidFile {
+                file: stack.join("kafka.pid"),
+                expect: "kafka.Kafka",
+            },
+        ));
+        watched.push((
+            "redis".to_owned(),
+            Locate::PidFile {
+                file: stack.join("redis.pid"),
+                expect: "redis-server",
+            },
+        ));
+        watched.push((
+            "postgres".to_owned(),
+            Locate::Command("postgres", database.map(str::to_owned)),
+        ));
+        let watched = watched
+            .into_iter()
+            .map(|(name, locate)| Watched {
+                usage: Usage {
+                    name,
+                    ..Usage::default()
+                },
+                locate,
+                ticks: HashMap::new(),
+            })
+            .collect();
+        let processes = Self(Arc::new(Mutex::new(watched)));
+        processes.sample_with(true);
+        processes
+    }
+
+    /// Reads every watched process once.
+    pub fn sample(&self) {
+        self.sample_with(false);
+    }
+
+    fn sample_with(&self, first: bool) {
+        let Ok(mut watched) = self.0.lock() else {
+            return;
+        };
+        let all = if watched
+            .iter()
+            .any(|w| matches!(w.locate, Locate::Command(..)))
+        {
+            all_pids()
+        } else {
+            Vec::new()
+        };
+        for w in watched.iter_mut() {
+            let pids = locate(&w.locate, &all);
+            if pids.is_empty() {
+                continue;
+            }
+            w.usage.found = true;
+            w.usage.processes = w.usage.processes.max(pids.len());
+            // A backend Postgres started during the run spent all its time in the run; a
+            // component's one process seen late (restarted) only what is seen from then on.
+            let group = matches!(w.locate, Locate::Command(..));
+            for pid in &pids {
+                let Some(stat) = stat(*pid) else { continue };
+                let baseline = if first || !group { stat.ticks } else { 0 };
+                w.ticks.entry(*pid).or_insert((baseline, stat.ticks)).1 = stat.ticks;
+                if let Some((rss, hwm)) = memory(*pid) {
+                    w.usage.peak_rss_mb = w.usage.peak_rss_mb.max(rss);
+                    w.usage.vm_hwm_mb = w.usage.vm_hwm_mb.max(hwm);
+                }
+            }
+        }
+    }
+
+    /// The figures so far.
+    pub fn usage(&self) -> Vec<Usage> {
+        let Ok(watched) = self.0.lock() else {
+            return Vec::new();
+        };
+        watched
+            .iter()
+            .map(|w| {
+                let ticks: u64 = w
+                    .ticks
+                    .values()
+                    .map(|(first, now)| now - first)
+                    .sum::<u64>();
+                Usage {
+                    cpu_seconds: ticks as f64 / TICKS_PER_SECOND,
+                    ..w.usage.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// Samples every [`SAMPLE_EVERY`] until dropped (the task ends with the runtime).
+    pub fn sample_in_background(&self) -> tokio::task::JoinHandle<()> {
+        let processes = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SAMPLE_EVERY).await;
+                let processes = processes.clone();
+                let _ = tokio::task::spawn_blocking(move || processes.sample()).await;
+            }
+        })
+    }
+
+    /// A few lines for the terminal.
+    pub fn table(usage: &[Usage]) -> String {
+        let mut out = String::from("process        CPU-s   peak RSS (run)   VmHWM (since start)\n");
+        for u in usage {
+            if u.found {
+                out.push_str(&format!(
+                    "{:<13} {:>6.1}   {:>9.0} MB      {:>9.0} MB{}\n",
+                    u.name,
+                    u.cpu_seconds,
+                    u.peak_rss_mb,
+                    u.vm_hwm_mb,
+                    if u.processes > 1 {
+                        format!("   ({} processes; memory: the largest one)", u.processes)
+                    } else {
+                        String::new()
+                    }
+                ));
+            } else {
+                out.push_str(&format!("{:<13} missing\n", u.name));
+            }
+        }
+        out
+    }
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn locate(locate: &Locate, all: &[u32]) -> Vec<u32> {
+    match locate {
+        Locate::PidFile { file, expect } => {
+            let from_file = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                .filter(|pid| cmdline(*pid).contains(expect));
+            match from_file {
+                Some(pid) => vec![pid],
+                None => (if all.is_empty() {
+                    all_pids()
+                } else {
+                    all.to_vec()
+                })
+                .into_iter()
+                // The server, not a script or a shell that names it: the largest match.
+                .filter(|pid| *pid != std::process::id() && cmdline(*pid).contains(expect))
+                .max_by(|a, b| {
+                    let rss = |pid| memory(pid).map_or(0.0, |(rss, _)| rss);
+                    rss(*a).total_cmp(&rss(*b))
+                })
+                .into_iter()
+                .collect(),
+            }
+        }
+        Locate::Command(name, database) => all
+            .iter()
+            .copied()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == *name)
+            })
+            .filter(|pid| {
+                database.as_deref().is_none_or(|database| {
+                    backend_database(&cmdline(*pid)).is_none_or(|of| of == database)
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The database of a Postgres backend from its process title (`postgres: [15/main: ]USER
+/// DATABASE HOST(PORT) STATE`); `None` for the server's own processes.
+fn backend_database(title: &str) -> Option<&str> {
+    let mut words = title
+        .strip_prefix("postgres: ")?
+        .split_whitespace()
+        .peekable();
+    // Debian titles name the cluster first.
+    if words.peek().is_some_and(|word| word.ends_with(':')) {
+        words.next();
+    }
+    let (_user, database, client) = (words.next()?, words.next()?, words.next()?);
+    (client.contains('(') || client == "[local]").then_some(database)
+}
+
+struct Stat {
+    /// utime + stime
+    ticks: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after it.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field n is fields[n - 3].
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        ticks: field(14)? + field(15)?,
+    })
+}
+
+/// VmRSS and VmHWM in MB.
+fn memory(pid: u32) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    };
+    Some((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let pid = std::process::id();
+        assert!(stat(pid).is_some());
+        let (rss, hwm) = memory(pid).expect("own status");
+        assert!(rss > 0.0 && hwm >= rss);
+    }
+
+    #[test]
+    fn backends_are_told_apart_by_their_database() {
+        let of = |title: &str| backend_database(title).map(str::to_owned);
+        assert_eq!(
+            of("postgres: 15/main: postgres vaultline_bench 127.0.0.1(53542) idle").as_deref(),
+            Some("vaultline_bench")
+        );
+        assert_eq!(
+            of("postgres: app dwh [local] SELECT").as_deref(),
+            Some("dwh")
+        );
+        assert_eq!(of("postgres: 15/main: checkpointer"), None);
+        assert_eq!(of("postgres: 15/main: autovacuum launcher"), None);
+        assert_eq!(
+            of("/usr/lib/postgresql/15/bin/postgres -D /var/lib/x"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_component_not_running_is_reported_missing() {
+        let processes = Processes::local(Path::new("/nonexistent"), None);
+        let usage = processes.usage();
+        let datagen = usage.iter().find(|u| u.name == "datagen").expect("listed");
+        // No datagen process in a unit test's sandbox but the test binary itself, which
+        // the search skips.
+        assert!(!datagen.found || datagen.processes == 1);
+        assert!(Processes::table(&usage).contains("datagen"));
+    }
+}
