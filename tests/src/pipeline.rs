@@ -414,12 +414,22 @@ impl Pipeline {
     /// Waits until the services have applied the migrations (they do it at start, in the
     /// background), for tests that write to the warehouse themselves.
     pub async fn migrated(&self) {
-        eventually("the migrations to be applied", Duration::from_secs(60), || async {
-            let pending = self
-                .count("SELECT count(*) FROM (SELECT 1) x WHERE to_regclass('cdm.tag_rules') IS NULL")
-                .await
-                .ok()?;
-            (pending == 0).then_some(())
+        self.await_count(
+            "the migrations to be applied",
+            Duration::from_secs(60),
+            "SELECT count(*) FROM (SELECT 1) x WHERE to_regclass('cdm.tag_rules') IS NULL",
+            0,
+        )
+        .await;
+    }
+
+    /// Waits until `sql` (a `SELECT count(*)`) answers `expected`.
+    ///
+    /// # Panics
+    /// When `timeout` passes first, naming `what`.
+    pub async fn await_count(&self, what: &str, timeout: Duration, sql: &str, expected: i64) {
+        eventually(what, timeout, || async {
+            (self.count(sql).await.ok()? == expected).then_some(())
         })
         .await;
     }
@@ -585,6 +595,23 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let pool = redis_pool(&self.redis_url)?;
         datagen::dictionary::store(&pool, dictionary).await
+    }
+
+    /// A random dictionary of `users` and `restaurants`, written to the shared Redis, and
+    /// `count` orders of it from a generator seeded with `seed`, ids from `first_id`.
+    pub async fn seeded_orders(
+        &self,
+        (users, restaurants): (usize, usize),
+        seed: u64,
+        first_id: i64,
+        count: u64,
+    ) -> anyhow::Result<(datagen::dictionary::Dictionary, Vec<vault_core::RawOrder>)> {
+        use rand::SeedableRng as _;
+        let d = crate::orders::random_dictionary(users, restaurants);
+        self.put_dictionary(&d).await?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let sent = datagen::generate::orders(&mut rng, &d, first_id, count);
+        Ok((d, sent))
     }
 
     /// Sets one Redis key (overwriting).

@@ -52,6 +52,27 @@ pub async fn terminate(mut child: Child) -> anyhow::Result<Option<i32>> {
     Ok(exit.code())
 }
 
+/// What a stop by SIGTERM came to: the exit code, how long it took, and the program's log.
+#[derive(Debug)]
+pub struct Stopped {
+    pub code: Option<i32>,
+    pub took: std::time::Duration,
+    pub log: String,
+}
+
+/// Sends SIGTERM to the child `spawn` started with `log_name` and times its exit.
+pub async fn terminate_timed(child: Child, log_name: &str) -> anyhow::Result<Stopped> {
+    let signalled = std::time::Instant::now();
+    let code = terminate(child).await?;
+    let took = signalled.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM, exit {code:?}");
+    Ok(Stopped {
+        code,
+        took,
+        log: log(log_name),
+    })
+}
+
 /// A free port on the loopback interface.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -5,14 +5,13 @@
 //! is gone well within its stop deadline. Started again once the edit commits, it redoes the
 //! abandoned work and the counters come out exact (docs/failures.md, "Nothing waits forever").
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::SeedableRng;
 use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Pipeline, Service};
-use vault_tests::process::{log, spawn, terminate};
+use vault_tests::process::{spawn, terminate, terminate_timed, Stopped};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -23,10 +22,7 @@ async fn sigterm_ends_service_cdm_waiting_on_a_rule_edit_held_open() -> anyhow::
     let log_name = format!("{}.log", vault_tests::unique("cdm-rule-edit"));
     let child = spawn("service-cdm", &env, &log_name)?;
 
-    let d = vault_tests::orders::random_dictionary(20, 4);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
-    let sent = datagen::generate::orders(&mut rng, &d, 230_000, 600);
+    let (d, sent) = p.seeded_orders((20, 4), 23, 230_000, 600).await?;
     let (first, second) = sent.split_at(300);
     p.produce_raw(&messages(first)).await?;
     p.settle(SETTLE).await;
@@ -56,11 +52,9 @@ async fn sigterm_ends_service_cdm_waiting_on_a_rule_edit_held_open() -> anyhow::
     )
     .await;
 
-    let signalled = Instant::now();
-    let code = terminate(child).await?;
-    let took = signalled.elapsed();
-    let text = log(&log_name);
-    eprintln!("stopped {took:?} after SIGTERM, exit {code:?}");
+    let Stopped {
+        took, log: text, ..
+    } = terminate_timed(child, &log_name).await?;
     assert!(
         took < STOP_WITHIN,
         "stopped {took:?} after SIGTERM, past its deadline: {text}"

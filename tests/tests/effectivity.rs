@@ -477,16 +477,11 @@ async fn an_order_re_sent_for_another_user_counts_for_the_user_of_its_latest_ver
         &[&tag, &category],
     )
     .await?;
-    eventually(
+    p.await_count(
         "the tag rule to be applied",
         Duration::from_secs(30),
-        || async {
-            let applied = p
-                .count("SELECT count(*) FROM cdm.tag_rules_applied WHERE tag = 'Regular'")
-                .await
-                .ok()?;
-            (applied == 1).then_some(())
-        },
+        "SELECT count(*) FROM cdm.tag_rules_applied WHERE tag = 'Regular'",
+        1,
     )
     .await;
     let version = |order, minute, user: &String, status| Sent {

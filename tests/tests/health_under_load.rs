@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use rand::SeedableRng;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{http, Pipeline, Service};
 
@@ -47,10 +46,7 @@ fn value(metrics: &str, prefix: &str) -> f64 {
 async fn a_flood_of_health_requests_checks_no_dependency_and_holds_up_no_batch(
 ) -> anyhow::Result<()> {
     let p = Pipeline::start(3).await?;
-    let d = vault_tests::orders::random_dictionary(20, 4);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1616);
-    let sent = datagen::generate::orders(&mut rng, &d, 161_000, 3000);
+    let (d, sent) = p.seeded_orders((20, 4), 1616, 161_000, 3000).await?;
     let addrs: Vec<SocketAddr> = Service::ALL
         .iter()
         .map(|service| p.http_addr(*service).expect("running"))

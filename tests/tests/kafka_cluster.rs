@@ -37,12 +37,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::FutureExt as _;
-use rand::SeedableRng;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use vault_tests::eventually;
 use vault_tests::oracle::{assert_exact, Model};
-use vault_tests::orders::{message, random_dictionary};
+use vault_tests::orders::message;
 use vault_tests::pipeline::{Overrides, Pipeline, Service};
 use vault_tests::servers::{KafkaOptions, PrivateKafka};
 
@@ -124,10 +123,7 @@ async fn one_broker_crashes(cluster: &mut PrivateKafka, p: &Pipeline) -> anyhow:
     .await;
     assert_fully_replicated(&before, &topics, &all_brokers);
 
-    let d = random_dictionary(10, 3);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
-    let sent = datagen::generate::orders(&mut rng, &d, 21_000, ORDERS);
+    let (d, sent) = p.seeded_orders((10, 3), 41, 21_000, ORDERS).await?;
     p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>())
         .await?;
     let produced = Instant::now();

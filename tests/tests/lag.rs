@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rand::SeedableRng;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{http, Pipeline, Service};
@@ -34,10 +33,7 @@ fn lag_gauges(metrics: &str, topic: &str) -> BTreeMap<i32, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultctl_lag_and_the_lag_gauges_match_the_brokers_own_view() -> anyhow::Result<()> {
     let p = Pipeline::start(3).await?;
-    let d = vault_tests::orders::random_dictionary(10, 3);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(59);
-    let sent = datagen::generate::orders(&mut rng, &d, 71_000, 400);
+    let (d, sent) = p.seeded_orders((10, 3), 59, 71_000, 400).await?;
     let (first, second) = sent.split_at(100);
     p.produce_raw(&messages(first)).await?;
     p.settle(SETTLE).await;

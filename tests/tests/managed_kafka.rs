@@ -12,7 +12,6 @@ use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use rand::SeedableRng;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Overrides, Pipeline, Service};
 use vault_tests::process::{free_port, log, spawn, terminate};
@@ -235,10 +234,7 @@ async fn services_carry_orders_exactly_over_sasl_ssl_as_their_scram_user() -> an
         },
     )
     .await?;
-    let d = vault_tests::orders::random_dictionary(30, 4);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let sent = datagen::generate::orders(&mut rng, &d, 90_000, ORDERS);
+    let (d, sent) = p.seeded_orders((30, 4), 11, 90_000, ORDERS).await?;
     p.produce_raw(&messages(&sent)).await?;
     p.settle(SETTLE).await;
 

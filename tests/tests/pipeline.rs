@@ -437,10 +437,7 @@ async fn services_killed_or_stopped_mid_stream_lose_nothing_and_count_nothing_tw
     let logs = [unique("killed-stg") + ".log", unique("killed-dds") + ".log"];
     let mut stg = launch_binary(&mut p, Service::Stg, &logs[0]).await?;
     let mut dds = launch_binary(&mut p, Service::Dds, &logs[1]).await?;
-    let d = random_dictionary(20, 4);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let sent = datagen::generate::orders(&mut rng, &d, 5_000, 3_500);
+    let (d, sent) = p.seeded_orders((20, 4), 11, 5_000, 3_500).await?;
     let (first, second) = sent.split_at(3_000);
     p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
         .await?;
@@ -597,10 +594,7 @@ async fn a_postgres_crash_mid_stream_pauses_every_service_and_skips_nothing() ->
         },
     )
     .await?;
-    let d = random_dictionary(10, 3);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
-    let sent = datagen::generate::orders(&mut rng, &d, 9_000, 4_000);
+    let (d, sent) = p.seeded_orders((10, 3), 29, 9_000, 4_000).await?;
 
     // A backlog on every hop: stg takes a third of the stream and stops, dds a third of what
     // stg passed on and stops, cdm has not started.
@@ -664,10 +658,7 @@ async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Resul
         },
     )
     .await?;
-    let d = random_dictionary(10, 3);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
-    let sent = datagen::generate::orders(&mut rng, &d, 11_000, 3000);
+    let (d, sent) = p.seeded_orders((10, 3), 31, 11_000, 3000).await?;
     p.produce_raw(&sent.iter().map(message).collect::<Vec<_>>())
         .await?;
     let counted = eventually("the datamart to start filling", SETTLE, || async {
@@ -692,10 +683,7 @@ async fn a_broker_crash_pauses_the_pipeline_and_skips_nothing() -> anyhow::Resul
 async fn replicas_joining_and_leaving_mid_stream_share_the_partitions_and_count_exactly(
 ) -> anyhow::Result<()> {
     let mut p = Pipeline::start(4).await?;
-    let d = random_dictionary(8, 3);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(37);
-    let sent = datagen::generate::orders(&mut rng, &d, 13_000, 6000);
+    let (d, sent) = p.seeded_orders((8, 3), 37, 13_000, 6000).await?;
     let (first, second) = sent.split_at(3000);
     p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
         .await?;

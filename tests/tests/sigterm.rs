@@ -5,14 +5,14 @@
 //! its stop deadline (`vault_runtime::STOP_WITHIN`): a database that stopped
 //! answering mid-batch holds it no longer than that.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::SeedableRng;
 use vault_runtime::STOP_WITHIN;
 use vault_tests::eventually;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::pipeline::{Overrides, Pipeline, Service};
-use vault_tests::process::{log, spawn, terminate};
+use vault_tests::process::{log, spawn, terminate, terminate_timed, Stopped};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -121,10 +121,7 @@ async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_withi
     let log_name = format!("{}.log", vault_tests::unique("stg-frozen-db"));
     let child = spawn("service-stg", &env, &log_name)?;
 
-    let d = vault_tests::orders::random_dictionary(20, 4);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
-    let sent = datagen::generate::orders(&mut rng, &d, 170_000, 3_000);
+    let (d, sent) = p.seeded_orders((20, 4), 17, 170_000, 3_000).await?;
     p.produce_raw(&messages(&sent)).await?;
     eventually("stg to be part way through", SETTLE, || async {
         (committed(&p, Service::Stg).await > 100).then_some(())
@@ -143,11 +140,11 @@ async fn sigterm_ends_a_service_stuck_on_a_database_that_stopped_answering_withi
     .await;
     assert!(stuck_at < 3_000, "work was pending when the database froze");
 
-    let signalled = Instant::now();
-    let code = terminate(child).await?;
-    let took = signalled.elapsed();
-    let text = log(&log_name);
-    eprintln!("stopped {took:?} after SIGTERM, exit {code:?}");
+    let Stopped {
+        code,
+        took,
+        log: text,
+    } = terminate_timed(child, &log_name).await?;
     assert!(
         took < STOP_WITHIN + Duration::from_secs(5),
         "stopped {took:?} after SIGTERM: {text}"

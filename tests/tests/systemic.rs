@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use vault_tests::expect::{assert_exact, messages};
 use vault_tests::faults::{await_healthy, await_paused, health, Altered, SETTLE};
 use vault_tests::pipeline::Service;
@@ -22,10 +21,7 @@ async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing
         admin,
         role,
     } = Altered::start(2).await?;
-    let d = vault_tests::orders::random_dictionary(20, 4);
-    p.put_dictionary(&d).await?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
-    let sent = datagen::generate::orders(&mut rng, &d, 31_000, 600);
+    let (d, sent) = p.seeded_orders((20, 4), 41, 31_000, 600).await?;
     let (first, second) = sent.split_at(200);
     p.produce_raw(&messages(first)).await?;
     p.settle(SETTLE).await;

@@ -34,10 +34,14 @@ async fn stored_tags(p: &Pipeline) -> anyhow::Result<Tags> {
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
+    Ok(tags_of(&rows))
+}
+
+/// (user, tag) → counter, from rows of (user, tag, order_cnt).
+fn tags_of(rows: &[tokio_postgres::Row]) -> Tags {
+    rows.iter()
         .map(|r| ((r.get(0), r.get(1)), i64::from(r.get::<_, i32>(2))))
-        .collect())
+        .collect()
 }
 
 /// The tags the rules grant over the stored counters, recounted in SQL (§6.2: "always equals
@@ -60,10 +64,7 @@ async fn recounted_tags(p: &Pipeline) -> anyhow::Result<Tags> {
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), i64::from(r.get::<_, i32>(2))))
-        .collect())
+    Ok(tags_of(&rows))
 }
 
 /// Waits until the rules the tags reflect are the rules as they stand (no recompute pending).
@@ -160,13 +161,12 @@ fn assert_events_match(events: &Events, tags: &Tags) {
 /// that dedupes by id sees each change once), keyed by its user, in order per user, and the
 /// same changes as the outbox.
 async fn assert_topic_matches_outbox(p: &Pipeline) -> anyhow::Result<()> {
-    eventually("the tag outbox to be published", SETTLE, || async {
-        let left = p
-            .count("SELECT count(*) FROM cdm.user_tag_events WHERE published_at IS NULL")
-            .await
-            .ok()?;
-        (left == 0).then_some(())
-    })
+    p.await_count(
+        "the tag outbox to be published",
+        SETTLE,
+        "SELECT count(*) FROM cdm.user_tag_events WHERE published_at IS NULL",
+        0,
+    )
     .await;
     let outbox = stored_events(p).await?;
     let mut seen = BTreeSet::new();
