@@ -19,3 +19,63 @@ pub async fn outcome(client: &tokio_postgres::Client, sql: &str) -> Option<Strin
         ),
     }
 }
+
+/// A fresh database owned by a fresh role that may create roles — what
+/// `docker/postgres/10-owner.sh` makes — named for one test: `<database_prefix>_<id>`, and
+/// roles `<role_prefix><id>_<suffix>`.
+#[derive(Debug)]
+pub struct OwnedDatabase {
+    pub admin_config: tokio_postgres::Config,
+    pub admin: tokio_postgres::Client,
+    pub database: String,
+    pub owner: String,
+    role_prefix: String,
+    host: String,
+    port: u16,
+}
+
+impl OwnedDatabase {
+    pub async fn create(database_prefix: &str, role_prefix: &str) -> anyhow::Result<Self> {
+        let admin_config: tokio_postgres::Config =
+            crate::stack().await.database_admin_url.parse()?;
+        let admin = connect(&admin_config).await?;
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+        let role_prefix = format!("{role_prefix}{id}");
+        let database = format!("{database_prefix}_{id}");
+        let owner = format!("{role_prefix}_owner");
+        // Two statements: CREATE DATABASE may not run in the implicit transaction of a batch.
+        admin
+            .batch_execute(&format!("CREATE ROLE {owner} LOGIN CREATEROLE"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}"))
+            .await?;
+        let host = match admin_config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = admin_config.get_ports().first().copied().unwrap_or(5432);
+        Ok(Self {
+            admin_config,
+            admin,
+            database,
+            owner,
+            role_prefix,
+            host,
+            port,
+        })
+    }
+
+    /// A role name of this test's own.
+    pub fn role(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.role_prefix)
+    }
+
+    /// The database's URL as `role` (loopback connections are trusted).
+    pub fn url(&self, role: &str) -> String {
+        format!(
+            "postgres://{role}@{}:{}/{}",
+            self.host, self.port, self.database
+        )
+    }
+}

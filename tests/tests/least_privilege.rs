@@ -13,8 +13,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures::FutureExt as _;
 use vault_migrations::roles::{self, Layer, ServiceRole, DATA_VAULT};
 use vault_runtime::{Settings, Stage};
-use vault_tests::sql::{connect, outcome};
-use vault_tests::stack;
+use vault_tests::sql::{connect, outcome, OwnedDatabase};
 
 const PERMISSION_DENIED: &str = "42501";
 const READ_ONLY_TRANSACTION: &str = "25006";
@@ -32,39 +31,22 @@ struct Warehouse {
 
 impl Warehouse {
     async fn new() -> anyhow::Result<Self> {
-        let stack = stack().await;
-        let admin_config: tokio_postgres::Config = stack.database_admin_url.parse()?;
-        let admin = connect(&admin_config).await?;
-        let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
-        let database = format!("vaultline_lp_{id}");
-        let owner = format!("vl{id}_owner");
-        admin
-            .batch_execute(&format!("CREATE ROLE {owner} LOGIN CREATEROLE"))
-            .await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}"))
-            .await?;
-        let host = match admin_config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => "127.0.0.1".to_owned(),
-        };
-        let port = admin_config.get_ports().first().copied().unwrap_or(5432);
-        let url = |role: &str| format!("postgres://{role}@{host}:{port}/{database}");
+        let db = OwnedDatabase::create("vaultline_lp", "vl").await?;
         let mut names = BTreeMap::new();
         let mut urls = BTreeMap::new();
         for layer in ["stg", "dds", "cdm"] {
-            let name = format!("vl{id}_{layer}");
-            urls.insert(layer, url(&name));
+            let name = db.role(layer);
+            urls.insert(layer, db.url(&name));
             names.insert(layer, name);
         }
-        urls.insert("owner", url(&owner));
+        urls.insert("owner", db.url(&db.owner));
         let reader = roles::reader_role(&names["cdm"]);
-        urls.insert("reader", url(&reader));
+        urls.insert("reader", db.url(&reader));
         names.insert("reader", reader);
         Ok(Self {
-            admin_config,
-            database,
-            owner,
+            admin_config: db.admin_config,
+            database: db.database,
+            owner: db.owner,
             urls,
             names,
         })

@@ -8,43 +8,26 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt as _;
 use vault_migrations::roles::{Layer, ServiceRole};
-use vault_tests::sql::{connect, outcome};
-use vault_tests::stack;
+use vault_tests::sql::{connect, outcome, OwnedDatabase};
 
 const PERMISSION_DENIED: &str = "42501";
 
 #[tokio::test]
 async fn each_service_role_writes_only_its_layer_and_none_is_privileged() -> anyhow::Result<()> {
-    let stack = stack().await;
-    let admin_config: tokio_postgres::Config = stack.database_admin_url.parse()?;
-    let admin = connect(&admin_config).await?;
-    let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let database = format!("vaultline_roles_{id}");
-    let owner = format!("vr{id}_owner");
+    let db = OwnedDatabase::create("vaultline_roles", "vr").await?;
+    let (admin_config, admin) = (&db.admin_config, &db.admin);
+    let (database, owner) = (&db.database, &db.owner);
     let names = [
-        (Layer::Stg, format!("vr{id}_stg")),
-        (Layer::Dds, format!("vr{id}_dds")),
-        (Layer::Cdm, format!("vr{id}_cdm")),
+        (Layer::Stg, db.role("stg")),
+        (Layer::Dds, db.role("dds")),
+        (Layer::Cdm, db.role("cdm")),
     ];
-    // What docker/postgres/10-owner.sh does: an owner that may create roles, owning the database.
-    // (Two statements: CREATE DATABASE may not run in the implicit transaction of a batch.)
-    admin
-        .batch_execute(&format!("CREATE ROLE {owner} LOGIN CREATEROLE"))
-        .await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {database} OWNER {owner}"))
-        .await?;
 
     // Asserts panic; the clean-up below runs anyway, then the panic goes on.
     let result = AssertUnwindSafe(async {
         let mut owner_config = admin_config.clone();
-        owner_config.user(&owner).dbname(&database);
-        let host = match admin_config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => "127.0.0.1".to_owned(),
-        };
-        let port = admin_config.get_ports().first().copied().unwrap_or(5432);
-        let owner_url = format!("postgres://{owner}@{host}:{port}/{database}");
+        owner_config.user(owner).dbname(database);
+        let owner_url = db.url(owner);
         vault_migrations::run(&owner_url).await?;
         let roles: Vec<ServiceRole> = names
             .iter()
@@ -184,7 +167,7 @@ async fn each_service_role_writes_only_its_layer_and_none_is_privileged() -> any
         .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .await?;
     let reader = vault_migrations::roles::reader_role(&names[2].1);
-    for name in names.iter().map(|(_, n)| n).chain([&reader, &owner]) {
+    for name in names.iter().map(|(_, n)| n).chain([&reader, owner]) {
         admin
             .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
             .await?;
