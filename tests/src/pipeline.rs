@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vault_runtime::{variables as var, Profile, Settings};
 
+use crate::sql::Columns;
 use crate::{eventually, stack, unique, Stack};
 
 /// Counts the counters that differ from the recount over the Data Vault (the one recount,
@@ -520,15 +521,13 @@ impl Pipeline {
     /// The warehouse's tables (`schema.table`), from the catalog.
     pub async fn warehouse_tables(db: &tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
         Ok(db
-            .query(
+            .column(
                 "SELECT table_schema || '.' || table_name FROM information_schema.tables \
                  WHERE table_schema IN ('stg', 'dds', 'cdm', 'ops') AND table_type = 'BASE TABLE' \
                  ORDER BY 1",
-                &[],
             )
             .await?
-            .iter()
-            .map(|row| row.get(0))
+            .into_iter()
             .collect())
     }
 

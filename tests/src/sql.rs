@@ -79,3 +79,38 @@ impl OwnedDatabase {
         )
     }
 }
+
+/// Reading columns of a query without parameters: the first column of every row, or the
+/// first two.
+pub trait Columns {
+    fn column<T>(&self, sql: &str) -> impl std::future::Future<Output = anyhow::Result<Vec<T>>>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>;
+
+    fn pairs<A, B>(
+        &self,
+        sql: &str,
+    ) -> impl std::future::Future<Output = anyhow::Result<Vec<(A, B)>>>
+    where
+        A: for<'a> tokio_postgres::types::FromSql<'a>,
+        B: for<'a> tokio_postgres::types::FromSql<'a>;
+}
+
+impl Columns for tokio_postgres::Client {
+    async fn column<T>(&self, sql: &str) -> anyhow::Result<Vec<T>>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let rows = self.query(sql, &[]).await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn pairs<A, B>(&self, sql: &str) -> anyhow::Result<Vec<(A, B)>>
+    where
+        A: for<'a> tokio_postgres::types::FromSql<'a>,
+        B: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let rows = self.query(sql, &[]).await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+}

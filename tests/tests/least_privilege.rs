@@ -13,7 +13,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures::FutureExt as _;
 use vault_migrations::roles::{self, Layer, ServiceRole, DATA_VAULT};
 use vault_runtime::{Settings, Stage};
-use vault_tests::sql::{connect, outcome, OwnedDatabase};
+use vault_tests::sql::{connect, outcome, Columns, OwnedDatabase};
 
 const PERMISSION_DENIED: &str = "42501";
 const READ_ONLY_TRANSACTION: &str = "25006";
@@ -199,16 +199,14 @@ async fn each_role_holds_exactly_its_grants_and_is_refused_every_other_statement
             let owner = w.owner_client().await?;
             // The Data Vault's tables, for service-dds's default.
             let vault: Vec<String> = owner
-                .query(
+                .column(
                     "SELECT 'dds.' || c.relname FROM pg_class c \
                      JOIN pg_namespace n ON n.oid = c.relnamespace \
                      WHERE n.nspname = 'dds' AND c.relkind IN ('r', 'p') \
                        AND c.relname <> 'order_load_state'",
-                    &[],
                 )
                 .await?
-                .iter()
-                .map(|row| row.get(0))
+                .into_iter()
                 .collect();
             assert!(vault.len() >= 15, "{vault:?}");
             for (key, layer) in [("stg", Layer::Stg), ("dds", Layer::Dds), ("cdm", Layer::Cdm)] {

@@ -2,6 +2,7 @@
 //! no-op, that replicas starting together apply it once, and that Data Vault rows are
 //! insert-only (no UPDATE, DELETE or TRUNCATE).
 
+use vault_tests::sql::Columns;
 use vault_tests::stack;
 
 async fn client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -85,15 +86,13 @@ async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> any
     }
     // Satellites are keyed by hub key and load time.
     let key: Vec<String> = db
-        .query(
+        .column(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a \
                ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
              WHERE i.indrelid = 'dds.s_order_status'::regclass AND i.indisprimary ORDER BY 1",
-            &[],
         )
         .await?
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert_eq!(key, ["h_order_pk", "load_dt"]);
     Ok(())
@@ -171,14 +170,12 @@ async fn every_data_vault_table_refuses_update_delete_and_truncate() -> anyhow::
     vault_migrations::run(&url).await?;
     let db = client(&url).await?;
     let tables: Vec<String> = db
-        .query(
+        .column(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'dds' \
              AND table_type = 'BASE TABLE' AND table_name ~ '^[hls]_' ORDER BY 1",
-            &[],
         )
         .await?
-        .iter()
-        .map(|row| row.get(0))
+        .into_iter()
         .collect();
     assert!(tables.len() >= 14, "hubs, links and satellites: {tables:?}");
     for table in &tables {

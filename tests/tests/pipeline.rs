@@ -14,6 +14,7 @@ use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::orders::{message, order, random_dictionary};
 use vault_tests::pipeline::{http, Datagen, Overrides, Pipeline, Service};
 use vault_tests::process::{log, spawn, terminate};
+use vault_tests::sql::Columns;
 use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -232,14 +233,12 @@ async fn duplicates_older_versions_and_cancellations_leave_counters_exact() -> a
     );
     // Status history: CLOSED (v2) then CANCELLED (v3); the older DELIVERING never applied.
     let statuses: Vec<String> = client
-        .query(
+        .column(
             "SELECT s.status FROM dds.s_order_status s JOIN dds.h_order o USING (h_order_pk) \
              WHERE o.order_id = 42 ORDER BY s.update_ts",
-            &[],
         )
         .await?
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert_eq!(statuses, ["CLOSED", "CANCELLED"]);
     // The staging layer holds the newest version.

@@ -14,6 +14,7 @@ use vault_runtime::REPLAY_PAGE;
 use vault_tests::oracle::{self, Model};
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::produce::{produce_placed, Outgoing, Placed};
+use vault_tests::sql::Columns;
 use vault_tests::{eventually, unique};
 
 const SETTLE: Duration = Duration::from_secs(180);
@@ -379,14 +380,12 @@ async fn a_replay_of_more_letters_than_a_page_republishes_each_once_and_only_tho
     let chosen: Vec<i64> = p
         .db()
         .await?
-        .query(
+        .column(
             "SELECT id FROM ops.dead_letters WHERE service = 'service-stg' AND id % 2 = 0 \
              ORDER BY id",
-            &[],
         )
         .await?
-        .iter()
-        .map(|row| row.get(0))
+        .into_iter()
         .collect();
     assert!(chosen.len() as i64 > REPLAY_PAGE);
     let mut args = vec![
@@ -408,13 +407,9 @@ async fn a_replay_of_more_letters_than_a_page_republishes_each_once_and_only_tho
     let marked: Vec<i64> = p
         .db()
         .await?
-        .query(
-            "SELECT id FROM ops.dead_letters WHERE replayed_at IS NOT NULL ORDER BY id",
-            &[],
-        )
+        .column("SELECT id FROM ops.dead_letters WHERE replayed_at IS NOT NULL ORDER BY id")
         .await?
-        .iter()
-        .map(|row| row.get(0))
+        .into_iter()
         .collect();
     assert_eq!(marked, chosen);
 

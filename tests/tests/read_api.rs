@@ -11,6 +11,7 @@ use vault_core::HashKey;
 use vault_tests::eventually;
 use vault_tests::pipeline::{Pipeline, Service};
 use vault_tests::read_api::{define_category_tag, encode, fill, send, ApiClient};
+use vault_tests::sql::Columns;
 
 /// The raw answer to a request without a body, sent with the API's bearer token: the head
 /// (status line and headers, lower-cased) and every byte the server sent after it, unparsed.
@@ -427,15 +428,13 @@ async fn the_pipeline_and_summary_report_progress_throughput_and_dead_letters() 
     let top: Vec<(String, i64)> = p
         .db()
         .await?
-        .query(
+        .pairs(
             "SELECT max(category_name), sum(order_cnt)::bigint FROM cdm.user_category_counters \
              GROUP BY category_id HAVING sum(order_cnt) > 0 ORDER BY 2 DESC, 1, category_id \
              LIMIT 10",
-            &[],
         )
         .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .into_iter()
         .collect();
     let shown: Vec<(String, i64)> = summary["top_categories"]
         .as_array()

@@ -20,6 +20,7 @@ use vault_tests::oracle::{assert_exact, Model};
 use vault_tests::orders::{message, order, random_dictionary};
 use vault_tests::pipeline::{http, Datagen, Overrides, Pipeline, Service};
 use vault_tests::servers::PrivateRedis;
+use vault_tests::sql::Columns;
 
 const SETTLE: Duration = Duration::from_secs(180);
 /// How long a fault is held: every back-off step up to several seconds gets its chance to
@@ -294,14 +295,12 @@ async fn one_unknown_user_among_known_ones_is_one_dead_letter_and_nothing_pauses
     let letters: HashMap<String, String> = p
         .db()
         .await?
-        .query(
+        .pairs(
             "SELECT convert_from(message_key, 'UTF8'), error_kind FROM ops.dead_letters \
              WHERE service = 'service-stg'",
-            &[],
         )
         .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .into_iter()
         .collect();
     assert_eq!(
         letters,

@@ -5,6 +5,7 @@
 //! must agree with the counters the old release kept.
 
 use vault_core::HashKey;
+use vault_tests::sql::Columns;
 use vault_tests::stack;
 
 /// The last migration of the previous release: `2026-11-21-000001_warehouse`.
@@ -195,14 +196,12 @@ async fn the_new_migrations_keep_old_rows_and_give_old_orders_their_effectivity(
 
     // Every old order has its latest version, and its dishes under one category each.
     let versions: Vec<(i64, String)> = db
-        .query(
+        .pairs(
             "SELECT o.order_id, v.update_ts::text FROM dds.s_order_version v \
              JOIN dds.h_order o USING (h_order_pk) ORDER BY 1",
-            &[],
         )
         .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .into_iter()
         .collect();
     assert_eq!(
         versions,
@@ -248,13 +247,9 @@ async fn the_new_migrations_keep_old_rows_and_give_old_orders_their_effectivity(
         .get(0);
     assert_eq!(effective, 6, "one user per applied version");
     let facts: Vec<(i64, String)> = db
-        .query(
-            "SELECT order_id, user_id FROM bi.fact_order ORDER BY 1",
-            &[],
-        )
+        .pairs("SELECT order_id, user_id FROM bi.fact_order ORDER BY 1")
         .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .into_iter()
         .collect();
     assert_eq!(
         facts,

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use vault_core::{decode, EnrichedOrder, HashKey, OrderStatus, Timestamp};
 use vault_runtime::PgPool;
+use vault_tests::sql::Columns;
 
 const DDS_MESSAGE: &str = include_str!("../../vault-core/tests/data/dds_message.json");
 
@@ -140,14 +141,12 @@ async fn versions_loaded_one_by_one_leave_the_latest_dishes_and_categories_effec
         2
     );
     let categories: BTreeSet<String> = db
-        .query(
+        .column(
             "SELECT c.category_name FROM cdm.v_user_category_recount r \
              JOIN dds.h_category c ON c.h_category_pk = r.category_id",
-            &[],
         )
         .await?
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert_eq!(
         categories,

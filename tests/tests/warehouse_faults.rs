@@ -16,6 +16,7 @@ use vault_tests::faults::{
     await_healthy, await_paused, health, hold_without_dead_letters, Altered, SETTLE,
 };
 use vault_tests::pipeline::{Pipeline, Service};
+use vault_tests::sql::Columns;
 
 /// How long each fault is held: past several back-off steps and bisections, each of which
 /// would have rejected something under the old classification.
@@ -92,13 +93,9 @@ async fn paused_by(fault: Fault, seed: u64, first_id: i64) -> anyhow::Result<()>
 async fn the_warehouse_check_covers_every_data_vault_table() -> anyhow::Result<()> {
     let (_, _, db) = vault_tests::warehouse::migrated().await?;
     let in_schema: BTreeSet<String> = db
-        .query(
-            "SELECT 'dds.' || tablename FROM pg_tables WHERE schemaname = 'dds'",
-            &[],
-        )
+        .column("SELECT 'dds.' || tablename FROM pg_tables WHERE schemaname = 'dds'")
         .await?
-        .iter()
-        .map(|row| row.get(0))
+        .into_iter()
         .collect();
     let checked: BTreeSet<String> = service_dds::DdsStage::tables()
         .iter()
