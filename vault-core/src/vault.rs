@@ -727,25 +727,23 @@ mod tests {
 
     #[test]
     fn insert_once_keys_are_the_primary_keys() {
+        let version = at("2025-02-22 08:00:00");
         let link = LOrderProductCategory::new(key("o"), key("p"), key("c"));
         assert_eq!(link.key(), link.hk_order_product_category_pk);
         let effectivity = SOrderProductCategoryEffectivity {
             hk_order_product_category_pk: link.hk_order_product_category_pk,
-            update_ts: at("2025-02-22 08:00:00"),
+            update_ts: version,
         };
         assert_eq!(
             effectivity.key(),
-            (link.hk_order_product_category_pk, at("2025-02-22 08:00:00"))
+            (link.hk_order_product_category_pk, version)
         );
         let user = LOrderUser::new(key("o"), key("u"));
         let in_effect = SOrderUserEffectivity {
             hk_order_user_pk: user.hk_order_user_pk,
-            update_ts: at("2025-02-22 08:00:00"),
+            update_ts: version,
         };
-        assert_eq!(
-            in_effect.key(),
-            (user.hk_order_user_pk, at("2025-02-22 08:00:00"))
-        );
+        assert_eq!(in_effect.key(), (user.hk_order_user_pk, version));
     }
 
     #[test]
@@ -771,12 +769,9 @@ mod tests {
 #[cfg(test)]
 mod found_by_fuzzing {
     use super::*;
-    use crate::contract::{EnrichedPayload, EnrichedProduct, EntityId, RestaurantRef, UserRef};
+    use crate::contract::{EnrichedPayload, EnrichedProduct, RestaurantRef, UserRef};
     use crate::events;
-
-    fn entity(id: &str) -> EntityId {
-        EntityId::parse(id).expect("valid entity id")
-    }
+    use crate::test_support::entity;
 
     #[test]
     fn a_product_listed_twice_yields_the_category_of_its_last_listing_only() {
