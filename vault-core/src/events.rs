@@ -114,12 +114,9 @@ fn same<T: PartialEq + std::fmt::Display>(
 mod tests {
     use super::*;
     use crate::contract::{
-        Amount, EnrichedPayload, EnrichedProduct, EntityId, OrderId, RestaurantRef, UserRef,
+        Amount, EnrichedPayload, EnrichedProduct, OrderId, RestaurantRef, UserRef,
     };
-
-    fn entity(id: &str) -> EntityId {
-        EntityId::parse(id).expect("valid entity id")
-    }
+    use crate::test_support::entity;
 
     fn order() -> EnrichedOrder {
         let at = Timestamp::parse("2023-08-05 06:28:54").expect("timestamp");

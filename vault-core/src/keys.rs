@@ -89,10 +89,7 @@ impl FromStr for HashKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entity(id: &str) -> EntityId {
-        EntityId::parse(id).expect("valid entity id")
-    }
+    use crate::test_support::entity;
 
     #[test]
     fn hub_keys_reproduce_the_spec_test_vectors() {

@@ -26,3 +26,14 @@ pub use contract::{
 };
 pub use decode::DecodeError;
 pub use keys::HashKey;
+
+/// Helpers the unit tests of several modules share.
+#[cfg(test)]
+mod test_support {
+    use crate::EntityId;
+
+    /// An entity id the test knows to be valid.
+    pub(crate) fn entity(id: &str) -> EntityId {
+        EntityId::parse(id).expect("valid entity id")
+    }
+}

@@ -160,6 +160,47 @@ macro_rules! history {
     };
 }
 
+/// Declares a hub keyed by its hash key alone, with its business key as text.
+macro_rules! hub {
+    ($(#[$meta:meta])* $name:ident = $table:literal { $pk:ident, $business_key:ident }) => {
+        table! {
+            $(#[$meta])*
+            $name = $table {
+                $pk: HashKey as Key,
+                $business_key: String as Text,
+            }
+        }
+        keyed_by!($name, $pk);
+    };
+}
+
+/// Declares a link: its row, its key (the hash of its hub keys in field order, by
+/// `HashKey::link` or `HashKey::link3`) and the constructor that computes it.
+macro_rules! link {
+    (
+        $(#[$meta:meta])*
+        $name:ident = $table:literal { $pk:ident = $link:ident($($hub:ident),+) }
+    ) => {
+        table! {
+            $(#[$meta])*
+            $name = $table {
+                $pk: HashKey as Key,
+                $($hub: HashKey as Key,)+
+            }
+        }
+        keyed_by!($name, $pk);
+
+        impl $name {
+            pub fn new($($hub: HashKey),+) -> Self {
+                Self {
+                    $pk: HashKey::$link($($hub),+),
+                    $($hub,)+
+                }
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------- hubs
 
 table! {
@@ -169,122 +210,33 @@ table! {
         order_dt: Timestamp as Time,
     }
 }
-table! {
-    HUser = "dds.h_user" {
-        h_user_pk: HashKey as Key,
-        user_id: String as Text,
-    }
-}
-table! {
-    HRestaurant = "dds.h_restaurant" {
-        h_restaurant_pk: HashKey as Key,
-        restaurant_id: String as Text,
-    }
-}
-table! {
-    HProduct = "dds.h_product" {
-        h_product_pk: HashKey as Key,
-        product_id: String as Text,
-    }
-}
-table! {
+keyed_by!(HOrder, h_order_pk);
+hub!(HUser = "dds.h_user" { h_user_pk, user_id });
+hub!(HRestaurant = "dds.h_restaurant" { h_restaurant_pk, restaurant_id });
+hub!(HProduct = "dds.h_product" { h_product_pk, product_id });
+hub!(
     /// Categories have no id of their own: the business key is the name.
-    HCategory = "dds.h_category" {
-        h_category_pk: HashKey as Key,
-        category_name: String as Text,
-    }
-}
+    HCategory = "dds.h_category" { h_category_pk, category_name }
+);
 
 // ---------------------------------------------------------------- links
 
-table! {
-    LOrderUser = "dds.l_order_user" {
-        hk_order_user_pk: HashKey as Key,
-        h_order_pk: HashKey as Key,
-        h_user_pk: HashKey as Key,
-    }
-}
-table! {
-    LOrderProduct = "dds.l_order_product" {
-        hk_order_product_pk: HashKey as Key,
-        h_order_pk: HashKey as Key,
-        h_product_pk: HashKey as Key,
-    }
-}
-table! {
-    LProductCategory = "dds.l_product_category" {
-        hk_product_category_pk: HashKey as Key,
-        h_product_pk: HashKey as Key,
-        h_category_pk: HashKey as Key,
-    }
-}
-table! {
-    LProductRestaurant = "dds.l_product_restaurant" {
-        hk_product_restaurant_pk: HashKey as Key,
-        h_product_pk: HashKey as Key,
-        h_restaurant_pk: HashKey as Key,
-    }
-}
-table! {
+link!(LOrderUser = "dds.l_order_user" { hk_order_user_pk = link(h_order_pk, h_user_pk) });
+link!(LOrderProduct = "dds.l_order_product" {
+    hk_order_product_pk = link(h_order_pk, h_product_pk)
+});
+link!(LProductCategory = "dds.l_product_category" {
+    hk_product_category_pk = link(h_product_pk, h_category_pk)
+});
+link!(LProductRestaurant = "dds.l_product_restaurant" {
+    hk_product_restaurant_pk = link(h_product_pk, h_restaurant_pk)
+});
+link!(
     /// A dish in an order under the category it had there (docs/contract.md §3.3).
     LOrderProductCategory = "dds.l_order_product_category" {
-        hk_order_product_category_pk: HashKey as Key,
-        h_order_pk: HashKey as Key,
-        h_product_pk: HashKey as Key,
-        h_category_pk: HashKey as Key,
+        hk_order_product_category_pk = link3(h_order_pk, h_product_pk, h_category_pk)
     }
-}
-
-impl LOrderUser {
-    pub fn new(h_order_pk: HashKey, h_user_pk: HashKey) -> Self {
-        Self {
-            hk_order_user_pk: HashKey::link(h_order_pk, h_user_pk),
-            h_order_pk,
-            h_user_pk,
-        }
-    }
-}
-
-impl LOrderProduct {
-    pub fn new(h_order_pk: HashKey, h_product_pk: HashKey) -> Self {
-        Self {
-            hk_order_product_pk: HashKey::link(h_order_pk, h_product_pk),
-            h_order_pk,
-            h_product_pk,
-        }
-    }
-}
-
-impl LProductCategory {
-    pub fn new(h_product_pk: HashKey, h_category_pk: HashKey) -> Self {
-        Self {
-            hk_product_category_pk: HashKey::link(h_product_pk, h_category_pk),
-            h_product_pk,
-            h_category_pk,
-        }
-    }
-}
-
-impl LProductRestaurant {
-    pub fn new(h_product_pk: HashKey, h_restaurant_pk: HashKey) -> Self {
-        Self {
-            hk_product_restaurant_pk: HashKey::link(h_product_pk, h_restaurant_pk),
-            h_product_pk,
-            h_restaurant_pk,
-        }
-    }
-}
-
-impl LOrderProductCategory {
-    pub fn new(h_order_pk: HashKey, h_product_pk: HashKey, h_category_pk: HashKey) -> Self {
-        Self {
-            hk_order_product_category_pk: HashKey::link3(h_order_pk, h_product_pk, h_category_pk),
-            h_order_pk,
-            h_product_pk,
-            h_category_pk,
-        }
-    }
-}
+);
 
 // ---------------------------------------------------------------- satellites
 // `update_ts` is the order version a row came from.
@@ -355,16 +307,6 @@ table! {
     }
 }
 
-keyed_by!(HOrder, h_order_pk);
-keyed_by!(HUser, h_user_pk);
-keyed_by!(HRestaurant, h_restaurant_pk);
-keyed_by!(HProduct, h_product_pk);
-keyed_by!(HCategory, h_category_pk);
-keyed_by!(LOrderUser, hk_order_user_pk);
-keyed_by!(LOrderProduct, hk_order_product_pk);
-keyed_by!(LProductCategory, hk_product_category_pk);
-keyed_by!(LProductRestaurant, hk_product_restaurant_pk);
-keyed_by!(LOrderProductCategory, hk_order_product_category_pk);
 keyed_by!(SOrderVersion, h_order_pk, update_ts);
 keyed_by!(SOrderUserEffectivity, hk_order_user_pk, update_ts);
 keyed_by!(
@@ -785,25 +727,23 @@ mod tests {
 
     #[test]
     fn insert_once_keys_are_the_primary_keys() {
+        let version = at("2025-02-22 08:00:00");
         let link = LOrderProductCategory::new(key("o"), key("p"), key("c"));
         assert_eq!(link.key(), link.hk_order_product_category_pk);
         let effectivity = SOrderProductCategoryEffectivity {
             hk_order_product_category_pk: link.hk_order_product_category_pk,
-            update_ts: at("2025-02-22 08:00:00"),
+            update_ts: version,
         };
         assert_eq!(
             effectivity.key(),
-            (link.hk_order_product_category_pk, at("2025-02-22 08:00:00"))
+            (link.hk_order_product_category_pk, version)
         );
         let user = LOrderUser::new(key("o"), key("u"));
         let in_effect = SOrderUserEffectivity {
             hk_order_user_pk: user.hk_order_user_pk,
-            update_ts: at("2025-02-22 08:00:00"),
+            update_ts: version,
         };
-        assert_eq!(
-            in_effect.key(),
-            (user.hk_order_user_pk, at("2025-02-22 08:00:00"))
-        );
+        assert_eq!(in_effect.key(), (user.hk_order_user_pk, version));
     }
 
     #[test]
@@ -829,12 +769,9 @@ mod tests {
 #[cfg(test)]
 mod found_by_fuzzing {
     use super::*;
-    use crate::contract::{EnrichedPayload, EnrichedProduct, EntityId, RestaurantRef, UserRef};
+    use crate::contract::{EnrichedPayload, EnrichedProduct, RestaurantRef, UserRef};
     use crate::events;
-
-    fn entity(id: &str) -> EntityId {
-        EntityId::parse(id).expect("valid entity id")
-    }
+    use crate::test_support::entity;
 
     #[test]
     fn a_product_listed_twice_yields_the_category_of_its_last_listing_only() {

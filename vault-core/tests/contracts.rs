@@ -280,6 +280,28 @@ fn cdm_events() -> impl Strategy<Value = Vec<CdmOrderEvent>> {
 // ---------------------------------------------------------------------------------------------
 // Random values.
 
+/// One property test per listed message type: a random value survives serialize then decode.
+macro_rules! survive_serialize_then_decode {
+    ($($test:ident: $value:ident in $strategy:expr => $decode:path;)+) => {
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            $(
+                #[test]
+                fn $test($value in $strategy) {
+                    survives_serialize_then_decode(&$value, $decode)?;
+                }
+            )+
+        }
+    };
+}
+
+survive_serialize_then_decode! {
+    a_user_survives_serialize_then_decode: user in user() => decode::user;
+    a_restaurant_survives_serialize_then_decode: restaurant in restaurant() => decode::restaurant;
+    an_enriched_order_survives_serialize_then_decode: order in enriched_order() => decode::enriched_order;
+    a_counter_event_array_survives_serialize_then_decode: events in cdm_events() => decode::cdm_events;
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -294,26 +316,6 @@ proptest! {
         prop_assert_eq!(json(&decoded.order), bytes.clone());
         let from_string = decode::raw_order(&wrapped(&bytes)).expect("wrapped decodes");
         prop_assert_eq!(from_string, decoded);
-    }
-
-    #[test]
-    fn a_user_survives_serialize_then_decode(user in user()) {
-        survives_serialize_then_decode(&user, decode::user)?;
-    }
-
-    #[test]
-    fn a_restaurant_survives_serialize_then_decode(restaurant in restaurant()) {
-        survives_serialize_then_decode(&restaurant, decode::restaurant)?;
-    }
-
-    #[test]
-    fn an_enriched_order_survives_serialize_then_decode(order in enriched_order()) {
-        survives_serialize_then_decode(&order, decode::enriched_order)?;
-    }
-
-    #[test]
-    fn a_counter_event_array_survives_serialize_then_decode(events in cdm_events()) {
-        survives_serialize_then_decode(&events, decode::cdm_events)?;
     }
 
     #[test]

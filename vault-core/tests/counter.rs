@@ -66,30 +66,42 @@ fn deltas(products: Counts<'_>, categories: Counts<'_>) -> Deltas {
     }
 }
 
+/// `user`'s counters for one closed order with a pie (category pastry).
+fn one_pie(user: &str) -> Deltas {
+    deltas(&[((user, "pie"), 1)], &[((user, "pastry"), 1)])
+}
+
+/// Offering `v` changes no counter (the ledger may still remember the version).
+fn assert_no_delta(ledger: &mut Ledger, v: &OrderVersion) {
+    let deltas = ledger.offer(v);
+    assert!(deltas.is_empty(), "{v:?} gave {deltas:?}");
+}
+
+/// Offering `v` changes nothing at all: the version is stale.
+fn assert_stale(ledger: &mut Ledger, v: &OrderVersion) {
+    let before = ledger.clone();
+    assert_no_delta(ledger, v);
+    assert_eq!(*ledger, before);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Unit tests: one transition at a time.
 
 #[test]
 fn a_first_closed_version_counts_one_per_product_and_one_per_category() {
-    let mut ledger = Ledger::default();
-    let v = version(
-        "o1",
-        "u1",
-        0,
-        Closed,
-        &[("khachapuri", "pastry"), ("mors", "drinks")],
-    );
+    let items = [("khachapuri", "pastry"), ("mors", "drinks")];
+    let v = version("o1", "u1", 0, Closed, &items);
     let expected = deltas(
         &[(("u1", "khachapuri"), 1), (("u1", "mors"), 1)],
         &[(("u1", "pastry"), 1), (("u1", "drinks"), 1)],
     );
+    let mut ledger = Ledger::default();
     assert_eq!(ledger.offer(&v), expected);
     assert_eq!(ledger.counters, expected);
 }
 
 #[test]
 fn two_dishes_of_one_category_count_once_for_the_category() {
-    let mut ledger = Ledger::default();
     let v = version(
         "o1",
         "u1",
@@ -101,7 +113,7 @@ fn two_dishes_of_one_category_count_once_for_the_category() {
         &[(("u1", "khachapuri"), 1), (("u1", "pie"), 1)],
         &[(("u1", "pastry"), 1)],
     );
-    assert_eq!(ledger.offer(&v), expected);
+    assert_eq!(Ledger::default().offer(&v), expected);
 }
 
 #[test]
@@ -137,9 +149,7 @@ fn a_duplicate_version_is_stale() {
 
     let mut ledger = Ledger::default();
     ledger.offer(&v);
-    let before = ledger.clone();
-    assert!(ledger.offer(&v).is_empty());
-    assert_eq!(ledger, before);
+    assert_stale(&mut ledger, &v);
 }
 
 #[test]
@@ -150,13 +160,8 @@ fn an_older_version_is_stale_and_does_not_retract() {
 
     let mut ledger = Ledger::default();
     ledger.offer(&newer);
-    let before = ledger.clone();
-    assert!(ledger.offer(&older).is_empty());
-    assert_eq!(ledger, before);
-    assert_eq!(
-        ledger.counters,
-        deltas(&[(("u1", "pie"), 1)], &[(("u1", "pastry"), 1)])
-    );
+    assert_stale(&mut ledger, &older);
+    assert_eq!(ledger.counters, one_pie("u1"));
 }
 
 #[test]
@@ -173,21 +178,14 @@ fn a_version_with_the_same_update_ts_but_other_content_is_stale() {
 fn open_then_closed_counts_once() {
     let items = [("pie", "pastry")];
     let mut ledger = Ledger::default();
-    assert!(ledger
-        .offer(&version("o1", "u1", 0, Open, &items))
-        .is_empty());
-    assert!(ledger
-        .offer(&version("o1", "u1", 1, Cooking, &items))
-        .is_empty());
-    assert!(ledger
-        .offer(&version("o1", "u1", 2, Delivering, &items))
-        .is_empty());
-    let expected = deltas(&[(("u1", "pie"), 1)], &[(("u1", "pastry"), 1)]);
+    for (at, status) in [(0, Open), (1, Cooking), (2, Delivering)] {
+        assert_no_delta(&mut ledger, &version("o1", "u1", at, status, &items));
+    }
     assert_eq!(
         ledger.offer(&version("o1", "u1", 3, Closed, &items)),
-        expected
+        one_pie("u1")
     );
-    assert_eq!(ledger.counters, expected);
+    assert_eq!(ledger.counters, one_pie("u1"));
 }
 
 #[test]
@@ -224,29 +222,16 @@ fn a_newer_version_that_changes_the_user_moves_the_counts() {
             &[(("u1", "pastry"), -1), (("u2", "pastry"), 1)],
         )
     );
-    assert_eq!(
-        ledger.counters,
-        deltas(&[(("u2", "pie"), 1)], &[(("u2", "pastry"), 1)])
-    );
+    assert_eq!(ledger.counters, one_pie("u2"));
 }
 
 #[test]
 fn a_newer_version_that_changes_the_products_moves_the_counts() {
+    let before = [("pie", "pastry"), ("mors", "drinks")];
+    let after = [("pie", "pastry"), ("tea", "drinks")];
     let mut ledger = Ledger::default();
-    ledger.offer(&version(
-        "o1",
-        "u1",
-        0,
-        Closed,
-        &[("pie", "pastry"), ("mors", "drinks")],
-    ));
-    let moved = ledger.offer(&version(
-        "o1",
-        "u1",
-        1,
-        Closed,
-        &[("pie", "pastry"), ("tea", "drinks")],
-    ));
+    ledger.offer(&version("o1", "u1", 0, Closed, &before));
+    let moved = ledger.offer(&version("o1", "u1", 1, Closed, &after));
     assert_eq!(
         moved,
         deltas(&[(("u1", "mors"), -1), (("u1", "tea"), 1)], &[])
@@ -257,42 +242,28 @@ fn a_newer_version_that_changes_the_products_moves_the_counts() {
 fn cancelled_then_a_newer_closed_version_counts() {
     let items = [("pie", "pastry")];
     let mut ledger = Ledger::default();
-    assert!(ledger
-        .offer(&version("o1", "u1", 0, Cancelled, &items))
-        .is_empty());
-    let expected = deltas(&[(("u1", "pie"), 1)], &[(("u1", "pastry"), 1)]);
-    assert_eq!(
-        ledger.offer(&version("o1", "u1", 1, Closed, &items)),
-        expected
-    );
+    assert_no_delta(&mut ledger, &version("o1", "u1", 0, Cancelled, &items));
+    let closed = version("o1", "u1", 1, Closed, &items);
+    assert_eq!(ledger.offer(&closed), one_pie("u1"));
 }
 
 #[test]
 fn distinct_orders_of_one_user_count_separately() {
+    let pie = [("pie", "pastry")];
+    let pie_and_bun = [("pie", "pastry"), ("bun", "pastry")];
+    // u1's counters: pies, buns, pastry.
+    let counts = |pies, buns, pastries| {
+        deltas(
+            &[(("u1", "pie"), pies), (("u1", "bun"), buns)],
+            &[(("u1", "pastry"), pastries)],
+        )
+    };
     let mut ledger = Ledger::default();
-    ledger.offer(&version("o1", "u1", 0, Closed, &[("pie", "pastry")]));
-    ledger.offer(&version(
-        "o2",
-        "u1",
-        0,
-        Closed,
-        &[("pie", "pastry"), ("bun", "pastry")],
-    ));
-    assert_eq!(
-        ledger.counters,
-        deltas(
-            &[(("u1", "pie"), 2), (("u1", "bun"), 1)],
-            &[(("u1", "pastry"), 2)],
-        )
-    );
-    ledger.offer(&version("o1", "u1", 1, Cancelled, &[("pie", "pastry")]));
-    assert_eq!(
-        ledger.counters,
-        deltas(
-            &[(("u1", "pie"), 1), (("u1", "bun"), 1)],
-            &[(("u1", "pastry"), 1)],
-        )
-    );
+    ledger.offer(&version("o1", "u1", 0, Closed, &pie));
+    ledger.offer(&version("o2", "u1", 0, Closed, &pie_and_bun));
+    assert_eq!(ledger.counters, counts(2, 1, 2));
+    ledger.offer(&version("o1", "u1", 1, Cancelled, &pie));
+    assert_eq!(ledger.counters, counts(1, 1, 1));
 }
 
 #[test]
@@ -304,10 +275,7 @@ fn recount_takes_only_the_latest_version_of_each_order() {
         version("o2", "u1", 0, Open, &items),
         version("o2", "u1", 3, Closed, &items),
     ];
-    assert_eq!(
-        recount(&versions),
-        deltas(&[(("u1", "pie"), 1)], &[(("u1", "pastry"), 1)])
-    );
+    assert_eq!(recount(&versions), one_pie("u1"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -513,6 +481,34 @@ impl Datamart {
         Ok(deltas)
     }
 
+    /// Delivers `versions[i]` for each `i` of `sequence`, in that order; the deltas of each.
+    fn deliver_all(
+        &mut self,
+        versions: &[OrderVersion],
+        sequence: &[usize],
+    ) -> Result<Vec<Deltas>, TestCaseError> {
+        sequence
+            .iter()
+            .map(|&i| self.deliver(&versions[i]))
+            .collect()
+    }
+
+    /// Delivers the sequence again: every version is a replay and changes no counter.
+    fn replay(
+        &mut self,
+        versions: &[OrderVersion],
+        sequence: &[usize],
+    ) -> Result<(), TestCaseError> {
+        for deltas in self.deliver_all(versions, sequence)? {
+            prop_assert!(
+                deltas.is_empty(),
+                "a replayed version changed counters: {:?}",
+                deltas
+            );
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), TestCaseError> {
         let expected = spec_counts(&self.seen);
         prop_assert_eq!(&self.ledger.counters, &expected);
@@ -571,16 +567,11 @@ proptest! {
         (versions, sequence) in delivery()
     ) {
         let mut mart = Datamart::default();
-        for &i in &sequence {
-            mart.deliver(&versions[i])?;
-        }
+        mart.deliver_all(&versions, &sequence)?;
         prop_assert_eq!(&mart.ledger.counters, &spec_counts(&versions));
 
         let after_first_pass = mart.ledger.clone();
-        for &i in &sequence {
-            let deltas = mart.deliver(&versions[i])?;
-            prop_assert!(deltas.is_empty(), "a replayed version changed counters: {:?}", deltas);
-        }
+        mart.replay(&versions, &sequence)?;
         prop_assert_eq!(&mart.ledger, &after_first_pass);
     }
 
@@ -591,13 +582,8 @@ proptest! {
         (versions, sequence) in delivery_with_ties()
     ) {
         let mut mart = Datamart::default();
-        for &i in &sequence {
-            mart.deliver(&versions[i])?;
-        }
-        for &i in &sequence {
-            let deltas = mart.deliver(&versions[i])?;
-            prop_assert!(deltas.is_empty(), "a replayed version changed counters: {:?}", deltas);
-        }
+        mart.deliver_all(&versions, &sequence)?;
+        mart.replay(&versions, &sequence)?;
     }
 
     /// Every order of delivery of the same versions ends in the same state.
@@ -643,9 +629,7 @@ proptest! {
             let committed = next + kept;
             next = resume.index(committed + 1);
         }
-        for &i in &sequence[next..] {
-            mart.deliver(&versions[i])?;
-        }
+        mart.deliver_all(&versions, &sequence[next..])?;
 
         let mut once = Ledger::default();
         for v in &versions {

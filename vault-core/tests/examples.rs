@@ -331,39 +331,31 @@ fn an_item_with_an_empty_category_maps_to_the_key_of_the_empty_name() {
     assert_eq!(hub.category_name, "");
 }
 
+/// `err` is `expected`, reports `kind` and names the missing id in its message.
+fn assert_typed_error(err: &EnrichError, expected: &EnrichError, kind: &str, missing: &str) {
+    assert_eq!(err, expected);
+    assert_eq!(err.kind(), kind);
+    assert!(err.to_string().contains(missing), "{err}");
+}
+
 #[test]
 fn an_unknown_user_is_a_typed_error_naming_the_user() {
-    let order = raw(ORDER_NAIVE);
-    let err = enrich(&order, None, Some(&restaurant())).expect_err("no user");
-    assert_eq!(
-        err,
-        EnrichError::UnknownUser {
-            order: OrderId(2301365),
-            user: entity("626a81ce9a8cd1920641e296"),
-        }
-    );
-    assert_eq!(err.kind(), "unknown_user");
-    assert!(
-        err.to_string().contains("626a81ce9a8cd1920641e296"),
-        "{err}"
-    );
+    let err = enrich(&raw(ORDER_NAIVE), None, Some(&restaurant())).expect_err("no user");
+    let (order, user) = (OrderId(2301365), entity("626a81ce9a8cd1920641e296"));
+    let expected = EnrichError::UnknownUser { order, user };
+    assert_typed_error(&err, &expected, "unknown_user", "626a81ce9a8cd1920641e296");
 }
 
 #[test]
 fn an_unknown_restaurant_is_a_typed_error_naming_the_restaurant() {
-    let order = raw(ORDER_NAIVE);
-    let err = enrich(&order, Some(&user()), None).expect_err("no restaurant");
-    assert_eq!(
-        err,
-        EnrichError::UnknownRestaurant {
-            order: OrderId(2301365),
-            restaurant: entity("a51e4e31ae4602047ec52534"),
-        }
-    );
-    assert_eq!(err.kind(), "unknown_restaurant");
-    assert!(
-        err.to_string().contains("a51e4e31ae4602047ec52534"),
-        "{err}"
+    let err = enrich(&raw(ORDER_NAIVE), Some(&user()), None).expect_err("no restaurant");
+    let (order, restaurant) = (OrderId(2301365), entity("a51e4e31ae4602047ec52534"));
+    let expected = EnrichError::UnknownRestaurant { order, restaurant };
+    assert_typed_error(
+        &err,
+        &expected,
+        "unknown_restaurant",
+        "a51e4e31ae4602047ec52534",
     );
 }
 
@@ -374,18 +366,16 @@ fn an_item_missing_from_the_menu_is_a_typed_error_naming_the_item() {
     let mut restaurant = restaurant();
     restaurant.menu.retain(|item| item.id != missing);
     let err = enrich(&order, Some(&user()), Some(&restaurant)).expect_err("no menu item");
-    assert_eq!(
-        err,
-        EnrichError::UnknownMenuItem {
-            order: OrderId(2301365),
-            restaurant: entity("a51e4e31ae4602047ec52534"),
-            item: missing,
-        }
-    );
-    assert_eq!(err.kind(), "unknown_menu_item");
-    assert!(
-        err.to_string().contains("1b3e42939c414bc1ea69e2fe"),
-        "{err}"
+    let expected = EnrichError::UnknownMenuItem {
+        order: OrderId(2301365),
+        restaurant: entity("a51e4e31ae4602047ec52534"),
+        item: missing,
+    };
+    assert_typed_error(
+        &err,
+        &expected,
+        "unknown_menu_item",
+        "1b3e42939c414bc1ea69e2fe",
     );
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use serde_json::Value;
 use vault_core::contract::{EnrichedOrder, EnrichedProduct, OrderStatus};
-use vault_core::vault::{rows, HCategory, HProduct, VaultRows};
+use vault_core::vault::{rows, HCategory, HProduct, InsertOnce, VaultRows};
 use vault_core::{decode, EntityId, HashKey, OrderId, Timestamp};
 
 const DDS_MESSAGE: &str = include_str!("data/dds_message.json");
@@ -40,6 +40,18 @@ fn category_keys(hubs: &[HCategory]) -> BTreeSet<HashKey> {
     hubs.iter().map(|h| h.h_category_pk).collect()
 }
 
+/// The hub of `hubs` whose key is `wanted`.
+fn hub<'r, H: InsertOnce<Key = HashKey>>(hubs: &'r [H], wanted: &str, what: &str) -> &'r H {
+    hubs.iter().find(|h| h.key() == key(wanted)).expect(what)
+}
+
+/// The cost satellite's hashdiff of the example with these amounts.
+fn cost_hashdiff(cost: &str, payment: &str) -> HashKey {
+    rows(&with_amounts(cost, payment))
+        .s_order_cost
+        .hk_order_cost_hashdiff
+}
+
 fn with_amounts(cost: &str, payment: &str) -> EnrichedOrder {
     let mut document: Value = serde_json::from_str(DDS_MESSAGE).expect("JSON");
     document["payload"]["cost"] = serde_json::from_str(cost).expect("number");
@@ -68,11 +80,7 @@ fn hub_keys_of_the_example_are_the_spec_test_vectors() {
     assert_eq!(rows.h_restaurant.h_restaurant_pk, key(H_RESTAURANT));
     assert_eq!(rows.h_restaurant.restaurant_id, "a51e4e31ae4602047ec52534");
 
-    let khachapuri = rows
-        .h_products
-        .iter()
-        .find(|h| h.h_product_pk == key(H_PRODUCT_KHACHAPURI))
-        .expect("the khachapuri hub");
+    let khachapuri = hub(&rows.h_products, H_PRODUCT_KHACHAPURI, "the khachapuri hub");
     assert_eq!(khachapuri.product_id, "c5b64c8ba71adb08ce4bf7bc");
     assert_eq!(
         product_keys(&rows.h_products),
@@ -81,11 +89,7 @@ fn hub_keys_of_the_example_are_the_spec_test_vectors() {
             .into()
     );
 
-    let pastry = rows
-        .h_categories
-        .iter()
-        .find(|h| h.h_category_pk == key(H_CATEGORY_PASTRY))
-        .expect("the pastry hub");
+    let pastry = hub(&rows.h_categories, H_CATEGORY_PASTRY, "the pastry hub");
     assert_eq!(pastry.category_name, "Выпечка");
 }
 
@@ -254,21 +258,11 @@ fn the_cost_hashdiff_is_the_same_for_1410_and_1410_point_0() {
 
 #[test]
 fn the_cost_hashdiff_follows_cost_and_payment() {
-    let base = rows(&with_amounts("1410", "1410"))
-        .s_order_cost
-        .hk_order_cost_hashdiff;
-    let cost = rows(&with_amounts("1411", "1410"))
-        .s_order_cost
-        .hk_order_cost_hashdiff;
-    let payment = rows(&with_amounts("1410", "1410.5"))
-        .s_order_cost
-        .hk_order_cost_hashdiff;
-    let swapped_a = rows(&with_amounts("1", "2"))
-        .s_order_cost
-        .hk_order_cost_hashdiff;
-    let swapped_b = rows(&with_amounts("2", "1"))
-        .s_order_cost
-        .hk_order_cost_hashdiff;
+    let base = cost_hashdiff("1410", "1410");
+    let cost = cost_hashdiff("1411", "1410");
+    let payment = cost_hashdiff("1410", "1410.5");
+    let swapped_a = cost_hashdiff("1", "2");
+    let swapped_b = cost_hashdiff("2", "1");
     assert_ne!(base, cost);
     assert_ne!(base, payment);
     assert_ne!(cost, payment);
