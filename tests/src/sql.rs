@@ -94,6 +94,11 @@ pub trait Columns {
     where
         A: for<'a> tokio_postgres::types::FromSql<'a>,
         B: for<'a> tokio_postgres::types::FromSql<'a>;
+
+    /// The first column of the one row `sql` returns (an error unless exactly one).
+    fn one<T>(&self, sql: &str) -> impl std::future::Future<Output = anyhow::Result<T>>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>;
 }
 
 impl Columns for tokio_postgres::Client {
@@ -112,5 +117,12 @@ impl Columns for tokio_postgres::Client {
     {
         let rows = self.query(sql, &[]).await?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    async fn one<T>(&self, sql: &str) -> anyhow::Result<T>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        Ok(self.query_one(sql, &[]).await?.try_get(0)?)
     }
 }

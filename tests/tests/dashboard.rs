@@ -28,6 +28,7 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use vault_tests::pipeline::Pipeline;
 use vault_tests::read_api::{define_category_tag, fill, send, ApiClient};
+use vault_tests::sql::Columns;
 use vault_tests::{eventually, unique};
 
 /// The flags every launch uses, as the project runs Chromium in CI.
@@ -248,13 +249,11 @@ async fn the_dashboard_shows_the_api_s_numbers_and_updates_itself_in_a_browser(
     let category: String = p
         .db()
         .await?
-        .query_one(
+        .one(
             "SELECT category_name FROM cdm.user_category_counters \
              GROUP BY category_name ORDER BY sum(order_cnt) DESC, category_name LIMIT 1",
-            &[],
         )
-        .await?
-        .get(0);
+        .await?;
     define_category_tag(&p, "Любитель выпечки", &category, 2).await?;
     // A dead letter, to be shown with its reason and time.
     p.produce_raw(&[("poison".to_owned(), b"{not json".to_vec())])

@@ -392,12 +392,8 @@ async fn poison_messages_are_kept_with_reasons_and_replayed_once_fixed() -> anyh
     p.put_redis(&ghost_user, &serde_json::to_string(&user)?)
         .await?;
     let id: i64 = client
-        .query_one(
-            "SELECT id FROM ops.dead_letters WHERE error_kind = 'unknown_user'",
-            &[],
-        )
-        .await?
-        .get(0);
+        .one("SELECT id FROM ops.dead_letters WHERE error_kind = 'unknown_user'")
+        .await?;
     let (pool, producer) = p.tools()?;
     let replayed =
         vault_runtime::replay_dead_letters(&pool, &producer, Some("service-stg"), Some(&[id]))

@@ -131,13 +131,11 @@ async fn the_read_api_answers_what_the_tables_hold_and_what_its_document_says() 
     let category: String = p
         .db()
         .await?
-        .query_one(
+        .one(
             "SELECT category_name FROM cdm.user_category_counters \
              GROUP BY category_name ORDER BY count(*) DESC, category_name LIMIT 1",
-            &[],
         )
-        .await?
-        .get(0);
+        .await?;
     let tag = "Любитель «выпечки» & co/2 🍕";
     let nobody = "Never Anyone";
     define_category_tag(&p, tag, &category, 2).await?;

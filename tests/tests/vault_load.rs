@@ -199,12 +199,8 @@ async fn one_batch_with_several_versions_and_a_repeat_loads_each_row_once() -> a
     ];
     assert_eq!(counts(&db, &tables).await, tables.to_vec());
     let login: String = db
-        .query_one(
-            "SELECT userlogin FROM dds.s_user_names ORDER BY load_dt DESC LIMIT 1",
-            &[],
-        )
-        .await?
-        .get(0);
+        .one("SELECT userlogin FROM dds.s_user_names ORDER BY load_dt DESC LIMIT 1")
+        .await?;
     assert_eq!(
         login, "irina",
         "the newest version's name is the current row"
