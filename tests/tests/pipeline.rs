@@ -431,11 +431,19 @@ async fn services_killed_or_stopped_mid_stream_lose_nothing_and_count_nothing_tw
     // stg and dds as processes, to be killed with SIGKILL; cdm in-process, to be stopped.
     let logs = [unique("killed-stg") + ".log", unique("killed-dds") + ".log"];
     let mut stg = launch_binary(&mut p, Service::Stg, &logs[0]).await?;
-    let mut dds = launch_binary(&mut p, Service::Dds, &logs[1]).await?;
+    let mut dds_env = p.hand_to_binary(Service::Dds).await?;
+    dds_env.insert("BATCH_MAX_MESSAGES".into(), "50".into());
     let (d, sent) = p.seeded_orders((20, 4), 11, 5_000, 3_500).await?;
     let (first, second) = sent.split_at(3_000);
     p.produce_raw(&first.iter().map(message).collect::<Vec<_>>())
         .await?;
+    // dds starts once stg has made it a backlog, so that it is killed with work left even
+    // when stg is the slower of the two.
+    eventually("stg to publish a backlog for dds", SETTLE, || async {
+        (p.committed(Service::Stg).await.ok()? >= 400).then_some(())
+    })
+    .await;
+    let mut dds = spawn(Service::Dds.binary(), &dds_env, &logs[1])?;
     // Mid-stream: once counting has begun, kill stg and dds outright (SIGKILL: no clean-up,
     // no final commit) and stop cdm cleanly.
     eventually("the datamart to start filling", SETTLE, || async {
