@@ -239,13 +239,6 @@ impl Settings {
     }
 }
 
-/// The pipeline's hops with their default names: consumer group and the topic it reads.
-pub const PIPELINE_HOPS: [(&str, &str); 3] = [
-    (topics::PIPELINE[0].group, topics::PIPELINE[0].topic),
-    (topics::PIPELINE[1].group, topics::PIPELINE[1].topic),
-    (topics::PIPELINE[2].group, topics::PIPELINE[2].topic),
-];
-
 /// The pipeline's hops: `PIPELINE_<STAGE>_GROUP` and `PIPELINE_<STAGE>_TOPIC` for each of
 /// `stg`, `dds` and `cdm`, defaulting to the pipeline's default names, except that a
 /// service's own hop defaults to its own group and source topic.

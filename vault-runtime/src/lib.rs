@@ -44,7 +44,7 @@ pub use status::Status;
 pub use config::variables::{self, Variable, VARIABLES};
 pub use config::{
     http_addr, parse_or, value, ConfigError, Env, Hop, KafkaSecurity, KafkaSettings, Migrations,
-    PostgresSettings, ProcessEnv, Profile, RedisSettings, Secret, Settings, PIPELINE_HOPS,
+    PostgresSettings, ProcessEnv, Profile, RedisSettings, Secret, Settings,
 };
 
 // Kafka.

@@ -1,11 +1,11 @@
 //! The pipeline's services, as every command names them: `stg` or `service-stg`, and so on.
 //! Both spellings come from one place, the pipeline's default hops
-//! (`vault_runtime::PIPELINE_HOPS`), whose consumer group is the service's name: the
-//! name its dead letters are kept under and its default group.
+//! (`vault_core::contract::topics::PIPELINE`): the stage's short name, and its consumer
+//! group, which is the service's name: the name its dead letters are kept under.
 
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
-use vault_runtime::PIPELINE_HOPS;
+use vault_core::contract::topics::{self, DefaultHop};
 
 /// A service of the pipeline, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,18 +19,21 @@ impl Service {
     /// The service's own name (`service-stg`): the key of its dead letters, its default
     /// consumer group.
     pub fn name(self) -> &'static str {
-        self.default_hop().0
+        self.hop().group
     }
 
     /// The consumer group and source topic the service has unless configured otherwise.
     pub fn default_hop(self) -> (&'static str, &'static str) {
-        PIPELINE_HOPS[self as usize]
+        (self.hop().group, self.hop().topic)
     }
 
     /// The short name (`stg`).
     fn short(self) -> &'static str {
-        let name = self.name();
-        name.strip_prefix("service-").unwrap_or(name)
+        self.hop().stage
+    }
+
+    fn hop(self) -> DefaultHop {
+        topics::PIPELINE[self as usize]
     }
 }
 
