@@ -154,6 +154,18 @@ pg_trust_loopback() {
   pg_ctlcluster --skip-systemctl-redirect "$version" main reload >&2
 }
 
+# The warehouse's settings (docker/postgres/warehouse.conf: fewer checkpoints and more shared
+# buffers; durability untouched), on a cluster this script installed (or in CI) only.
+# Returns 0 when it wrote them (a running cluster then needs a restart).
+pg_configure() {
+  local version=$1 conf
+  conf="/etc/postgresql/$version/main/conf.d/vaultline.conf"
+  [[ -f $STATE_DIR/postgres.installed || ${CI:-} == true ]] && is_root || return 1
+  [[ -d ${conf%/*} && ! -f $conf ]] || return 1
+  log "Postgres: the warehouse's settings in $conf"
+  cp "$REPO_ROOT/docker/postgres/warehouse.conf" "$conf"
+}
+
 postgres_up() {
   if pg_ready 2>/dev/null || port_open "$PG_PORT"; then
     log "Postgres: already running on $HOST:$PG_PORT"
@@ -168,12 +180,16 @@ postgres_up() {
     if pg_ready 2>/dev/null; then
       # The package's install script may have started the new cluster itself.
       log "Postgres: cluster $version/main is running"
+      if pg_configure "$version"; then
+        pg_ctlcluster --skip-systemctl-redirect "$version" main restart >&2 8>&-
+      fi
     elif ! is_root; then
       die "Postgres is not running: start it (sudo pg_ctlcluster $version main start) and rerun"
     else
       # After an unclean stop (a killed machine or session) Postgres replays its WAL and first
       # syncs its whole data directory: on a data directory of a few GB that alone passes
       # pg_ctl's default 60 s wait, so this start waits up to PG_START_TIMEOUT_S.
+      pg_configure "$version" || true
       log "Postgres: starting cluster $version/main (up to ${PG_START_TIMEOUT_S}s: recovery after an unclean stop takes longer)"
       pg_ctlcluster --skip-systemctl-redirect "$version" main start -- -t "$PG_START_TIMEOUT_S" >&2 8>&-
       printf '%s\n' "$version" >"$STATE_DIR/postgres.started"

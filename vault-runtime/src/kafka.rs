@@ -78,6 +78,12 @@ pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// How much a consumer fetches ahead of the batch in hand, in kilobytes: about two batches of
+/// 1,000 messages (a raw order is ~0.9 KB on the topic, an enriched one ~0.7 KB, a counter
+/// event ~1.1 KB). With 8 MB service-stg peaked at 75 MB in a 100,000-order drain, with 2 MB
+/// at 60 MB (docs/performance.md, "Memory").
+const CONSUMER_PREFETCH_KBYTES: usize = 2 * 1024;
+
 /// A consumer that never stores or commits offsets by itself: the consume loop stores an
 /// offset only after everything its message caused is durable.
 pub fn consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
@@ -101,6 +107,21 @@ pub fn consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
         .set("fetch.wait.max.ms", "50")
         // A dependency outage holds a batch in retries; stay in the group meanwhile.
         .set("max.poll.interval.ms", "900000")
+        // The prefetch is what a service's memory grows with under a backlog: librdkafka's
+        // defaults queue up to 64 MB ahead of the batch in hand (and fetch 50 MB at a time),
+        // which took service-stg to 171 MB in a drain. A batch or two ahead is all the loop
+        // can use, since it takes one batch at a time.
+        .set(
+            "queued.max.messages.kbytes",
+            CONSUMER_PREFETCH_KBYTES.to_string(),
+        )
+        .set(
+            "fetch.max.bytes",
+            (CONSUMER_PREFETCH_KBYTES * 1024 / 2).to_string(),
+        )
+        // With the queue bounded, it fills whenever a backlog waits; librdkafka then pauses
+        // fetching for this long (1 s by default), which would leave the loop idle.
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .context("cannot create the Kafka consumer")
 }

@@ -428,9 +428,11 @@ pub const BATCH_MAX_MESSAGES: Variable = optional(
 );
 pub const BATCH_LINGER_MS: Variable = optional(
     "BATCH_LINGER_MS",
-    Fallback::Value("20"),
+    Fallback::Value("5"),
     SERVICES,
-    "How long a batch waits for more messages once it has one.",
+    "How long a batch waits for more messages once it has one. Under load the next batch is \
+     already waiting when one commits, so this only shapes latency at low rates \
+     (docs/performance.md).",
 );
 pub const WORKER_STALL_SECONDS: Variable = optional(
     "WORKER_STALL_SECONDS",
