@@ -242,15 +242,16 @@ impl Stage for CdmStage {
 }
 
 /// Runs `versions` (in arrival order) through the counter transition against the stored
-/// states and applies the netted deltas, the new states and the tags they settle.
-async fn count<'v>(
+/// states and applies the netted deltas, the new states and the tags they settle, in the
+/// caller's transaction (a batch's, the probe's, or a test's).
+pub async fn count<'v>(
     conn: &mut AsyncPgConnection,
     versions: impl IntoIterator<Item = &'v OrderVersion>,
 ) -> Result<(), Failure> {
     let versions: Vec<&OrderVersion> = versions.into_iter().collect();
     let orders: BTreeSet<Uuid> = versions.iter().map(|v| v.order.as_uuid()).collect();
     let orders: Vec<Uuid> = orders.into_iter().collect();
-    let mut states = lock_states(conn, &orders).await?;
+    let Locked { mut states, stored } = lock_states(conn, &orders).await?;
     let mut deltas = Deltas::default();
     let mut changed = BTreeSet::new();
     let mut product_names = BTreeMap::new();
@@ -280,28 +281,33 @@ async fn count<'v>(
         &category_names,
     )
     .await?;
-    save_states(conn, &changed, &states).await?;
+    save_states(conn, &changed, &states, &stored).await?;
     crate::tags::settle_batch(conn, &deltas).await?;
     Ok(())
 }
 
-/// Claims a state row for every order (new ones start empty) and locks them all, in key
-/// order so that concurrent batches cannot deadlock.
-async fn lock_states(
-    conn: &mut AsyncPgConnection,
-    orders: &[Uuid],
-) -> diesel::QueryResult<BTreeMap<HashKey, OrderCountState>> {
+/// The stored states of a batch's orders, locked.
+struct Locked {
+    /// The orders' states, where one was stored.
+    states: BTreeMap<HashKey, OrderCountState>,
+    /// Every order that has a row, whether or not it holds a state (an earlier release
+    /// claimed empty rows before counting).
+    stored: BTreeSet<HashKey>,
+}
+
+/// Locks the state rows of the batch's orders, in key order so that concurrent batches
+/// cannot deadlock. Orders without a row get theirs when their state is saved: inserting
+/// the final state directly costs Postgres one row version instead of an empty claim and its
+/// update (the claim and the update were a third of the stage's database time). A concurrent
+/// batch that stores the same new order first is caught there ([`save_states`]).
+async fn lock_states(conn: &mut AsyncPgConnection, orders: &[Uuid]) -> diesel::QueryResult<Locked> {
     if orders.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(Locked {
+            states: BTreeMap::new(),
+            stored: BTreeSet::new(),
+        });
     }
     let table = tables::ORDER_STATE;
-    diesel::sql_query(format!(
-        "INSERT INTO {table} (order_id) SELECT unnest($1::uuid[]) \
-         ON CONFLICT (order_id) DO NOTHING"
-    ))
-    .bind::<Array<SqlUuid>, _>(orders)
-    .execute(conn)
-    .await?;
     let rows: Vec<StateRow> = diesel::sql_query(format!(
         "SELECT order_id, user_id, update_ts, counted, product_ids, category_ids \
          FROM {table} WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"
@@ -309,7 +315,12 @@ async fn lock_states(
     .bind::<Array<SqlUuid>, _>(orders)
     .load(conn)
     .await?;
-    Ok(rows.into_iter().filter_map(StateRow::into_state).collect())
+    let stored = rows
+        .iter()
+        .map(|row| HashKey::from_uuid(row.order_id))
+        .collect();
+    let states = rows.into_iter().filter_map(StateRow::into_state).collect();
+    Ok(Locked { states, stored })
 }
 
 /// Applies the deltas: increments in one upsert, decrements in one update. Rows are sorted
@@ -376,51 +387,102 @@ async fn apply_deltas(
     Ok(())
 }
 
-/// Stores the new state of every order a version was applied to.
+/// Stores the new state of every order a version was applied to: an update where the order
+/// has a row, an insert where it has none. An insert that finds a row there already means a
+/// concurrent batch counted the same new order first (only around a rebalance, when a
+/// partition's old owner has not yet stopped): the counting here started from no state, so
+/// the whole transaction is refused as a systemic failure, rolled back, and retried, and the
+/// retry reads the other batch's state.
 async fn save_states(
     conn: &mut AsyncPgConnection,
     changed: &BTreeSet<HashKey>,
     states: &BTreeMap<HashKey, OrderCountState>,
-) -> diesel::QueryResult<()> {
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let mut ids = Vec::new();
-    let mut users = Vec::new();
-    let mut versions = Vec::new();
-    let mut counted = Vec::new();
-    // Arrays of arrays must be rectangular in Postgres, so the id sets travel as text.
-    let mut products = Vec::new();
-    let mut categories = Vec::new();
+    stored: &BTreeSet<HashKey>,
+) -> Result<(), Failure> {
+    let mut updates = StateColumns::default();
+    let mut inserts = StateColumns::default();
     for key in changed {
         let Some(state) = states.get(key) else {
             continue;
         };
-        ids.push(key.as_uuid());
-        users.push(state.user.as_uuid());
-        versions.push(state.version.as_datetime());
-        counted.push(state.counted);
-        products.push(uuid_array_literal(&state.products));
-        categories.push(uuid_array_literal(&state.categories));
+        if stored.contains(key) {
+            updates.push(*key, state);
+        } else {
+            inserts.push(*key, state);
+        }
     }
     let table = tables::ORDER_STATE;
-    diesel::sql_query(format!(
-        "UPDATE {table} AS s SET user_id = x.u, update_ts = x.ts, counted = x.c, \
-             product_ids = x.p::uuid[], category_ids = x.k::uuid[], \
-             updated_at = clock_timestamp() \
-         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], $5::text[], \
-                     $6::text[]) AS x(id, u, ts, c, p, k) \
-         WHERE s.order_id = x.id"
-    ))
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<SqlUuid>, _>(users)
-    .bind::<Array<Timestamptz>, _>(versions)
-    .bind::<Array<Bool>, _>(counted)
-    .bind::<Array<Text>, _>(products)
-    .bind::<Array<Text>, _>(categories)
-    .execute(conn)
-    .await
-    .map(|_| ())
+    if !updates.ids.is_empty() {
+        updates
+            .bind(diesel::sql_query(format!(
+                "UPDATE {table} AS s SET user_id = x.u, update_ts = x.ts, counted = x.c, \
+                     product_ids = x.p::uuid[], category_ids = x.k::uuid[], \
+                     updated_at = clock_timestamp() \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], \
+                             $5::text[], $6::text[]) AS x(id, u, ts, c, p, k) \
+                 WHERE s.order_id = x.id"
+            )))
+            .execute(conn)
+            .await?;
+    }
+    if !inserts.ids.is_empty() {
+        let expected = inserts.ids.len();
+        let inserted = inserts
+            .bind(diesel::sql_query(format!(
+                "INSERT INTO {table} (order_id, user_id, update_ts, counted, product_ids, \
+                     category_ids, updated_at) \
+                 SELECT x.id, x.u, x.ts, x.c, x.p::uuid[], x.k::uuid[], clock_timestamp() \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], \
+                             $5::text[], $6::text[]) AS x(id, u, ts, c, p, k) \
+                 ON CONFLICT (order_id) DO NOTHING"
+            )))
+            .execute(conn)
+            .await?;
+        if inserted != expected {
+            return Err(Failure::Systemic(anyhow::anyhow!(
+                "{} of {expected} orders new to this batch were stored by a concurrent batch \
+                 meanwhile; counting them again from the stored states",
+                expected - inserted
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The columns of the order states saved at once, one array each.
+#[derive(Default)]
+struct StateColumns {
+    ids: Vec<Uuid>,
+    users: Vec<Uuid>,
+    versions: Vec<chrono::DateTime<chrono::Utc>>,
+    counted: Vec<bool>,
+    // Arrays of arrays must be rectangular in Postgres, so the id sets travel as text.
+    products: Vec<String>,
+    categories: Vec<String>,
+}
+
+impl StateColumns {
+    fn push(&mut self, key: HashKey, state: &OrderCountState) {
+        self.ids.push(key.as_uuid());
+        self.users.push(state.user.as_uuid());
+        self.versions.push(state.version.as_datetime());
+        self.counted.push(state.counted);
+        self.products.push(uuid_array_literal(&state.products));
+        self.categories.push(uuid_array_literal(&state.categories));
+    }
+
+    fn bind(
+        self,
+        query: diesel::query_builder::SqlQuery,
+    ) -> impl diesel_async::methods::ExecuteDsl<AsyncPgConnection> {
+        query
+            .bind::<Array<SqlUuid>, _>(self.ids)
+            .bind::<Array<SqlUuid>, _>(self.users)
+            .bind::<Array<Timestamptz>, _>(self.versions)
+            .bind::<Array<Bool>, _>(self.counted)
+            .bind::<Array<Text>, _>(self.products)
+            .bind::<Array<Text>, _>(self.categories)
+    }
 }
 
 fn uuid_array_literal(keys: &BTreeSet<HashKey>) -> String {

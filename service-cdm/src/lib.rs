@@ -14,7 +14,7 @@ pub mod tables;
 pub mod tags;
 pub mod verify;
 
-pub use handler::CdmStage;
+pub use handler::{count, CdmStage};
 use vault_core::contract::topics;
 use vault_runtime::{Profile, Settings};
 

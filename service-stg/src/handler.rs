@@ -104,34 +104,33 @@ impl Stage for StgStage {
         let dictionaries = self.dictionaries(&orders).await?;
         // Each entry is decoded once per batch, however many orders name it: a restaurant's
         // menu is the largest document the stage reads.
-        let mut users: HashMap<&EntityId, Result<Option<User>, String>> = HashMap::new();
-        let mut restaurants: HashMap<&EntityId, Result<Option<Restaurant>, String>> =
-            HashMap::new();
+        let mut users: HashMap<EntityId, Result<Option<User>, String>> = HashMap::new();
+        let mut restaurants: HashMap<EntityId, Result<Option<Restaurant>, String>> = HashMap::new();
         let mut rows = HashMap::<i64, StagedRow>::new();
         let mut published = Vec::with_capacity(orders.len());
-        for entry in &orders {
+        for mut entry in orders {
             let order = &entry.item.order;
             let p = &order.payload;
-            let user = users
-                .entry(&p.user.id)
-                .or_insert_with(|| lookup(&dictionaries, &p.user.id, decode::user));
-            let restaurant = restaurants
-                .entry(&p.restaurant.id)
-                .or_insert_with(|| lookup(&dictionaries, &p.restaurant.id, decode::restaurant));
-            let (user, restaurant) = match (&*user, &*restaurant) {
+            if !users.contains_key(&p.user.id) {
+                let user = lookup(&dictionaries, &p.user.id, decode::user);
+                users.insert(p.user.id.clone(), user);
+            }
+            if !restaurants.contains_key(&p.restaurant.id) {
+                let restaurant = lookup(&dictionaries, &p.restaurant.id, decode::restaurant);
+                restaurants.insert(p.restaurant.id.clone(), restaurant);
+            }
+            let (user, restaurant) = match (&users[&p.user.id], &restaurants[&p.restaurant.id]) {
                 (Ok(user), Ok(restaurant)) => (user.as_ref(), restaurant.as_ref()),
                 (Err(reason), _) | (_, Err(reason)) => {
-                    rejects.reject(
-                        entry,
-                        Rejection::new("invalid_dictionary_entry", reason.clone()),
-                    );
+                    let reason = reason.clone();
+                    rejects.reject(&entry, Rejection::new("invalid_dictionary_entry", reason));
                     continue;
                 }
             };
             let enriched = match enrich(order, user, restaurant) {
                 Ok(enriched) => enriched,
                 Err(error) => {
-                    rejects.reject(entry, Rejection::new(error.kind(), error.to_string()));
+                    rejects.reject(&entry, Rejection::new(error.kind(), error.to_string()));
                     continue;
                 }
             };
@@ -140,25 +139,27 @@ impl Stage for StgStage {
                 timestamp: entry.timestamp,
                 payload: serde_json::to_vec(&enriched)?,
             });
+            let (object_id, update_ts) = (order.object_id.0, p.update_ts);
+            let current = rows
+                .get(&object_id)
+                .map(|existing| Timestamp::from_datetime(existing.update_ts));
             // Within a batch, the newest version of an order is the one staged (the database
             // applies the same rule against what is stored: a newer `update_ts` only).
-            let row = StagedRow {
-                object_id: order.object_id.0,
-                object_type: order.object_type.clone(),
-                sent_dttm: order.sent_dttm.as_datetime(),
-                update_ts: p.update_ts.as_datetime(),
-                payload: entry
-                    .item
-                    .document
-                    .get("payload")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            };
-            let current = rows
-                .get(&row.object_id)
-                .map(|existing| Timestamp::from_datetime(existing.update_ts));
-            if version::is_newer(p.update_ts, current) {
-                rows.insert(row.object_id, row);
+            if version::is_newer(update_ts, current) {
+                let row = StagedRow {
+                    object_id,
+                    object_type: order.object_type.clone(),
+                    sent_dttm: order.sent_dttm.as_datetime(),
+                    update_ts: update_ts.as_datetime(),
+                    // Taken, not copied: the document is not needed after this (a copy of
+                    // every payload was a tenth of the stage's CPU time).
+                    payload: entry
+                        .item
+                        .document
+                        .get_mut("payload")
+                        .map_or(Value::Null, Value::take),
+                };
+                rows.insert(object_id, row);
             }
         }
         let mut rows: Vec<StagedRow> = rows.into_values().collect();
