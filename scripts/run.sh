@@ -9,6 +9,8 @@
 #   scripts/run.sh stop     stop the services this script started
 #
 # Logs: .stack/logs/<service>.log. Health: curl 127.0.0.1:501{1,2,3,4}/health.
+# VAULTLINE_REPLICAS=N runs N of each pipeline service (one consumer group each, ports 5022-5024
+# for the second, ...), with KAFKA_TOPIC_PARTITIONS partitions (default 3) per topic.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +21,7 @@ readonly SERVICES=(datagen service-stg service-dds service-cdm)
 readonly RUN_DIR=.stack/run
 readonly LOG_DIR=.stack/logs
 readonly PUSH=${VAULTLINE_PUSH:-10000}
+readonly REPLICAS=${VAULTLINE_REPLICAS:-1}
 readonly WAIT_SECONDS=${VAULTLINE_WAIT_SECONDS:-900}
 # Cargo's dev profile by default: a third less to compile than release, which is what makes the
 # first result on a fresh machine come within 10 minutes, and the build the tests reuse; still
@@ -58,13 +61,29 @@ port_of() {
   esac
 }
 
-stop_services() {
-  local service pid
+# Every process this script starts, one per line: its name (the pid and log files'), its
+# binary and its HTTP port. VAULTLINE_REPLICAS (default 1) runs more than one of each pipeline
+# service, as the scale-out benchmark does: replica r > 1 is <service>-<r>, on the port
+# 10 × (r - 1) above the first's.
+instances() {
+  local service r
   for service in "${SERVICES[@]}"; do
-    [[ -f $RUN_DIR/$service.pid ]] || continue
-    pid=$(<"$RUN_DIR/$service.pid")
+    printf '%s %s %s\n' "$service" "$service" "$(port_of "$service")"
+    [[ $service == datagen ]] && continue
+    for ((r = 2; r <= REPLICAS; r++)); do
+      printf '%s-%s %s %s\n' "$service" "$r" "$service" $(($(port_of "$service") + 10 * (r - 1)))
+    done
+  done
+}
+
+stop_services() {
+  local file service pid
+  for file in "$RUN_DIR"/*.pid; do
+    [[ -f $file ]] || continue
+    service=$(basename "$file" .pid)
+    pid=$(<"$file")
     # Only our own process: a pid file can outlive its process, and the pid be reused.
-    if kill -0 "$pid" 2>/dev/null && grep -qa "$service" "/proc/$pid/cmdline" 2>/dev/null; then
+    if kill -0 "$pid" 2>/dev/null && grep -qa "${service%-[0-9]*}" "/proc/$pid/cmdline" 2>/dev/null; then
       say "stopping $service (pid $pid)"
       kill -TERM "$pid"
       for _ in $(seq 1 300); do
@@ -73,7 +92,7 @@ stop_services() {
       done
       kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
     fi
-    rm -f "$RUN_DIR/$service.pid"
+    rm -f "$file"
   done
 }
 
@@ -93,15 +112,14 @@ export KAFKA_BOOTSTRAP_SERVERS DATABASE_URL REDIS_URL API_TOKEN
 
 stop_services
 mkdir -p "$RUN_DIR" "$LOG_DIR"
-for service in "${SERVICES[@]}"; do
-  HTTP_HOST=127.0.0.1 HTTP_PORT=$(port_of "$service") KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-3} \
-    nohup "$BIN/$service" >"$LOG_DIR/$service.log" 2>&1 &
+while read -r service binary port; do
+  HTTP_HOST=127.0.0.1 HTTP_PORT=$port KAFKA_TOPIC_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-3} \
+    nohup "$BIN/$binary" </dev/null >"$LOG_DIR/$service.log" 2>&1 &
   echo $! >"$RUN_DIR/$service.pid"
-  say "started $service (pid $!, http 127.0.0.1:$(port_of "$service"))"
-done
+  say "started $service (pid $!, http 127.0.0.1:$port)"
+done < <(instances)
 
-for service in "${SERVICES[@]}"; do
-  port=$(port_of "$service")
+while read -r service _ port; do
   for attempt in $(seq 1 600); do
     if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
       break
@@ -115,7 +133,7 @@ for service in "${SERVICES[@]}"; do
     sleep 0.1
   done
   say "$service healthy"
-done
+done < <(instances)
 
 if [[ ${1:-} == start ]]; then
   say "services are running; stop them with scripts/run.sh stop"

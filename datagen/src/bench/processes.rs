@@ -80,6 +80,20 @@ impl Processes {
                     expect: service,
                 },
             ));
+            // More replicas (`VAULTLINE_REPLICAS` of scripts/run.sh): `<service>-<r>.pid`.
+            for replica in 2.. {
+                let file = stack.join("run").join(format!("{service}-{replica}.pid"));
+                if !file.exists() {
+                    break;
+                }
+                watched.push((
+                    format!("{service}-{replica}"),
+                    Locate::PidFile {
+                        file,
+                        expect: service,
+                    },
+                ));
+            }
         }
         watched.push((
             "kafka".to_owned(),
