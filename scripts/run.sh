@@ -9,8 +9,9 @@
 #   scripts/run.sh stop     stop the services this script started
 #
 # Logs: .stack/logs/<service>.log. Health: curl 127.0.0.1:501{1,2,3,4}/health.
-# VAULTLINE_REPLICAS=N runs N of each pipeline service (one consumer group each, ports 5022-5024
-# for the second, ...), with KAFKA_TOPIC_PARTITIONS partitions (default 3) per topic.
+# VAULTLINE_REPLICAS=N runs N of each pipeline service (a service's replicas share its consumer
+# group; ports 5022-5024 for the second, ...), with KAFKA_TOPIC_PARTITIONS partitions (default 3)
+# per topic.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

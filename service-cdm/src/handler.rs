@@ -418,9 +418,8 @@ async fn save_states(
                 "UPDATE {table} AS s SET user_id = x.u, update_ts = x.ts, counted = x.c, \
                      product_ids = x.p::uuid[], category_ids = x.k::uuid[], \
                      updated_at = clock_timestamp() \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], \
-                             $5::text[], $6::text[]) AS x(id, u, ts, c, p, k) \
-                 WHERE s.order_id = x.id"
+                 FROM {from} WHERE s.order_id = x.id",
+                from = StateColumns::UNNEST
             )))
             .execute(conn)
             .await?;
@@ -432,9 +431,8 @@ async fn save_states(
                 "INSERT INTO {table} (order_id, user_id, update_ts, counted, product_ids, \
                      category_ids, updated_at) \
                  SELECT x.id, x.u, x.ts, x.c, x.p::uuid[], x.k::uuid[], clock_timestamp() \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], \
-                             $5::text[], $6::text[]) AS x(id, u, ts, c, p, k) \
-                 ON CONFLICT (order_id) DO NOTHING"
+                 FROM {from} ON CONFLICT (order_id) DO NOTHING",
+                from = StateColumns::UNNEST
             )))
             .execute(conn)
             .await?;
@@ -462,6 +460,10 @@ struct StateColumns {
 }
 
 impl StateColumns {
+    /// The bound columns as rows `x(id, u, ts, c, p, k)`, in the order [`Self::bind`] binds them.
+    const UNNEST: &'static str = "unnest($1::uuid[], $2::uuid[], $3::timestamptz[], \
+         $4::bool[], $5::text[], $6::text[]) AS x(id, u, ts, c, p, k)";
+
     fn push(&mut self, key: HashKey, state: &OrderCountState) {
         self.ids.push(key.as_uuid());
         self.users.push(state.user.as_uuid());
