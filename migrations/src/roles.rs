@@ -84,12 +84,16 @@ pub const DATA_VAULT: &str = "SELECT, INSERT";
 /// service-stg: the upsert of the newest version of each order.
 const STG: &[Grant] = &[Grant::table("stg.order_events", "SELECT, INSERT, UPDATE")];
 
-/// service-dds: the Data Vault ([`DATA_VAULT`], every other table of `dds`) and the load state,
-/// which is read `FOR UPDATE` and upserted.
-const DDS: &[Grant] = &[Grant::table(
-    "dds.order_load_state",
-    "SELECT, INSERT, UPDATE",
-)];
+/// service-dds: the Data Vault ([`DATA_VAULT`], every other table of `dds`), the load state,
+/// which is read `FOR UPDATE` and upserted, and the point-in-time tables, which are upserted
+/// (the daily ones by `dds.pit_order`'s trigger).
+const DDS: &[Grant] = &[
+    Grant::table("dds.order_load_state", "SELECT, INSERT, UPDATE"),
+    Grant::table("dds.pit_order", "SELECT, INSERT, UPDATE"),
+    Grant::table("dds.pit_order_daily_user", "SELECT, INSERT, UPDATE"),
+    Grant::table("dds.pit_order_daily", "SELECT, INSERT, UPDATE"),
+    Grant::table("dds.pit_product", "SELECT, INSERT, UPDATE"),
+];
 
 /// service-cdm: the datamart step (`handler.rs`, `tags.rs`), the rule watcher and recompute,
 /// the tag outbox relay and the counter check (`service-cdm/src/verify.rs`).
@@ -485,7 +489,8 @@ mod tests {
         for layer in Layer::ALL {
             for grant in grants(layer) {
                 let insert_only = (grant.relation.starts_with("dds.")
-                    && grant.relation != "dds.order_load_state")
+                    && grant.relation != "dds.order_load_state"
+                    && !grant.relation.starts_with("dds.pit_"))
                     || grant.relation == "ops.dead_letters";
                 if insert_only {
                     assert!(

@@ -8,16 +8,19 @@
 //! the first is compared with the table in SQL. Each gets its own `load_dt` (the batch's load
 //! time plus its rank in microseconds), since `load_dt` is part of the satellite's key.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
+use vault_core::pit::OrderPoint;
 use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows};
-use vault_core::{version, EnrichedOrder, HashKey, Timestamp};
+use vault_core::{version, EnrichedOrder, HashKey, OrderStatus, Timestamp};
 
 /// Loads the rows of `applied` (in time order) and advances each order's applied version.
 pub async fn load(
@@ -32,6 +35,14 @@ pub async fn load(
         load_dt: Timestamp::from_datetime(Utc::now()).as_datetime(),
         load_src,
     };
+    let mut per_order: BTreeMap<HashKey, Vec<&EnrichedOrder>> = BTreeMap::new();
+    for order in applied {
+        per_order
+            .entry(HashKey::order(order.payload.id))
+            .or_default()
+            .push(order);
+    }
+    let before = points_before(conn, per_order.keys()).await?;
     let rows: Vec<VaultRows> = applied.iter().map(|order| vault::rows(order)).collect();
     let mut statements = Statements {
         stamp: &stamp,
@@ -41,7 +52,10 @@ pub async fn load(
     for query in statements.queries {
         query.execute(conn).await?;
     }
-    advance_applied_versions(conn, applied, stamp.load_dt).await
+    advance_applied_versions(conn, &per_order, stamp.load_dt).await?;
+    write_product_points(conn, applied, &rows, stamp.load_dt).await?;
+    // Last: its trigger locks the daily rows every load shares, so they are held the least.
+    write_order_points(conn, &per_order, &before, stamp.load_dt).await
 }
 
 /// The statements of one load, one per table with rows, in the order [`VaultRows::visit`]
@@ -237,20 +251,14 @@ fn bind_columns<'f, R: Table>(
 /// Records each order's newest applied version.
 async fn advance_applied_versions(
     conn: &mut AsyncPgConnection,
-    applied: &[&EnrichedOrder],
+    per_order: &BTreeMap<HashKey, Vec<&EnrichedOrder>>,
     load_dt: DateTime<Utc>,
 ) -> diesel::QueryResult<()> {
-    let mut per_order: BTreeMap<HashKey, Vec<&EnrichedOrder>> = BTreeMap::new();
-    for order in applied {
-        per_order
-            .entry(HashKey::order(order.payload.id))
-            .or_default()
-            .push(order);
-    }
     let latest: Vec<(HashKey, &EnrichedOrder)> = per_order
-        .into_iter()
+        .iter()
         .filter_map(|(key, versions)| {
-            version::newest(versions, |order| order.payload.update_ts).map(|order| (key, order))
+            version::newest(versions.iter().copied(), |order| order.payload.update_ts)
+                .map(|order| (*key, order))
         })
         .collect();
     let keys: Vec<Uuid> = latest.iter().map(|(key, _)| key.as_uuid()).collect();
@@ -276,6 +284,201 @@ async fn advance_applied_versions(
     .map(|_| ())
 }
 
+/// An order's point in time as `dds.pit_order` holds it before the load.
+#[derive(QueryableByName)]
+struct StoredPoint {
+    #[diesel(sql_type = SqlUuid)]
+    h_order_pk: Uuid,
+    #[diesel(sql_type = Nullable<Text>)]
+    status: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    status_valid_from: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    version_update_ts: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    versions: Option<i64>,
+}
+
+/// For each of `orders` loaded before, its point in time (None where it has none: loaded
+/// before the point-in-time tables, or with a status this build does not know). Orders
+/// never loaded are absent.
+async fn points_before(
+    conn: &mut AsyncPgConnection,
+    orders: impl Iterator<Item = &HashKey>,
+) -> diesel::QueryResult<BTreeMap<HashKey, Option<OrderPoint>>> {
+    let keys: Vec<Uuid> = orders.map(HashKey::as_uuid).collect();
+    let stored: Vec<StoredPoint> = diesel::sql_query(
+        "SELECT l.h_order_pk, p.status, p.status_valid_from, p.version_update_ts, p.versions \
+         FROM dds.order_load_state l LEFT JOIN dds.pit_order p ON p.h_order_pk = l.h_order_pk \
+         WHERE l.h_order_pk = ANY($1)",
+    )
+    .bind::<Array<SqlUuid>, _>(keys)
+    .load(conn)
+    .await?;
+    Ok(stored
+        .into_iter()
+        .map(|row| {
+            let point = (|| {
+                Some(OrderPoint {
+                    status: OrderStatus::parse(row.status.as_deref()?)?,
+                    status_valid_from: Timestamp::from_datetime(row.status_valid_from?),
+                    version: Timestamp::from_datetime(row.version_update_ts?),
+                    versions: row.versions?,
+                })
+            })();
+            (HashKey::from_uuid(row.h_order_pk), point)
+        })
+        .collect())
+}
+
+/// Advances each order's row of `dds.pit_order` by its applied versions. An order whose point
+/// cannot be advanced (no stored point, or versions not in source order) is rewritten from
+/// the satellites' history instead.
+async fn write_order_points(
+    conn: &mut AsyncPgConnection,
+    per_order: &BTreeMap<HashKey, Vec<&EnrichedOrder>>,
+    before: &BTreeMap<HashKey, Option<OrderPoint>>,
+    load_dt: DateTime<Utc>,
+) -> diesel::QueryResult<()> {
+    let mut columns = PointColumns::default();
+    let mut from_history = Vec::new();
+    for (key, versions) in per_order {
+        let steps = versions
+            .iter()
+            .map(|order| (order.payload.status, order.payload.update_ts));
+        let point = match before.get(key) {
+            None => OrderPoint::advance(None, steps),
+            Some(Some(stored)) => OrderPoint::advance(Some(*stored), steps),
+            Some(None) => None,
+        };
+        match (
+            point,
+            versions.as_slice().first(),
+            versions.as_slice().last(),
+        ) {
+            (Some(point), Some(first), Some(latest)) => columns.push(*key, point, first, latest),
+            _ => from_history.push(key.as_uuid()),
+        }
+    }
+    if !columns.keys.is_empty() {
+        diesel::sql_query(
+            "INSERT INTO dds.pit_order AS p (h_order_pk, order_id, order_dt, h_user_pk, status, \
+                 status_valid_from, cost, payment, version_update_ts, versions, first_loaded_at) \
+             SELECT pk, id, dt, u, st, st_from, c::numeric, pay::numeric, ts, n, $11 \
+             FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::text[], \
+                 $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[]) \
+                 AS u(pk, id, dt, u, st, st_from, c, pay, ts, n) \
+             ON CONFLICT (h_order_pk) DO UPDATE SET h_user_pk = EXCLUDED.h_user_pk, \
+                 status = EXCLUDED.status, status_valid_from = EXCLUDED.status_valid_from, \
+                 cost = EXCLUDED.cost, payment = EXCLUDED.payment, \
+                 version_update_ts = EXCLUDED.version_update_ts, versions = EXCLUDED.versions \
+             WHERE p.version_update_ts < EXCLUDED.version_update_ts",
+        )
+        .bind::<Array<SqlUuid>, _>(columns.keys)
+        .bind::<Array<BigInt>, _>(columns.ids)
+        .bind::<Array<Timestamptz>, _>(columns.placed)
+        .bind::<Array<SqlUuid>, _>(columns.users)
+        .bind::<Array<Text>, _>(columns.statuses)
+        .bind::<Array<Timestamptz>, _>(columns.status_since)
+        .bind::<Array<Text>, _>(columns.costs)
+        .bind::<Array<Text>, _>(columns.payments)
+        .bind::<Array<Timestamptz>, _>(columns.versions)
+        .bind::<Array<BigInt>, _>(columns.counts)
+        .bind::<Timestamptz, _>(load_dt)
+        .execute(conn)
+        .await?;
+    }
+    if !from_history.is_empty() {
+        diesel::sql_query("SELECT dds.refresh_pit_order($1)")
+            .bind::<Array<SqlUuid>, _>(from_history)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The rows of one `dds.pit_order` upsert, a column each.
+#[derive(Default)]
+struct PointColumns {
+    keys: Vec<Uuid>,
+    ids: Vec<i64>,
+    placed: Vec<DateTime<Utc>>,
+    users: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    status_since: Vec<DateTime<Utc>>,
+    costs: Vec<String>,
+    payments: Vec<String>,
+    versions: Vec<DateTime<Utc>>,
+    counts: Vec<i64>,
+}
+
+impl PointColumns {
+    /// `first` gives what the order hub keeps from the order's first version (its date, for a
+    /// new row); `latest` the current state.
+    fn push(
+        &mut self,
+        key: HashKey,
+        point: OrderPoint,
+        first: &EnrichedOrder,
+        latest: &EnrichedOrder,
+    ) {
+        self.keys.push(key.as_uuid());
+        self.ids.push(latest.payload.id.0);
+        self.placed.push(first.payload.date.as_datetime());
+        self.users
+            .push(HashKey::user(&latest.payload.user.id).as_uuid());
+        self.statuses.push(point.status.as_str());
+        self.status_since
+            .push(point.status_valid_from.as_datetime());
+        self.costs.push(latest.payload.cost.to_string());
+        self.payments.push(latest.payload.payment.to_string());
+        self.versions.push(point.version.as_datetime());
+        self.counts.push(point.versions);
+    }
+}
+
+/// Moves each dish's row of `dds.pit_product` to its category in the newest version of this
+/// load holding it (on a tie, the smallest category key, as `dds.v_pit_product_recount`
+/// orders them), unless the row already holds a newer one.
+async fn write_product_points(
+    conn: &mut AsyncPgConnection,
+    applied: &[&EnrichedOrder],
+    rows: &[VaultRows],
+    load_dt: DateTime<Utc>,
+) -> diesel::QueryResult<()> {
+    let mut newest: BTreeMap<HashKey, (Timestamp, Reverse<HashKey>)> = BTreeMap::new();
+    for (order, rows) in applied.iter().zip(rows) {
+        for line in &rows.l_order_product_categories {
+            let candidate = (order.payload.update_ts, Reverse(line.h_category_pk));
+            newest
+                .entry(line.h_product_pk)
+                .and_modify(|held| *held = (*held).max(candidate))
+                .or_insert(candidate);
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let products: Vec<Uuid> = newest.keys().map(HashKey::as_uuid).collect();
+    let categories: Vec<Uuid> = newest.values().map(|(_, c)| c.0.as_uuid()).collect();
+    let versions: Vec<DateTime<Utc>> = newest.values().map(|(ts, _)| ts.as_datetime()).collect();
+    diesel::sql_query(
+        "INSERT INTO dds.pit_product AS p (h_product_pk, h_category_pk, update_ts, load_dt) \
+         SELECT pk, cat, ts, $4 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) \
+             AS u(pk, cat, ts) \
+         ON CONFLICT (h_product_pk) DO UPDATE SET h_category_pk = EXCLUDED.h_category_pk, \
+             update_ts = EXCLUDED.update_ts, load_dt = EXCLUDED.load_dt \
+         WHERE (p.update_ts, p.load_dt) < (EXCLUDED.update_ts, EXCLUDED.load_dt)",
+    )
+    .bind::<Array<SqlUuid>, _>(products)
+    .bind::<Array<SqlUuid>, _>(categories)
+    .bind::<Array<Timestamptz>, _>(versions)
+    .bind::<Timestamptz, _>(load_dt)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 /// Every table the loader writes, for the warehouse check the runtime runs when a batch is
 /// refused: the Data Vault's, from the same visit the load makes (insert-only: the database
 /// refuses UPDATE and DELETE), and the load state, which is updated.
@@ -284,9 +487,47 @@ pub fn tables() -> Vec<vault_runtime::TableAccess> {
         .into_iter()
         .map(|table| vault_runtime::TableAccess::granted(table.name, table.columns))
         .collect();
-    tables.push(vault_runtime::TableAccess::granted(
-        "dds.order_load_state",
-        vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
-    ));
+    tables.extend([
+        vault_runtime::TableAccess::granted(
+            "dds.order_load_state",
+            vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
+        ),
+        vault_runtime::TableAccess::granted(
+            "dds.pit_order",
+            vec![
+                "h_order_pk",
+                "order_id",
+                "order_dt",
+                "h_user_pk",
+                "status",
+                "status_valid_from",
+                "cost",
+                "payment",
+                "version_update_ts",
+                "versions",
+                "first_loaded_at",
+            ],
+        ),
+        // Written by dds.pit_order's trigger, in the loader's transaction.
+        vault_runtime::TableAccess::granted(
+            "dds.pit_order_daily_user",
+            vec![
+                "order_date",
+                "status",
+                "h_user_pk",
+                "orders",
+                "cost",
+                "payment",
+            ],
+        ),
+        vault_runtime::TableAccess::granted(
+            "dds.pit_order_daily",
+            vec!["order_date", "status", "orders", "users", "cost", "payment"],
+        ),
+        vault_runtime::TableAccess::granted(
+            "dds.pit_product",
+            vec!["h_product_pk", "h_category_pk", "update_ts", "load_dt"],
+        ),
+    ]);
     tables
 }

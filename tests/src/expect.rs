@@ -87,10 +87,11 @@ pub fn messages(orders: &[RawOrder]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Asserts that nothing was rejected and both datamarts hold exactly what `orders` must
-/// produce.
+/// Asserts that nothing was rejected, both datamarts hold exactly what `orders` must
+/// produce, and the point-in-time rows the BI views read agree with the Data Vault's history.
 pub async fn assert_exact(p: &Pipeline, d: &Dictionary, orders: &[RawOrder]) -> anyhow::Result<()> {
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_eq!(p.pit_differences().await?, Vec::<String>::new());
     let (products, categories) = expected(d, orders);
     assert_eq!(
         stored(p, "cdm.user_product_counters", "product_id").await?,

@@ -559,6 +559,20 @@ impl Pipeline {
         self.count(COUNTER_MISMATCHES_SQL).await
     }
 
+    /// The point-in-time rows the BI views read (`dds.pit_*`) that differ from the Data
+    /// Vault's history (`dds.v_pit_differences`), the first few as text; empty when exact.
+    pub async fn pit_differences(&self) -> anyhow::Result<Vec<String>> {
+        let client = self.db().await?;
+        let rows = client
+            .query(
+                "SELECT concat_ws(' | ', what, key, stored, recount) \
+                 FROM dds.v_pit_differences ORDER BY what, key LIMIT 5",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// A fingerprint of every warehouse table (row counts and counter contents), to show that
     /// something changed nothing.
     pub async fn snapshot(&self) -> anyhow::Result<Vec<(String, String)>> {

@@ -4,7 +4,8 @@
 //! embed it: the wire contracts of docs/contract.md §2 ([`contract`]), decoding with precise errors
 //! ([`decode`]), the Data Vault hash keys of docs/contract.md §3.1 ([`keys`]), the transformations from a
 //! raw order to an enriched order ([`enrich`]), to Data Vault rows ([`vault`]) and to counter
-//! events ([`events`]), the exact counter state transition of docs/contract.md §3.3 ([`counter`]), and the one rule
+//! events ([`events`]), the exact counter state transition of docs/contract.md §3.3 ([`counter`]), an order's point
+//! in time for the read side ([`pit`]), and the one rule
 //! that orders an order's versions ([`version`]).
 //!
 //! The crate deliberately depends on no runtime, broker, database or cache client; CI checks
@@ -16,6 +17,7 @@ pub mod decode;
 pub mod enrich;
 pub mod events;
 pub mod keys;
+pub mod pit;
 pub mod tags;
 pub mod vault;
 pub mod version;

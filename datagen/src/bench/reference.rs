@@ -12,6 +12,7 @@
 //! zero keeps its row there but has none here, so counters are compared where not zero.
 
 use std::any::Any;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vault_core::counter::Ledger;
 use vault_core::enrich::enrich;
+use vault_core::pit::OrderPoint;
 use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows, Visitor};
-use vault_core::{events, EntityId, HashKey, RawOrder, Restaurant, User};
+use vault_core::{events, EntityId, HashKey, RawOrder, Restaurant, Timestamp, User};
 
 use crate::dictionary::Dictionary;
 use crate::generate::Generator;
@@ -51,7 +53,7 @@ pub struct Reference {
     pub apply: Duration,
     /// Rows per table in the scratch database after the apply (counters: non-zero ones).
     pub rows: BTreeMap<String, i64>,
-    /// `cdm.v_counter_differences` in the scratch database: 0 when the reference is exact.
+    /// [`DIFFERENCES_SQL`] in the scratch database: 0 when the reference is exact.
     pub differences: i64,
 }
 
@@ -71,11 +73,21 @@ pub const ORDER_SCOPED: &[(&str, &str)] = &[
         "SELECT count(*) FROM dds.order_load_state WHERE order_id BETWEEN $1 AND $2",
     ),
     (
+        "dds.pit_order",
+        "SELECT count(*) FROM dds.pit_order WHERE order_id BETWEEN $1 AND $2",
+    ),
+    (
         "cdm.order_state",
         "SELECT count(*) FROM cdm.order_state c JOIN dds.order_load_state d \
          ON d.h_order_pk = c.order_id WHERE d.order_id BETWEEN $1 AND $2",
     ),
 ];
+
+/// The rows that disagree with the Data Vault's history: counters
+/// (`cdm.v_counter_differences`) and the point-in-time rows the BI views read
+/// (`dds.v_pit_differences`). 0 when the warehouse is exact.
+pub const DIFFERENCES_SQL: &str = "SELECT (SELECT count(*) FROM cdm.v_counter_differences) \
+     + (SELECT count(*) FROM dds.v_pit_differences)";
 
 /// The counter tables, counted where not zero (see the module's doc).
 const COUNTERS: &[&str] = &["cdm.user_product_counters", "cdm.user_category_counters"];
@@ -179,10 +191,7 @@ async fn measure(
         let row = client.query_one(count.as_str(), &[]).await?;
         rows.insert(table, row.get::<_, i64>(0));
     }
-    let differences: i64 = client
-        .query_one("SELECT count(*) FROM cdm.v_counter_differences", &[])
-        .await?
-        .get(0);
+    let differences: i64 = client.query_one(DIFFERENCES_SQL, &[]).await?.get(0);
     Ok(Reference {
         prepare,
         apply,
@@ -312,6 +321,15 @@ impl<'r> Visitor<'r> for Vault {
     }
 }
 
+/// What an order's `dds.pit_order` row takes from its versions besides its [`OrderPoint`].
+struct PitRow {
+    /// The first applied version's date (the hub keeps it).
+    placed: Timestamp,
+    user: HashKey,
+    cost: String,
+    payment: String,
+}
+
 /// Every table's rows for `range`, in load order.
 fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
     let users: HashMap<&EntityId, &User> = range
@@ -348,6 +366,23 @@ fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
         "dds.order_load_state",
         vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
     );
+    let mut pit_order = Copy::new(
+        "dds.pit_order",
+        vec![
+            "h_order_pk",
+            "order_id",
+            "order_dt",
+            "h_user_pk",
+            "status",
+            "status_valid_from",
+            "cost",
+            "payment",
+            "version_update_ts",
+            "versions",
+            "first_loaded_at",
+        ],
+    );
+    let mut product_points: BTreeMap<HashKey, (Timestamp, Reverse<HashKey>)> = BTreeMap::new();
     let mut ledger = Ledger::default();
     let mut product_names = HashMap::new();
     let mut category_names = HashMap::new();
@@ -361,6 +396,7 @@ fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
     while generator.remaining() > 0 {
         // A chunk holds every version of its orders, so the latest is known at its end.
         let mut latest: HashMap<i64, RawOrder> = HashMap::new();
+        let mut points: HashMap<i64, (OrderPoint, PitRow)> = HashMap::new();
         for order in generator.next_chunk(range.chunk) {
             let p = &order.payload;
             let enriched = enrich(
@@ -368,7 +404,33 @@ fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
                 users.get(&p.user.id).copied(),
                 restaurants.get(&p.restaurant.id).copied(),
             )?;
-            VaultRows::visit(&[vault::rows(&enriched)], &mut vault);
+            let e = &enriched.payload;
+            let rows = vault::rows(&enriched);
+            for line in &rows.l_order_product_categories {
+                let candidate = (e.update_ts, Reverse(line.h_category_pk));
+                product_points
+                    .entry(line.h_product_pk)
+                    .and_modify(|held| *held = (*held).max(candidate))
+                    .or_insert(candidate);
+            }
+            VaultRows::visit(&[rows], &mut vault);
+            // As service-dds's gate: a version not newer than the last applied changes nothing.
+            let before = points.get(&e.id.0).map(|(point, _)| *point);
+            if let Some(point) = OrderPoint::advance(before, [(e.status, e.update_ts)]) {
+                let placed = points.get(&e.id.0).map_or(e.date, |(_, row)| row.placed);
+                points.insert(
+                    e.id.0,
+                    (
+                        point,
+                        PitRow {
+                            placed,
+                            user: HashKey::user(&e.user.id),
+                            cost: e.cost.to_string(),
+                            payment: e.payment.to_string(),
+                        },
+                    ),
+                );
+            }
             let version = events::order_version(&events::cdm_events(&enriched))?;
             product_names.extend(version.products.clone());
             category_names.extend(version.categories.clone());
@@ -398,13 +460,43 @@ fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
                 &update_ts,
                 &time(load_dt),
             ]);
+            if let Some((point, row)) = points.remove(&order.object_id.0) {
+                pit_order.row(&[
+                    &HashKey::order(order.object_id).to_string(),
+                    &order.object_id.0.to_string(),
+                    &time(row.placed.as_datetime()),
+                    &row.user.to_string(),
+                    point.status.as_str(),
+                    &time(point.status_valid_from.as_datetime()),
+                    &row.cost,
+                    &row.payment,
+                    &time(point.version.as_datetime()),
+                    &point.versions.to_string(),
+                    &time(load_dt),
+                ]);
+            }
         }
+    }
+    let mut pit_product = Copy::new(
+        "dds.pit_product",
+        vec!["h_product_pk", "h_category_pk", "update_ts", "load_dt"],
+    );
+    for (product, (version, category)) in &product_points {
+        pit_product.row(&[
+            &product.to_string(),
+            &category.0.to_string(),
+            &time(version.as_datetime()),
+            &time(load_dt),
+        ]);
     }
     let mut copies = vec![stg];
     let mut vault: Vec<(usize, Copy)> = vault.copies.into_values().collect();
     vault.sort_by_key(|(order, _)| *order);
     copies.extend(vault.into_iter().map(|(_, copy)| copy));
     copies.push(load_state);
+    copies.push(pit_product);
+    // Its trigger fills the daily tables, as in the pipeline.
+    copies.push(pit_order);
 
     let mut order_state = Copy::new(
         "cdm.order_state",
@@ -496,6 +588,7 @@ mod tests {
         assert_eq!(rows("dds.order_load_state"), Some(250));
         assert_eq!(rows("dds.h_order"), Some(250));
         assert_eq!(rows("cdm.order_state"), Some(250));
+        assert_eq!(rows("dds.pit_order"), Some(250));
         // Every version has its row: 250 orders and the later versions of 10 per chunk.
         assert_eq!(rows("dds.s_order_version"), Some(250 + 10 + 10 + 5));
     }

@@ -496,14 +496,9 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
         ms(summary.max_ms)
     );
     let checking = Instant::now();
-    let differences = count(
-        &mut conn,
-        "SELECT count(*) FROM cdm.v_counter_differences",
-        None,
-    )
-    .await?;
+    let differences = count(&mut conn, reference::DIFFERENCES_SQL, None).await?;
     println!(
-        "counters against the recount    {differences} differ ({:.1} s to check)",
+        "counters, PIT against history   {differences} differ ({:.1} s to check)",
         checking.elapsed().as_secs_f64()
     );
     print!("{}", Processes::table(&usage));

@@ -277,6 +277,19 @@ impl OrderStatus {
         }
     }
 
+    /// The status named `text` as [`OrderStatus::as_str`] writes it.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Open,
+            Self::Cooking,
+            Self::Delivering,
+            Self::Closed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
     /// Whether an order whose latest status is this one counts in the datamarts.
     pub fn counts(&self) -> bool {
         matches!(self, Self::Closed)
