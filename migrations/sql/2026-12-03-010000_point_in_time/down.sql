@@ -49,6 +49,7 @@ DROP VIEW IF EXISTS dds.v_pit_differences;
 DROP FUNCTION IF EXISTS dds.refresh_pit_order(uuid[]);
 DROP VIEW IF EXISTS dds.v_pit_product_recount;
 DROP VIEW IF EXISTS dds.v_pit_order_recount;
+DROP FUNCTION IF EXISTS dds.pit_order_recount(uuid[]);
 DROP TABLE IF EXISTS dds.pit_product;
 DROP TABLE IF EXISTS dds.pit_order;
 DROP FUNCTION IF EXISTS dds.pit_order_daily_follow();

@@ -35,7 +35,9 @@ CREATE TABLE dds.pit_order (
     versions          bigint,
     first_loaded_at   timestamptz    NOT NULL
 );
+-- A BI tool filters on either: the day (`order_date = …`) or a time range (`order_dt >= …`).
 CREATE INDEX pit_order_date_idx ON dds.pit_order (order_date);
+CREATE INDEX pit_order_dt_idx ON dds.pit_order (order_dt);
 CREATE INDEX pit_order_user_idx ON dds.pit_order (h_user_pk);
 COMMENT ON TABLE dds.pit_order IS
     'Point in time of each order: the state of its latest applied version, kept by service-dds (docs/bi.md).';
@@ -123,19 +125,45 @@ CREATE TRIGGER follow_delete AFTER DELETE ON dds.pit_order
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION dds.pit_order_daily_follow();
 -- ---------------------------------------------------------------- the history they come from
--- An order's point in time from the satellites, as bi.fact_order defined it until now
--- (2026-11-22-210000_bi_views, 2026-11-23-100000): the user of its latest version, its current
--- status and cost by source version, the number of applied versions.
-CREATE VIEW dds.v_pit_order_recount AS
-SELECT h.h_order_pk, h.order_id, h.order_dt, ou.h_user_pk,
-       st.status, st.valid_from AS status_valid_from, co.cost, co.payment,
-       v.update_ts AS version_update_ts, v.version_no AS versions,
-       h.load_dt AS first_loaded_at
-FROM dds.h_order h
-LEFT JOIN dds.v_order_latest_user ou ON ou.h_order_pk = h.h_order_pk
-LEFT JOIN bi.order_status_history st ON st.h_order_pk = h.h_order_pk AND st.is_current
-LEFT JOIN bi.order_cost_history co ON co.h_order_pk = h.h_order_pk AND co.is_current
-LEFT JOIN bi.order_version_history v ON v.h_order_pk = h.h_order_pk AND v.is_current;
+-- The point in time of `orders` (NULL: every order) from the satellites, as bi.fact_order
+-- defined it until now (2026-11-22-210000_bi_views, 2026-11-23-100000): the user of the latest
+-- version (its order→user effectivity), the current status and since when, the current cost,
+-- the latest version and how many were applied; "current" is the latest source version, ties
+-- broken by load time. Each satellite is filtered before it is reduced, so a few orders cost
+-- a few index lookups and every order one pass per satellite.
+CREATE FUNCTION dds.pit_order_recount(orders uuid[])
+RETURNS TABLE (h_order_pk uuid, order_id bigint, order_dt timestamptz, h_user_pk uuid,
+               status text, status_valid_from timestamptz, cost numeric(19, 5),
+               payment numeric(19, 5), version_update_ts timestamptz, versions bigint,
+               first_loaded_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT h.h_order_pk, h.order_id, h.order_dt, lu.h_user_pk,
+           st.status, st.update_ts, co.cost, co.payment, v.update_ts, v.versions, h.load_dt
+    FROM dds.h_order h
+    LEFT JOIN (SELECT s.h_order_pk, max(s.update_ts) AS update_ts, count(*) AS versions
+               FROM dds.s_order_version s
+               WHERE orders IS NULL OR s.h_order_pk = ANY (orders)
+               GROUP BY s.h_order_pk) v
+      ON v.h_order_pk = h.h_order_pk
+    LEFT JOIN (SELECT ou.h_order_pk, ou.h_user_pk, e.update_ts
+               FROM dds.l_order_user ou
+               JOIN dds.s_order_user_effectivity e ON e.hk_order_user_pk = ou.hk_order_user_pk
+               WHERE orders IS NULL OR ou.h_order_pk = ANY (orders)) lu
+      ON lu.h_order_pk = h.h_order_pk AND lu.update_ts = v.update_ts
+    LEFT JOIN (SELECT DISTINCT ON (s.h_order_pk) s.h_order_pk, s.status, s.update_ts
+               FROM dds.s_order_status s
+               WHERE orders IS NULL OR s.h_order_pk = ANY (orders)
+               ORDER BY s.h_order_pk, s.update_ts DESC, s.load_dt DESC) st
+      ON st.h_order_pk = h.h_order_pk
+    LEFT JOIN (SELECT DISTINCT ON (s.h_order_pk) s.h_order_pk, s.cost, s.payment
+               FROM dds.s_order_cost s
+               WHERE orders IS NULL OR s.h_order_pk = ANY (orders)
+               ORDER BY s.h_order_pk, s.update_ts DESC, s.load_dt DESC) co
+      ON co.h_order_pk = h.h_order_pk
+    WHERE orders IS NULL OR h.h_order_pk = ANY (orders)
+$$;
+
+CREATE VIEW dds.v_pit_order_recount AS SELECT * FROM dds.pit_order_recount(NULL);
 
 CREATE VIEW dds.v_pit_product_recount AS
 SELECT DISTINCT ON (l.h_product_pk) l.h_product_pk, l.h_category_pk, e.update_ts, e.load_dt
@@ -146,15 +174,19 @@ ORDER BY l.h_product_pk, e.update_ts DESC, e.load_dt DESC, l.h_category_pk;
 
 -- Rewrites the point in time of `orders` (NULL: every order) from the history; returns the
 -- rows it changed.
-CREATE FUNCTION dds.refresh_pit_order(orders uuid[]) RETURNS bigint LANGUAGE sql AS $$
+-- Planned per call with `orders` as a constant (a plan for NULL and one for a few keys differ).
+CREATE FUNCTION dds.refresh_pit_order(orders uuid[]) RETURNS bigint LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    rows bigint;
+BEGIN
     WITH changed AS (
         INSERT INTO dds.pit_order AS p
             (h_order_pk, order_id, order_dt, h_user_pk, status, status_valid_from, cost,
              payment, version_update_ts, versions, first_loaded_at)
         SELECT h_order_pk, order_id, order_dt, h_user_pk, status, status_valid_from, cost,
                payment, version_update_ts, versions, first_loaded_at
-        FROM dds.v_pit_order_recount
-        WHERE orders IS NULL OR h_order_pk = ANY (orders)
+        FROM dds.pit_order_recount(orders)
         ORDER BY h_order_pk
         ON CONFLICT (h_order_pk) DO UPDATE
         SET order_id = EXCLUDED.order_id, order_dt = EXCLUDED.order_dt,
@@ -169,7 +201,9 @@ CREATE FUNCTION dds.refresh_pit_order(orders uuid[]) RETURNS bigint LANGUAGE sql
                EXCLUDED.status_valid_from, EXCLUDED.cost, EXCLUDED.payment,
                EXCLUDED.version_update_ts, EXCLUDED.versions, EXCLUDED.first_loaded_at)
         RETURNING 1)
-    SELECT count(*) FROM changed
+    SELECT count(*) INTO rows FROM changed;
+    RETURN rows;
+END;
 $$;
 
 -- Every point-in-time row that disagrees with the history, one row per difference: `what`
