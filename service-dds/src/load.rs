@@ -8,7 +8,6 @@
 //! the first is compared with the table in SQL. Each gets its own `load_dt` (the batch's load
 //! time plus its rank in microseconds), since `load_dt` is part of the satellite's key.
 
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -18,7 +17,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid a
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
-use vault_core::pit::OrderPoint;
+use vault_core::pit::{self, OrderPoint};
 use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows};
 use vault_core::{version, EnrichedOrder, HashKey, OrderStatus, Timestamp};
 
@@ -361,9 +360,8 @@ async fn write_order_points(
         }
     }
     if !columns.keys.is_empty() {
-        diesel::sql_query(
-            "INSERT INTO dds.pit_order AS p (h_order_pk, order_id, order_dt, h_user_pk, status, \
-                 status_valid_from, cost, payment, version_update_ts, versions, first_loaded_at) \
+        diesel::sql_query(format!(
+            "INSERT INTO {table} AS p ({columns}) \
              SELECT pk, id, dt, u, st, st_from, c::numeric, pay::numeric, ts, n, $11 \
              FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::text[], \
                  $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[]) \
@@ -373,7 +371,9 @@ async fn write_order_points(
                  cost = EXCLUDED.cost, payment = EXCLUDED.payment, \
                  version_update_ts = EXCLUDED.version_update_ts, versions = EXCLUDED.versions \
              WHERE p.version_update_ts < EXCLUDED.version_update_ts",
-        )
+            table = pit::ORDER_TABLE,
+            columns = pit::ORDER_COLUMNS.join(", "),
+        ))
         .bind::<Array<SqlUuid>, _>(columns.keys)
         .bind::<Array<BigInt>, _>(columns.ids)
         .bind::<Array<Timestamptz>, _>(columns.placed)
@@ -446,30 +446,26 @@ async fn write_product_points(
     rows: &[VaultRows],
     load_dt: DateTime<Utc>,
 ) -> diesel::QueryResult<()> {
-    let mut newest: BTreeMap<HashKey, (Timestamp, Reverse<HashKey>)> = BTreeMap::new();
+    let mut newest = pit::ProductPoints::default();
     for (order, rows) in applied.iter().zip(rows) {
-        for line in &rows.l_order_product_categories {
-            let candidate = (order.payload.update_ts, Reverse(line.h_category_pk));
-            newest
-                .entry(line.h_product_pk)
-                .and_modify(|held| *held = (*held).max(candidate))
-                .or_insert(candidate);
-        }
+        newest.offer(rows, order.payload.update_ts);
     }
     if newest.is_empty() {
         return Ok(());
     }
-    let products: Vec<Uuid> = newest.keys().map(HashKey::as_uuid).collect();
-    let categories: Vec<Uuid> = newest.values().map(|(_, c)| c.0.as_uuid()).collect();
-    let versions: Vec<DateTime<Utc>> = newest.values().map(|(ts, _)| ts.as_datetime()).collect();
-    diesel::sql_query(
-        "INSERT INTO dds.pit_product AS p (h_product_pk, h_category_pk, update_ts, load_dt) \
+    let products: Vec<Uuid> = newest.points().map(|(p, _, _)| p.as_uuid()).collect();
+    let categories: Vec<Uuid> = newest.points().map(|(_, c, _)| c.as_uuid()).collect();
+    let versions: Vec<DateTime<Utc>> = newest.points().map(|(_, _, v)| v.as_datetime()).collect();
+    diesel::sql_query(format!(
+        "INSERT INTO {table} AS p ({columns}) \
          SELECT pk, cat, ts, $4 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) \
              AS u(pk, cat, ts) \
          ON CONFLICT (h_product_pk) DO UPDATE SET h_category_pk = EXCLUDED.h_category_pk, \
              update_ts = EXCLUDED.update_ts, load_dt = EXCLUDED.load_dt \
          WHERE (p.update_ts, p.load_dt) < (EXCLUDED.update_ts, EXCLUDED.load_dt)",
-    )
+        table = pit::PRODUCT_TABLE,
+        columns = pit::PRODUCT_COLUMNS.join(", "),
+    ))
     .bind::<Array<SqlUuid>, _>(products)
     .bind::<Array<SqlUuid>, _>(categories)
     .bind::<Array<Timestamptz>, _>(versions)
@@ -492,22 +488,7 @@ pub fn tables() -> Vec<vault_runtime::TableAccess> {
             "dds.order_load_state",
             vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
         ),
-        vault_runtime::TableAccess::granted(
-            "dds.pit_order",
-            vec![
-                "h_order_pk",
-                "order_id",
-                "order_dt",
-                "h_user_pk",
-                "status",
-                "status_valid_from",
-                "cost",
-                "payment",
-                "version_update_ts",
-                "versions",
-                "first_loaded_at",
-            ],
-        ),
+        vault_runtime::TableAccess::granted(pit::ORDER_TABLE, pit::ORDER_COLUMNS.to_vec()),
         // Written by dds.pit_order's trigger, in the loader's transaction.
         vault_runtime::TableAccess::granted(
             "dds.pit_order_daily_user",
@@ -524,10 +505,7 @@ pub fn tables() -> Vec<vault_runtime::TableAccess> {
             "dds.pit_order_daily",
             vec!["order_date", "status", "orders", "users", "cost", "payment"],
         ),
-        vault_runtime::TableAccess::granted(
-            "dds.pit_product",
-            vec!["h_product_pk", "h_category_pk", "update_ts", "load_dt"],
-        ),
+        vault_runtime::TableAccess::granted(pit::PRODUCT_TABLE, pit::PRODUCT_COLUMNS.to_vec()),
     ]);
     tables
 }

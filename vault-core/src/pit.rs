@@ -3,8 +3,62 @@
 //! versions. The Data Vault loader keeps it in `dds.pit_order` beside the satellites, so the
 //! BI views read one row per order instead of recomputing every satellite's history.
 
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
 use crate::contract::{OrderStatus, Timestamp};
-use crate::version;
+use crate::vault::VaultRows;
+use crate::{version, HashKey};
+
+/// The table of orders' points in time.
+pub const ORDER_TABLE: &str = "dds.pit_order";
+/// The columns of [`ORDER_TABLE`] a writer fills (`order_date` is generated from `order_dt`).
+pub const ORDER_COLUMNS: &[&str] = &[
+    "h_order_pk",
+    "order_id",
+    "order_dt",
+    "h_user_pk",
+    "status",
+    "status_valid_from",
+    "cost",
+    "payment",
+    "version_update_ts",
+    "versions",
+    "first_loaded_at",
+];
+/// The table of dishes' current categories.
+pub const PRODUCT_TABLE: &str = "dds.pit_product";
+/// The columns of [`PRODUCT_TABLE`].
+pub const PRODUCT_COLUMNS: &[&str] = &["h_product_pk", "h_category_pk", "update_ts", "load_dt"];
+
+/// Each dish's category in the newest order version offered that holds it; on a tie, the
+/// smallest category key, as `dds.v_pit_product_recount` orders them.
+#[derive(Debug, Clone, Default)]
+pub struct ProductPoints(BTreeMap<HashKey, (Timestamp, Reverse<HashKey>)>);
+
+impl ProductPoints {
+    /// Takes the dishes of one order version (its Data Vault rows).
+    pub fn offer(&mut self, rows: &VaultRows, version: Timestamp) {
+        for line in &rows.l_order_product_categories {
+            let candidate = (version, Reverse(line.h_category_pk));
+            self.0
+                .entry(line.h_product_pk)
+                .and_modify(|held| *held = (*held).max(candidate))
+                .or_insert(candidate);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (dish, category, version), in dish key order.
+    pub fn points(&self) -> impl Iterator<Item = (HashKey, HashKey, Timestamp)> + '_ {
+        self.0
+            .iter()
+            .map(|(product, (version, category))| (*product, category.0, *version))
+    }
+}
 
 /// What an order's history says at its latest applied version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +166,33 @@ mod tests {
         let first = OrderPoint::advance(None, [(Closed, at(3))]);
         assert_eq!(OrderPoint::advance(first, []), first);
         assert_eq!(OrderPoint::advance(None, []), None);
+    }
+
+    #[test]
+    fn a_dish_takes_the_category_of_its_newest_version_and_a_tie_the_smallest_key() {
+        let mut order =
+            crate::decode::enriched_order(include_bytes!("../tests/data/dds_message.json"))
+                .expect("the example decodes");
+        let dish = HashKey::product(&order.payload.products[0].id);
+        let mut points = ProductPoints::default();
+        let mut offer = |category: &str, minute: u32| {
+            order.payload.products[0].category = category.to_owned();
+            points.offer(&crate::vault::rows(&order), at(minute));
+            points
+                .points()
+                .find(|(product, _, _)| *product == dish)
+                .map(|(_, category, version)| (category, version))
+        };
+        assert_eq!(offer("b", 2), Some((HashKey::category("b"), at(2))));
+        assert_eq!(offer("c", 1), Some((HashKey::category("b"), at(2))));
+        let (smaller, larger) = if HashKey::category("x") < HashKey::category("y") {
+            ("x", "y")
+        } else {
+            ("y", "x")
+        };
+        assert_eq!(offer(larger, 3), Some((HashKey::category(larger), at(3))));
+        assert_eq!(offer(smaller, 3), Some((HashKey::category(smaller), at(3))));
+        assert_eq!(offer(larger, 3), Some((HashKey::category(smaller), at(3))));
     }
 
     #[test]

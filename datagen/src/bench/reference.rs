@@ -12,7 +12,6 @@
 //! zero keeps its row there but has none here, so counters are compared where not zero.
 
 use std::any::Any;
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vault_core::counter::Ledger;
 use vault_core::enrich::enrich;
-use vault_core::pit::OrderPoint;
+use vault_core::pit::{self, OrderPoint};
 use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows, Visitor};
 use vault_core::{events, EntityId, HashKey, RawOrder, Restaurant, Timestamp, User};
 
@@ -73,7 +72,7 @@ pub const ORDER_SCOPED: &[(&str, &str)] = &[
         "SELECT count(*) FROM dds.order_load_state WHERE order_id BETWEEN $1 AND $2",
     ),
     (
-        "dds.pit_order",
+        pit::ORDER_TABLE,
         "SELECT count(*) FROM dds.pit_order WHERE order_id BETWEEN $1 AND $2",
     ),
     (
@@ -366,23 +365,8 @@ fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
         "dds.order_load_state",
         vec!["h_order_pk", "order_id", "update_ts", "load_dt"],
     );
-    let mut pit_order = Copy::new(
-        "dds.pit_order",
-        vec![
-            "h_order_pk",
-            "order_id",
-            "order_dt",
-            "h_user_pk",
-            "status",
-            "status_valid_from",
-            "cost",
-            "payment",
-            "version_update_ts",
-            "versions",
-            "first_loaded_at",
-        ],
-    );
-    let mut product_points: BTreeMap<HashKey, (Timestamp, Reverse<HashKey>)> = BTreeMap::new();
+    let mut pit_order = Copy::new(pit::ORDER_TABLE, pit::ORDER_COLUMNS.to_vec());
+    let mut product_points = pit::ProductPoints::default();
     let mut ledger = Ledger::default();
     let mut product_names = HashMap::new();
     let mut category_names = HashMap::new();
@@ -406,13 +390,7 @@ fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
             )?;
             let e = &enriched.payload;
             let rows = vault::rows(&enriched);
-            for line in &rows.l_order_product_categories {
-                let candidate = (e.update_ts, Reverse(line.h_category_pk));
-                product_points
-                    .entry(line.h_product_pk)
-                    .and_modify(|held| *held = (*held).max(candidate))
-                    .or_insert(candidate);
-            }
+            product_points.offer(&rows, e.update_ts);
             VaultRows::visit(&[rows], &mut vault);
             // As service-dds's gate: a version not newer than the last applied changes nothing.
             let before = points.get(&e.id.0).map(|(point, _)| *point);
@@ -477,14 +455,11 @@ fn prepare(range: &Range<'_>) -> anyhow::Result<Vec<Copy>> {
             }
         }
     }
-    let mut pit_product = Copy::new(
-        "dds.pit_product",
-        vec!["h_product_pk", "h_category_pk", "update_ts", "load_dt"],
-    );
-    for (product, (version, category)) in &product_points {
+    let mut pit_product = Copy::new(pit::PRODUCT_TABLE, pit::PRODUCT_COLUMNS.to_vec());
+    for (product, category, version) in product_points.points() {
         pit_product.row(&[
             &product.to_string(),
-            &category.0.to_string(),
+            &category.to_string(),
             &time(version.as_datetime()),
             &time(load_dt),
         ]);
