@@ -21,7 +21,8 @@ use vault_core::pit::{self, OrderPoint};
 use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows};
 use vault_core::{version, EnrichedOrder, HashKey, OrderStatus, Timestamp};
 
-/// Loads the rows of `applied` (in time order) and advances each order's applied version.
+/// Loads the rows of `applied` (in time order) and advances each order's applied version and
+/// its point in time, which the BI views read (`dds.pit_order`, `dds.pit_product`; docs/bi.md).
 pub async fn load(
     conn: &mut AsyncPgConnection,
     applied: &[&EnrichedOrder],
