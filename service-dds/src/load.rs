@@ -316,19 +316,21 @@ async fn points_before(
     .load(conn)
     .await?;
     Ok(stored
-        .into_iter()
-        .map(|row| {
-            let point = (|| {
-                Some(OrderPoint {
-                    status: OrderStatus::parse(row.status.as_deref()?)?,
-                    status_valid_from: Timestamp::from_datetime(row.status_valid_from?),
-                    version: Timestamp::from_datetime(row.version_update_ts?),
-                    versions: row.versions?,
-                })
-            })();
-            (HashKey::from_uuid(row.h_order_pk), point)
-        })
+        .iter()
+        .map(|row| (HashKey::from_uuid(row.h_order_pk), row.point()))
         .collect())
+}
+
+impl StoredPoint {
+    /// None where the order has no row, or one this build cannot read.
+    fn point(&self) -> Option<OrderPoint> {
+        Some(OrderPoint {
+            status: OrderStatus::parse(self.status.as_deref()?)?,
+            status_valid_from: Timestamp::from_datetime(self.status_valid_from?),
+            version: Timestamp::from_datetime(self.version_update_ts?),
+            versions: self.versions?,
+        })
+    }
 }
 
 /// Advances each order's row of `dds.pit_order` by its applied versions. An order whose point
