@@ -6,12 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
-use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use vault_core::decode;
 use vault_core::events::cdm_events;
-use vault_core::{version, EnrichedOrder, HashKey, Timestamp};
+use vault_core::{version, EnrichedOrder, HashKey};
 use vault_runtime::{
     Entry, Failure, InMessage, OutMessage, ProbeKeys, Rejection, Rejects, Settings, Stage,
     TableAccess,
@@ -24,14 +22,6 @@ use crate::load;
 pub struct DdsStage {
     /// `load_src` of every row this stage writes: the topic it reads.
     load_src: String,
-}
-
-#[derive(QueryableByName)]
-struct Applied {
-    #[diesel(sql_type = SqlUuid)]
-    h_order_pk: uuid::Uuid,
-    #[diesel(sql_type = Timestamptz)]
-    update_ts: chrono::DateTime<chrono::Utc>,
 }
 
 impl Stage for DdsStage {
@@ -84,19 +74,19 @@ impl Stage for DdsStage {
                 .or_default()
                 .push(order);
         }
-        let order_keys: Vec<uuid::Uuid> = versions.keys().map(HashKey::as_uuid).collect();
-        let stored = latest_applied(conn, &order_keys).await?;
+        let stored = load::Stored::read(conn, versions.keys()).await?;
         let mut applied: Vec<&EnrichedOrder> = versions
             .iter()
             .flat_map(|(key, arrived)| {
-                let floor = stored.get(key).copied().map(Timestamp::from_datetime);
-                version::applicable(floor, arrived, |order| order.payload.update_ts)
+                version::applicable(stored.applied(key), arrived, |order| {
+                    order.payload.update_ts
+                })
             })
             .collect();
         // Loading in time order makes the newest observation of a shared entity (a user's
         // name, say) its current satellite row.
         applied.sort_by_key(|order| (order.payload.update_ts, order.payload.id));
-        load::load(conn, &applied, &self.load_src).await?;
+        load::load_read(conn, &applied, &stored, &self.load_src).await?;
         let mut events = Vec::with_capacity(applied.len());
         for order in applied {
             let order_events = cdm_events(order);
@@ -112,27 +102,6 @@ impl Stage for DdsStage {
         }
         Ok(events)
     }
-}
-
-/// The latest applied version of each order, with its row locked for the transaction.
-async fn latest_applied(
-    conn: &mut AsyncPgConnection,
-    orders: &[uuid::Uuid],
-) -> diesel::QueryResult<HashMap<HashKey, chrono::DateTime<chrono::Utc>>> {
-    if orders.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<Applied> = diesel::sql_query(
-        "SELECT h_order_pk, update_ts FROM dds.order_load_state \
-         WHERE h_order_pk = ANY($1) ORDER BY h_order_pk FOR UPDATE",
-    )
-    .bind::<Array<SqlUuid>, _>(orders)
-    .load(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (HashKey::from_uuid(row.h_order_pk), row.update_ts))
-        .collect())
 }
 
 /// Amounts must fit `numeric(19, 5)`; a larger one would fail its batch forever.

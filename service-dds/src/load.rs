@@ -21,11 +21,78 @@ use vault_core::pit::{self, OrderPoint};
 use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows};
 use vault_core::{version, EnrichedOrder, HashKey, OrderStatus, Timestamp};
 
+/// What the warehouse holds of some orders, read once per batch with their
+/// `dds.order_load_state` rows locked for the transaction: the latest applied version (the
+/// gate) and the point in time (`dds.pit_order`) of each order loaded before.
+#[derive(Debug, Default)]
+pub struct Stored(BTreeMap<HashKey, (DateTime<Utc>, Option<OrderPoint>)>);
+
+impl Stored {
+    /// Reads and locks `orders`' rows, in key order.
+    pub async fn read(
+        conn: &mut AsyncPgConnection,
+        orders: impl Iterator<Item = &HashKey>,
+    ) -> diesel::QueryResult<Self> {
+        let keys: Vec<Uuid> = orders.map(HashKey::as_uuid).collect();
+        if keys.is_empty() {
+            return Ok(Self::default());
+        }
+        let rows: Vec<StoredPoint> = diesel::sql_query(
+            "SELECT l.h_order_pk, l.update_ts, p.status, p.status_valid_from, \
+                 p.version_update_ts, p.versions \
+             FROM dds.order_load_state l LEFT JOIN dds.pit_order p ON p.h_order_pk = l.h_order_pk \
+             WHERE l.h_order_pk = ANY($1) ORDER BY l.h_order_pk FOR UPDATE OF l",
+        )
+        .bind::<Array<SqlUuid>, _>(keys)
+        .load(conn)
+        .await?;
+        Ok(Self(
+            rows.iter()
+                .map(|row| {
+                    (
+                        HashKey::from_uuid(row.h_order_pk),
+                        (row.update_ts, row.point()),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    /// The latest applied version of `order`; None if it was never loaded.
+    pub fn applied(&self, order: &HashKey) -> Option<Timestamp> {
+        self.0
+            .get(order)
+            .map(|(version, _)| Timestamp::from_datetime(*version))
+    }
+
+    /// The stored point of `order`: None if it was never loaded, Some(None) if it was but
+    /// has no readable point.
+    fn point(&self, order: &HashKey) -> Option<Option<OrderPoint>> {
+        self.0.get(order).map(|(_, point)| *point)
+    }
+}
+
 /// Loads the rows of `applied` (in time order) and advances each order's applied version and
 /// its point in time, which the BI views read (`dds.pit_order`, `dds.pit_product`; docs/bi.md).
+/// Reads what is stored of the orders first; [`load_read`] takes it read already.
 pub async fn load(
     conn: &mut AsyncPgConnection,
     applied: &[&EnrichedOrder],
+    load_src: &str,
+) -> diesel::QueryResult<()> {
+    let orders: BTreeMap<HashKey, ()> = applied
+        .iter()
+        .map(|order| (HashKey::order(order.payload.id), ()))
+        .collect();
+    let stored = Stored::read(conn, orders.keys()).await?;
+    load_read(conn, applied, &stored, load_src).await
+}
+
+/// [`load`], given what is stored of the orders (read in this transaction).
+pub async fn load_read(
+    conn: &mut AsyncPgConnection,
+    applied: &[&EnrichedOrder],
+    stored: &Stored,
     load_src: &str,
 ) -> diesel::QueryResult<()> {
     if applied.is_empty() {
@@ -42,7 +109,6 @@ pub async fn load(
             .or_default()
             .push(order);
     }
-    let before = points_before(conn, per_order.keys()).await?;
     let rows: Vec<VaultRows> = applied.iter().map(|order| vault::rows(order)).collect();
     let mut statements = Statements {
         stamp: &stamp,
@@ -55,7 +121,7 @@ pub async fn load(
     advance_applied_versions(conn, &per_order, stamp.load_dt).await?;
     write_product_points(conn, applied, &rows, stamp.load_dt).await?;
     // Last: its trigger locks the daily rows every load shares, so they are held the least.
-    write_order_points(conn, &per_order, &before, stamp.load_dt).await
+    write_order_points(conn, &per_order, stored, stamp.load_dt).await
 }
 
 /// The statements of one load, one per table with rows, in the order [`VaultRows::visit`]
@@ -284,11 +350,13 @@ async fn advance_applied_versions(
     .map(|_| ())
 }
 
-/// An order's point in time as `dds.pit_order` holds it before the load.
+/// An order's gate row and point in time as stored before the load.
 #[derive(QueryableByName)]
 struct StoredPoint {
     #[diesel(sql_type = SqlUuid)]
     h_order_pk: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    update_ts: DateTime<Utc>,
     #[diesel(sql_type = Nullable<Text>)]
     status: Option<String>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
@@ -297,28 +365,6 @@ struct StoredPoint {
     version_update_ts: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<BigInt>)]
     versions: Option<i64>,
-}
-
-/// For each of `orders` loaded before, its point in time (None where it has none: loaded
-/// before the point-in-time tables, or with a status this build does not know). Orders
-/// never loaded are absent.
-async fn points_before(
-    conn: &mut AsyncPgConnection,
-    orders: impl Iterator<Item = &HashKey>,
-) -> diesel::QueryResult<BTreeMap<HashKey, Option<OrderPoint>>> {
-    let keys: Vec<Uuid> = orders.map(HashKey::as_uuid).collect();
-    let stored: Vec<StoredPoint> = diesel::sql_query(
-        "SELECT l.h_order_pk, p.status, p.status_valid_from, p.version_update_ts, p.versions \
-         FROM dds.order_load_state l LEFT JOIN dds.pit_order p ON p.h_order_pk = l.h_order_pk \
-         WHERE l.h_order_pk = ANY($1)",
-    )
-    .bind::<Array<SqlUuid>, _>(keys)
-    .load(conn)
-    .await?;
-    Ok(stored
-        .iter()
-        .map(|row| (HashKey::from_uuid(row.h_order_pk), row.point()))
-        .collect())
 }
 
 impl StoredPoint {
@@ -339,7 +385,7 @@ impl StoredPoint {
 async fn write_order_points(
     conn: &mut AsyncPgConnection,
     per_order: &BTreeMap<HashKey, Vec<&EnrichedOrder>>,
-    before: &BTreeMap<HashKey, Option<OrderPoint>>,
+    stored: &Stored,
     load_dt: DateTime<Utc>,
 ) -> diesel::QueryResult<()> {
     let mut columns = PointColumns::default();
@@ -348,9 +394,9 @@ async fn write_order_points(
         let steps = versions
             .iter()
             .map(|order| (order.payload.status, order.payload.update_ts));
-        let point = match before.get(key) {
+        let point = match stored.point(key) {
             None => OrderPoint::advance(None, steps),
-            Some(Some(stored)) => OrderPoint::advance(Some(*stored), steps),
+            Some(Some(before)) => OrderPoint::advance(Some(before), steps),
             Some(None) => None,
         };
         match (
