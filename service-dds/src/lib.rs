@@ -3,6 +3,7 @@
 
 mod handler;
 pub mod load;
+pub mod pit_check;
 
 pub use handler::DdsStage;
 use vault_core::contract::topics;

@@ -560,17 +560,13 @@ impl Pipeline {
     }
 
     /// The point-in-time rows the BI views read (`dds.pit_*`) that differ from the Data
-    /// Vault's history (`dds.v_pit_differences`), the first few as text; empty when exact.
+    /// Vault's history (`dds.v_pit_differences`, as `vaultctl verify` reads it), the first few
+    /// as text; empty when exact.
     pub async fn pit_differences(&self) -> anyhow::Result<Vec<String>> {
-        let client = self.db().await?;
-        let rows = client
-            .query(
-                "SELECT concat_ws(' | ', what, key, stored, recount) \
-                 FROM dds.v_pit_differences ORDER BY what, key LIMIT 5",
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        let (pool, _) = self.tools()?;
+        let mut conn = pool.get().await?;
+        let found = service_dds::pit_check::differences(&mut conn, 5).await?;
+        Ok(found.first.iter().map(ToString::to_string).collect())
     }
 
     /// A fingerprint of every warehouse table (row counts and counter contents), to show that

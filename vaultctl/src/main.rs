@@ -4,7 +4,7 @@
 //! vaultctl dead-letters list [SERVICE]             pending dead letters, oldest first
 //! vaultctl dead-letters replay [SERVICE] [ID ...]  republish them to their source topics
 //! vaultctl lag [--wait SECONDS]                    consumer lag of the pipeline's groups
-//! vaultctl verify [--limit N]                      counters against a recount from the vault
+//! vaultctl verify [--limit N]                      counters and BI rows against the vault
 //! vaultctl rewind --service S --from T|N|P:N,...   rewind a service's group to reprocess
 //!          [--dry-run] [--wait SECONDS] [--allow-skip] [--group G] [--topic T]
 //! vaultctl migrate                                 apply the schema and grant the service roles
@@ -23,8 +23,9 @@
 //!   each hop, in pipeline order, has committed everything on its topic, and fails when the
 //!   time runs out.
 //! - `verify` ([`verify`]) prints the counters that differ from the recount over the Data
-//!   Vault (docs/contract.md §3.3), the first few (`--limit N`: the first N) and how many more
-//!   there are, and exits 1 when there is any, 0 when the datamarts are exact.
+//!   Vault (docs/contract.md §3.3), then the point-in-time rows the BI views read that differ
+//!   from its history (docs/bi.md), the first few of each (`--limit N`: the first N) and how
+//!   many more there are, and exits 1 when there is any, 0 when both are exact.
 //! - `rewind` ([`rewind`]; `replay`, its old name, still works) rewinds the consumer group of a
 //!   service (default group and topic names unless `--group`/`--topic` say otherwise) to an
 //!   RFC 3339 timestamp, an offset for every partition or offsets per partition, after showing
@@ -97,7 +98,8 @@ enum Command {
     DeadLetters(dead_letters::Command),
     /// The consumer lag of each hop of the pipeline.
     Lag(lag::Args),
-    /// The datamart counters against a recount from the Data Vault; exits 1 when any differs.
+    /// The datamart counters against a recount from the Data Vault, and the point-in-time rows
+    /// the BI views read against its history; exits 1 when any differs.
     Verify(verify::Args),
     /// Rewinds a service's consumer group so that it reprocesses from a point in time or an
     /// offset once it restarts.
