@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use diesel::sql_types::{Array, BigInt, Jsonb, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use vault_core::decode::{self, RawOrderMessage};
 use vault_core::enrich::enrich;
 use vault_core::{version, EntityId, Restaurant, Timestamp, User};
@@ -52,7 +52,8 @@ struct StagedRow {
     object_type: String,
     sent_dttm: chrono::DateTime<chrono::Utc>,
     update_ts: chrono::DateTime<chrono::Utc>,
-    payload: Value,
+    /// JSON text, as the message held it.
+    payload: Box<RawValue>,
 }
 
 impl Stage for StgStage {
@@ -89,7 +90,7 @@ impl Stage for StgStage {
             object_type: "probe".to_owned(),
             sent_dttm: now,
             update_ts: now,
-            payload: Value::Object(serde_json::Map::new()),
+            payload: RawValue::from_string("{}".to_owned())?,
         };
         upsert_orders(conn, &[row]).await?;
         Ok(())
@@ -151,13 +152,8 @@ impl Stage for StgStage {
                     object_type: order.object_type.clone(),
                     sent_dttm: order.sent_dttm.as_datetime(),
                     update_ts: update_ts.as_datetime(),
-                    // Taken, not copied: the document is not needed after this (a copy of
-                    // every payload was a tenth of the stage's CPU time).
-                    payload: entry
-                        .item
-                        .document
-                        .get_mut("payload")
-                        .map_or(Value::Null, Value::take),
+                    // Taken, not copied: the text is not needed after this.
+                    payload: std::mem::replace(&mut entry.item.payload, RawValue::NULL.to_owned()),
                 };
                 rows.insert(object_id, row);
             }
@@ -195,7 +191,7 @@ async fn upsert_orders(
     diesel::sql_query(
         "INSERT INTO stg.order_events (object_id, object_type, sent_dttm, update_ts, payload) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-                              $5::jsonb[]) \
+                              $5::text[]::jsonb[]) \
          ON CONFLICT (object_id) DO UPDATE SET \
              object_type = EXCLUDED.object_type, sent_dttm = EXCLUDED.sent_dttm, \
              update_ts = EXCLUDED.update_ts, payload = EXCLUDED.payload, load_dt = now() \
@@ -209,7 +205,7 @@ async fn upsert_orders(
     )
     .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.sent_dttm).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.update_ts).collect::<Vec<_>>())
-    .bind::<Array<Jsonb>, _>(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.payload.get()).collect::<Vec<_>>())
     .execute(conn)
     .await
 }

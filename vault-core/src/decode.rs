@@ -4,6 +4,7 @@
 //! because the Python reference emits that.
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::contract::{
@@ -118,25 +119,61 @@ fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError 
     }
 }
 
-/// A raw order with the document it came from, kept whole for the staging layer.
-#[derive(Debug, Clone, PartialEq)]
+/// A raw order with its `payload` as the JSON text it came in, which the staging layer stores
+/// (`stg.order_events.payload`).
+#[derive(Debug, Clone)]
 pub struct RawOrderMessage {
     pub order: RawOrder,
-    pub document: Value,
+    pub payload: Box<RawValue>,
+}
+
+impl RawOrderMessage {
+    /// The payload as a JSON document.
+    pub fn payload_document(&self) -> Value {
+        serde_json::from_str(self.payload.get()).expect("a RawValue holds valid JSON")
+    }
+}
+
+/// Two messages are equal when their orders are and their payloads are the same JSON document,
+/// however it was written (spacing, key order, a number's digits).
+impl PartialEq for RawOrderMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order && self.payload_document() == other.payload_document()
+    }
 }
 
 /// Decodes a raw order (topic `stg_service`); anything whose `object_type` is not `order` is
 /// rejected.
 pub fn raw_order(bytes: &[u8]) -> Result<RawOrderMessage, DecodeError> {
+    /// The payload's text, borrowed from the message.
+    #[derive(serde::Deserialize)]
+    struct PayloadText<'a> {
+        #[serde(borrow)]
+        payload: &'a RawValue,
+    }
+    if let Some(order) = direct::<RawOrder>(bytes) {
+        if order.object_type == ORDER_OBJECT_TYPE {
+            if let Ok(text) = serde_json::from_slice::<PayloadText<'_>>(bytes) {
+                return Ok(RawOrderMessage {
+                    order,
+                    payload: text.payload.to_owned(),
+                });
+            }
+        }
+    }
     let document = document(bytes)?;
     check_object_type(&document, ORDER_OBJECT_TYPE)?;
     let order = typed_in_place(&document)?;
-    Ok(RawOrderMessage { order, document })
+    let payload = document.get("payload").unwrap_or(&Value::Null);
+    let payload = serde_json::value::to_raw_value(payload)
+        .map_err(|e| DecodeError::Syntax(format!("payload: {e}")))?;
+    Ok(RawOrderMessage { order, payload })
 }
 
 /// The common case first: a message that decodes straight from its bytes into `T`, with no
 /// `Value` tree in between (building and dropping that tree was a fifth of service-dds's CPU
-/// and a third of service-cdm's). Anything unusual — a `\u0000` escape anywhere in the text
+/// and a third of service-cdm's; in service-stg the
+/// payload's text is kept as it came). Anything unusual — a `\u0000` escape anywhere in the text
 /// (perhaps a NUL character), a JSON string wrapping the document, a duplicate key, any error
 /// at all — returns `None`, and the caller decodes the careful way ([`document`], then
 /// [`typed`]), so what is accepted, and every error, is exactly as that way decides.
@@ -231,6 +268,17 @@ mod tests {
         let careful: Vec<CdmOrderEvent> = typed(document(&events).expect("doc")).expect("typed");
         assert_eq!(direct::<Vec<CdmOrderEvent>>(&events), Some(careful.clone()));
         assert_eq!(cdm_events(&events), Ok(careful));
+        // A raw order: the same order, and its payload's text is the message's own.
+        let careful: RawOrder = typed(document(ORDER.as_bytes()).expect("doc")).expect("typed");
+        let order = raw_order(ORDER.as_bytes()).expect("raw order");
+        assert_eq!(order.order, careful);
+        let sent: Value = serde_json::from_str(ORDER).expect("json");
+        assert_eq!(order.payload_document(), sent["payload"]);
+        assert!(
+            ORDER.contains(order.payload.get()),
+            "{}",
+            order.payload.get()
+        );
     }
 
     #[test]

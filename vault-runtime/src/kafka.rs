@@ -380,16 +380,54 @@ pub fn progress(
 
 /// How many messages of `topic` `group` has not committed yet (all partitions together).
 pub async fn lag(settings: &KafkaSettings, group: &str, topic: &str) -> anyhow::Result<i64> {
-    let reader = offsets_reader(settings, group)?;
-    let topic = topic.to_owned();
-    // Offset and watermark fetches block: off the async threads.
-    tokio::task::spawn_blocking(move || {
-        Ok(progress(&reader, &topic)?
+    HopsLag::new(settings, &[(group, topic)])?
+        .outstanding()
+        .await
+}
+
+/// Readers of the committed offsets of several (group, topic) hops, kept open between reads:
+/// cheap to ask often, and it asks the broker only, never the warehouse.
+pub struct HopsLag {
+    hops: std::sync::Arc<Vec<(rdkafka::consumer::BaseConsumer, String)>>,
+}
+
+impl std::fmt::Debug for HopsLag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.hops.iter().map(|(_, topic)| topic))
+            .finish()
+    }
+}
+
+impl HopsLag {
+    pub fn new(settings: &KafkaSettings, hops: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let readers = hops
             .iter()
-            .map(PartitionProgress::lag)
-            .sum())
-    })
-    .await?
+            .map(|(group, topic)| Ok((offsets_reader(settings, group)?, (*topic).to_owned())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            hops: std::sync::Arc::new(readers),
+        })
+    }
+
+    /// The messages no hop has committed yet, summed over the hops, read in the order given:
+    /// in pipeline order, 0 means the whole chain is at rest (a hop publishes before it
+    /// commits, so the next hop's topic already holds what the previous one read).
+    pub async fn outstanding(&self) -> anyhow::Result<i64> {
+        let hops = std::sync::Arc::clone(&self.hops);
+        // Offset and watermark fetches block: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            let mut outstanding = 0;
+            for (reader, topic) in hops.iter() {
+                outstanding += progress(reader, topic)?
+                    .iter()
+                    .map(PartitionProgress::lag)
+                    .sum::<i64>();
+            }
+            Ok(outstanding)
+        })
+        .await?
+    }
 }
 
 /// Waits until each hop, in pipeline order, has committed everything on its topic (so that,
