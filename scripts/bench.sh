@@ -17,7 +17,9 @@
 # Every run starts from the same state: its own database (VAULTLINE_BENCH_DB, default
 # vaultline_bench), created empty, so the warehouse you work with (dwh) is left alone, and an
 # empty local broker (no topic, message or group of an earlier run or test), so that the
-# services start with nothing behind them.
+# services start with nothing behind them. VAULTLINE_BENCH_KEEP=1 keeps the database as it is
+# instead: a warehouse filled beforehand, e.g. with 5,000,000 orders by scripts/bi-bench.sh
+# (VAULTLINE_BENCH_DB=vaultline_bi), to measure what history costs the drain.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,8 +29,10 @@ cd "$REPO_ROOT"
 export VAULTLINE_DB=${VAULTLINE_BENCH_DB:-vaultline_bench}
 scripts/run.sh stop
 eval "$(scripts/stack.sh up)"
-psql "${DATABASE_URL%/*}/postgres" -qAt -v ON_ERROR_STOP=1 \
-  -c "DROP DATABASE IF EXISTS $VAULTLINE_DB WITH (FORCE)" -c "CREATE DATABASE $VAULTLINE_DB" >/dev/null
+if [[ ${VAULTLINE_BENCH_KEEP:-0} != 1 ]]; then
+  psql "${DATABASE_URL%/*}/postgres" -qAt -v ON_ERROR_STOP=1 \
+    -c "DROP DATABASE IF EXISTS $VAULTLINE_DB WITH (FORCE)" -c "CREATE DATABASE $VAULTLINE_DB" >/dev/null
+fi
 scripts/stack.sh restart-kafka --empty >/dev/null
 VAULTLINE_PROFILE=release scripts/run.sh start
 # run.sh builds the services only.

@@ -9,9 +9,13 @@
 # migrated, then filled straight in SQL, as service-dds writes it: hubs, links and satellites
 # keyed by the contract's hash keys (bi.hash_key), 10,000 users, 500 dishes in 20 categories,
 # 2 dishes per order, orders over the last 30 days, a tenth of them with a second version
-# (DELIVERING, then CLOSED or CANCELLED). The point-in-time rows come from the migration's own
+# (DELIVERING, then CLOSED or CANCELLED); staging holds each order's latest version and the
+# datamart its state and counters, as the pipeline would. The point-in-time rows come from the migration's own
 # backfill, dds.refresh_pit_order(NULL), timed as well (what an upgrade of such a warehouse
-# costs). The database is kept for further queries; drop it with
+# costs). The database is kept for further queries, or for a drain into a warehouse of this
+# size (docs/performance.md, "Cost as the warehouse grows"):
+#   VAULTLINE_BENCH_DB=vaultline_bi VAULTLINE_BENCH_KEEP=1 scripts/bench.sh drain --orders 100000
+# Drop it with
 #   psql "${DATABASE_URL%/*}/postgres" -c 'DROP DATABASE vaultline_bi'
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -92,6 +96,37 @@ INSERT INTO dds.s_order_status
 SELECT pk, v_status, bi.hash_key(v_status), ts, now() + (ts - placed), 'bi-bench' FROM v;
 INSERT INTO dds.s_order_version SELECT pk, ts, now(), 'bi-bench' FROM v;
 INSERT INTO dds.order_load_state SELECT pk, id, max(ts), now() FROM v GROUP BY pk, id;
+-- Staging and the datamart as the pipeline leaves them, so that a drain into this warehouse
+-- (scripts/bench.sh with VAULTLINE_BENCH_KEEP=1) meets every table at this size: each order's
+-- latest version staged, its datamart state, and the counters of its CLOSED orders.
+INSERT INTO stg.order_events (object_id, object_type, sent_dttm, update_ts, payload)
+SELECT o.id, 'order', o.placed + interval '40 minutes', o.placed + interval '40 minutes',
+       jsonb_build_object(
+           'date', o.placed, 'cost', o.cost, 'payment', o.cost, 'bonus_grant', 0,
+           'bonus_payment', 0, 'final_status', o.status,
+           'update_ts', o.placed + interval '40 minutes',
+           'user', jsonb_build_object('id', u.id),
+           'restaurant', jsonb_build_object('id', (SELECT id FROM r WHERE r.g = o.id % 50)),
+           'order_items', (SELECT jsonb_agg(jsonb_build_object('id', p.id, 'name', 'dish ' || p.g,
+                                  'price', 50, 'quantity', 1, 'category', c.name))
+                           FROM p JOIN c ON c.pk = p.category WHERE p.pk IN (o.dish1, o.dish2)),
+           'statuses', jsonb_build_array(
+               jsonb_build_object('status', o.status, 'dttm', o.placed + interval '40 minutes'),
+               jsonb_build_object('status', 'OPEN', 'dttm', o.placed)))
+FROM o JOIN u ON u.pk = o.u_pk;
+CREATE TEMPORARY TABLE od AS
+SELECT o.pk, o.u_pk, o.status, p.pk AS dish, p.category FROM o JOIN p ON p.pk IN (o.dish1, o.dish2);
+INSERT INTO cdm.order_state (order_id, user_id, update_ts, counted, product_ids, category_ids)
+SELECT o.pk, o.u_pk, o.placed + interval '40 minutes', o.status = 'CLOSED', a.dishes, a.categories
+FROM o JOIN (SELECT pk, array_agg(DISTINCT dish ORDER BY dish) AS dishes,
+                    array_agg(DISTINCT category ORDER BY category) AS categories
+             FROM od GROUP BY pk) a USING (pk);
+INSERT INTO cdm.user_product_counters (user_id, product_id, product_name, order_cnt)
+SELECT od.u_pk, od.dish, 'dish ' || p.g, count(DISTINCT od.pk)
+FROM od JOIN p ON p.pk = od.dish WHERE od.status = 'CLOSED' GROUP BY od.u_pk, od.dish, p.g;
+INSERT INTO cdm.user_category_counters (user_id, category_id, category_name, order_cnt)
+SELECT od.u_pk, od.category, c.name, count(DISTINCT od.pk)
+FROM od JOIN c ON c.pk = od.category WHERE od.status = 'CLOSED' GROUP BY od.u_pk, od.category, c.name;
 SQL
 filled=$(seconds)
 sql -c "SELECT dds.refresh_pit_order(NULL)" \
