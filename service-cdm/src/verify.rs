@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -112,21 +112,9 @@ impl fmt::Display for Difference {
     }
 }
 
-/// The counters that differ from the recount: how many in all, and the first of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Differences {
-    /// How many counters differ, all of them counted by the database.
-    pub total: i64,
-    /// The first ones, products first, in a stable order; at most the limit asked for.
-    pub first: Vec<Difference>,
-}
-
-impl Differences {
-    /// True when the datamarts are exact.
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-}
+/// The counters that differ from the recount: how many in all, and the first of them
+/// (products first, in a stable order).
+pub type Differences = vault_runtime::Found<Difference>;
 
 /// One row of the query: the total, and a difference unless there is none to show.
 #[derive(QueryableByName)]
@@ -148,30 +136,21 @@ struct Row {
 }
 
 /// How many counters differ from the recount, and the first `limit` of them (products first,
-/// in a stable order); a total of 0 when the datamarts are exact. One statement, so the total
-/// and the rows shown come from one snapshot and the recount runs once; the database counts
-/// and sorts (a top-`limit` sort), so the caller holds at most `limit` rows however many differ.
+/// in a stable order); a total of 0 when the datamarts are exact.
 pub async fn differences(
     conn: &mut AsyncPgConnection,
     limit: i64,
 ) -> diesel::QueryResult<Differences> {
-    let rows: Vec<Row> = diesel::sql_query(
-        "WITH d AS MATERIALIZED ( \
-             SELECT counter, user_id, item_id, item_name, counted, recounted \
-             FROM cdm.v_counter_differences) \
-         SELECT t.total, f.counter, f.user_id, f.item_id, f.item_name, f.counted, f.recounted \
-         FROM (SELECT count(*) AS total FROM d) t \
-         LEFT JOIN LATERAL (SELECT * FROM d ORDER BY counter DESC, user_id, item_id LIMIT $1) f \
-           ON true \
-         ORDER BY f.counter DESC, f.user_id, f.item_id",
-    )
-    .bind::<BigInt, _>(limit.max(0))
-    .load(conn)
-    .await?;
-    let total = <[Row]>::first(&rows).map_or(0, |row| row.total);
-    let first = rows
-        .into_iter()
-        .filter_map(|row| {
+    vault_runtime::first_and_total(
+        conn,
+        (
+            "cdm.v_counter_differences",
+            "counter, user_id, item_id, item_name, counted, recounted",
+            "counter DESC, user_id, item_id",
+        ),
+        limit,
+        |row: &Row| row.total,
+        |row| {
             Some(Difference {
                 datamart: if row.counter? == "category" {
                     Datamart::Category
@@ -184,9 +163,9 @@ pub async fn differences(
                 counted: row.counted?,
                 recounted: row.recounted?,
             })
-        })
-        .collect();
-    Ok(Differences { total, first })
+        },
+    )
+    .await
 }
 
 /// How often the check looks whether the monitor has seen the group without lag.

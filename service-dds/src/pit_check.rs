@@ -7,7 +7,7 @@ use std::fmt;
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 
 /// One point-in-time row that differs from the history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,20 +35,8 @@ impl fmt::Display for Difference {
     }
 }
 
-/// The rows that differ: how many in all, and the first of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Differences {
-    pub total: i64,
-    /// In a stable order (table, then key); at most the limit asked for.
-    pub first: Vec<Difference>,
-}
-
-impl Differences {
-    /// True when the read side is exact.
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-}
+/// The rows that differ: how many in all, and the first of them (table, then key).
+pub type Differences = vault_runtime::Found<Difference>;
 
 #[derive(QueryableByName)]
 struct Row {
@@ -64,34 +52,29 @@ struct Row {
     recount: Option<String>,
 }
 
-/// How many point-in-time rows differ from the history, and the first `limit` of them. One
-/// statement: the total and the rows shown come from one snapshot, and the recount (a pass
-/// over every satellite) runs once.
+/// How many point-in-time rows differ from the history, and the first `limit` of them (the
+/// recount, a pass over every satellite, runs once).
 pub async fn differences(
     conn: &mut AsyncPgConnection,
     limit: i64,
 ) -> diesel::QueryResult<Differences> {
-    let rows: Vec<Row> = diesel::sql_query(
-        "WITH d AS MATERIALIZED (SELECT what, key, stored, recount FROM dds.v_pit_differences) \
-         SELECT t.total, f.what, f.key, f.stored, f.recount \
-         FROM (SELECT count(*) AS total FROM d) t \
-         LEFT JOIN LATERAL (SELECT * FROM d ORDER BY what, key LIMIT $1) f ON true \
-         ORDER BY f.what, f.key",
-    )
-    .bind::<BigInt, _>(limit.max(0))
-    .load(conn)
-    .await?;
-    let total = <[Row]>::first(&rows).map_or(0, |row| row.total);
-    let first = rows
-        .into_iter()
-        .filter_map(|row| {
+    vault_runtime::first_and_total(
+        conn,
+        (
+            "dds.v_pit_differences",
+            "what, key, stored, recount",
+            "what, key",
+        ),
+        limit,
+        |row: &Row| row.total,
+        |row| {
             Some(Difference {
                 what: row.what?,
                 key: row.key?,
                 stored: row.stored,
                 recount: row.recount,
             })
-        })
-        .collect();
-    Ok(Differences { total, first })
+        },
+    )
+    .await
 }

@@ -21,6 +21,7 @@ mod consume;
 mod dead_letter;
 mod exposition;
 mod failure;
+mod found;
 mod http;
 mod kafka;
 mod metrics;
@@ -36,6 +37,7 @@ mod stores;
 // The stage and the application: a service's whole `main` is `main_for::<S>(PROFILE)`.
 pub use app::{init_tracing, main_for, Application};
 pub use failure::{diagnose as diagnose_warehouse, Failure, TableAccess};
+pub use found::{first_and_total, Found};
 pub use shutdown::{signal as shutdown_signal, STOP_WITHIN};
 pub use stage::{Companion, Context, Entry, Outcome, ProbeKeys, Rejection, Rejects, Routes, Stage};
 pub use status::Status;
