@@ -115,11 +115,21 @@ pub async fn load_read(
         queries: Vec::new(),
     };
     VaultRows::visit(&rows, &mut statements);
-    for query in statements.queries {
-        query.execute(conn).await?;
-    }
-    advance_applied_versions(conn, &per_order, stamp.load_dt).await?;
-    write_product_points(conn, applied, &rows, stamp.load_dt).await?;
+    statements
+        .queries
+        .push(advance_applied_versions(&per_order, stamp.load_dt));
+    statements
+        .queries
+        .extend(write_product_points(applied, &rows, stamp.load_dt));
+    // Pipelined: the statements go out back to back and the server runs them in this order
+    // (so concurrent loads take their locks table by table in the same order), without a
+    // round trip between them.
+    let shared: &AsyncPgConnection = conn;
+    futures::future::try_join_all(statements.queries.into_iter().map(|query| {
+        let mut pipelined = shared;
+        query.execute(&mut pipelined)
+    }))
+    .await?;
     // Last: its trigger locks the daily rows every load shares, so they are held the least.
     write_order_points(conn, &per_order, stored, stamp.load_dt).await
 }
@@ -314,12 +324,11 @@ fn bind_columns<'f, R: Table>(
     query
 }
 
-/// Records each order's newest applied version.
-async fn advance_applied_versions(
-    conn: &mut AsyncPgConnection,
+/// The statement recording each order's newest applied version.
+fn advance_applied_versions<'r>(
     per_order: &BTreeMap<HashKey, Vec<&EnrichedOrder>>,
     load_dt: DateTime<Utc>,
-) -> diesel::QueryResult<()> {
+) -> BoxedSqlQuery<'r, Pg, SqlQuery> {
     let latest: Vec<(HashKey, &EnrichedOrder)> = per_order
         .iter()
         .filter_map(|(key, versions)| {
@@ -341,13 +350,11 @@ async fn advance_applied_versions(
              load_dt = EXCLUDED.load_dt \
          WHERE dds.order_load_state.update_ts < EXCLUDED.update_ts",
     )
+    .into_boxed()
     .bind::<Array<SqlUuid>, _>(keys)
     .bind::<Array<BigInt>, _>(ids)
     .bind::<Array<Timestamptz>, _>(versions)
     .bind::<Timestamptz, _>(load_dt)
-    .execute(conn)
-    .await
-    .map(|_| ())
 }
 
 /// An order's gate row and point in time as stored before the load.
@@ -488,40 +495,39 @@ impl PointColumns {
 
 /// Moves each dish's row of `dds.pit_product` to its category in the newest version of this
 /// load holding it (on a tie, the smallest category key, as `dds.v_pit_product_recount`
-/// orders them), unless the row already holds a newer one.
-async fn write_product_points(
-    conn: &mut AsyncPgConnection,
+/// orders them), unless the row already holds a newer one. None without rows.
+fn write_product_points<'r>(
     applied: &[&EnrichedOrder],
     rows: &[VaultRows],
     load_dt: DateTime<Utc>,
-) -> diesel::QueryResult<()> {
+) -> Option<BoxedSqlQuery<'r, Pg, SqlQuery>> {
     let mut newest = pit::ProductPoints::default();
     for (order, rows) in applied.iter().zip(rows) {
         newest.offer(rows, order.payload.update_ts);
     }
     if newest.is_empty() {
-        return Ok(());
+        return None;
     }
     let products: Vec<Uuid> = newest.points().map(|(p, _, _)| p.as_uuid()).collect();
     let categories: Vec<Uuid> = newest.points().map(|(_, c, _)| c.as_uuid()).collect();
     let versions: Vec<DateTime<Utc>> = newest.points().map(|(_, _, v)| v.as_datetime()).collect();
-    diesel::sql_query(format!(
-        "INSERT INTO {table} AS p ({columns}) \
+    Some(
+        diesel::sql_query(format!(
+            "INSERT INTO {table} AS p ({columns}) \
          SELECT pk, cat, ts, $4 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) \
              AS u(pk, cat, ts) \
          ON CONFLICT (h_product_pk) DO UPDATE SET h_category_pk = EXCLUDED.h_category_pk, \
              update_ts = EXCLUDED.update_ts, load_dt = EXCLUDED.load_dt \
          WHERE (p.update_ts, p.load_dt) < (EXCLUDED.update_ts, EXCLUDED.load_dt)",
-        table = pit::PRODUCT_TABLE,
-        columns = pit::PRODUCT_COLUMNS.join(", "),
-    ))
-    .bind::<Array<SqlUuid>, _>(products)
-    .bind::<Array<SqlUuid>, _>(categories)
-    .bind::<Array<Timestamptz>, _>(versions)
-    .bind::<Timestamptz, _>(load_dt)
-    .execute(conn)
-    .await
-    .map(|_| ())
+            table = pit::PRODUCT_TABLE,
+            columns = pit::PRODUCT_COLUMNS.join(", "),
+        ))
+        .into_boxed()
+        .bind::<Array<SqlUuid>, _>(products)
+        .bind::<Array<SqlUuid>, _>(categories)
+        .bind::<Array<Timestamptz>, _>(versions)
+        .bind::<Timestamptz, _>(load_dt),
+    )
 }
 
 /// Every table the loader writes, for the warehouse check the runtime runs when a batch is
