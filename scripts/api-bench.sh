@@ -104,6 +104,9 @@ INSERT INTO cdm.order_state (order_id, user_id, update_ts, counted)
          uuid_generate_v3(uuid_ns_x500(), lpad(to_hex(1 + o % :users), 24, '0')),
          now() - make_interval(secs => o), o % 5 <> 0
   FROM generate_series(1, 5 * :users) o;
+-- The rules, their holders and their applied state in one transaction: service-cdm's rule
+-- watcher would otherwise see rules not applied yet and write the same holders concurrently.
+BEGIN;
 INSERT INTO cdm.tag_rules (tag, scope, target, threshold, description)
   SELECT 'Любитель: ' || CASE name WHEN '' THEN 'без категории' ELSE name END, 'category', name,
          2 + n % 4, 'at least ' || (2 + n % 4) || ' orders in ' || name
@@ -120,6 +123,7 @@ INSERT INTO cdm.user_tags (user_id, tag, order_cnt)
    AND k.product_id = uuid_generate_v3(uuid_ns_x500(), r.target) AND k.order_cnt >= r.threshold;
 INSERT INTO cdm.tag_rules_applied (tag, scope, target, threshold, took_ms, users)
   SELECT tag, scope, target, threshold, 100 + length(tag), 0 FROM cdm.tag_rules;
+COMMIT;
 INSERT INTO ops.dead_letters (service, topic, partition, "offset", payload, error_kind, reason)
   SELECT (ARRAY['service-stg','service-dds','service-cdm'])[1 + d % 3], 'bench', 0, d,
          '{}'::bytea, 'invalid_json', 'generated'
