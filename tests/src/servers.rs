@@ -512,10 +512,23 @@ fn table(out: &str, column: &str) -> anyhow::Result<Vec<BTreeMap<String, String>
         .collect())
 }
 
+/// A port nothing listens on, never one this process handed out before: a server given two
+/// listeners on the same port refuses to start (Kafka: "Each listener must have a different
+/// port"), and the kernel may offer a port again once its probe socket is closed.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// A private Postgres cluster (`initdb`, trust authentication on loopback), run as the
