@@ -81,20 +81,20 @@ UNION ALL
 SELECT o.*, o.placed + interval '10 minutes', 'DELIVERING' FROM o WHERE twice;
 
 INSERT INTO dds.h_order SELECT pk, id, placed, now(), 'bi-bench' FROM o;
-INSERT INTO dds.l_order_user SELECT bi.hash_key(pk || '_' || u_pk), pk, u_pk, now(), 'bi-bench' FROM o;
-INSERT INTO dds.s_order_user_effectivity SELECT bi.hash_key(pk || '_' || u_pk), ts, now(), 'bi-bench' FROM v;
-INSERT INTO dds.l_order_product SELECT bi.hash_key(o.pk || '_' || d), o.pk, d, now(), 'bi-bench'
+INSERT INTO dds.l_order_user SELECT bi.hash_key(pk || '_' || u_pk), pk, u_pk, now(), 'bi-bench', id FROM o;
+INSERT INTO dds.s_order_user_effectivity SELECT bi.hash_key(pk || '_' || u_pk), ts, now(), 'bi-bench', id FROM v;
+INSERT INTO dds.l_order_product SELECT bi.hash_key(o.pk || '_' || d), o.pk, d, now(), 'bi-bench', o.id
 FROM o, LATERAL (SELECT DISTINCT d FROM unnest(ARRAY[dish1, dish2]) d) x;
 INSERT INTO dds.l_order_product_category
-SELECT bi.hash_key(o.pk || '_' || p.pk || '_' || p.category), o.pk, p.pk, p.category, now(), 'bi-bench'
+SELECT bi.hash_key(o.pk || '_' || p.pk || '_' || p.category), o.pk, p.pk, p.category, now(), 'bi-bench', o.id
 FROM o JOIN p ON p.pk IN (o.dish1, o.dish2);
 INSERT INTO dds.s_order_product_category_effectivity
-SELECT bi.hash_key(v.pk || '_' || p.pk || '_' || p.category), v.ts, now(), 'bi-bench'
+SELECT bi.hash_key(v.pk || '_' || p.pk || '_' || p.category), v.ts, now(), 'bi-bench', v.id
 FROM v JOIN p ON p.pk IN (v.dish1, v.dish2);
-INSERT INTO dds.s_order_cost SELECT pk, cost, cost, bi.hash_key(cost::text), placed + interval '10 minutes', now(), 'bi-bench' FROM o;
+INSERT INTO dds.s_order_cost SELECT pk, cost, cost, bi.hash_key(cost::text), placed + interval '10 minutes', now(), 'bi-bench', id FROM o;
 INSERT INTO dds.s_order_status
-SELECT pk, v_status, bi.hash_key(v_status), ts, now() + (ts - placed), 'bi-bench' FROM v;
-INSERT INTO dds.s_order_version SELECT pk, ts, now(), 'bi-bench' FROM v;
+SELECT pk, v_status, bi.hash_key(v_status), ts, now() + (ts - placed), 'bi-bench', id FROM v;
+INSERT INTO dds.s_order_version SELECT pk, ts, now(), 'bi-bench', id FROM v;
 INSERT INTO dds.order_load_state SELECT pk, id, max(ts), now() FROM v GROUP BY pk, id;
 -- Staging and the datamart as the pipeline leaves them, so that a drain into this warehouse
 -- (scripts/bench.sh with VAULTLINE_BENCH_KEEP=1) meets every table at this size: each order's

@@ -192,8 +192,8 @@ fn insert_once<'r, R: InsertOnce>(
 }
 
 /// The statement writing the rows of one history satellite: per hub in load order, a row only
-/// where the hashdiff changes, starting from the hub's current row in the table. None without
-/// rows.
+/// where the hashdiff changes, starting from the hub's current row in the table (looked up by
+/// [`History::SCOPE`], which the table's key leads with). None without rows.
 fn history<'r, R: History>(
     stamp: &'r Stamp<'r>,
     rows: Vec<&'r R>,
@@ -227,13 +227,13 @@ fn history<'r, R: History>(
          FROM unnest({unnest}, ${dt}::timestamptz[], ${first}::bool[]) \
              AS u({names}, load_dt, first) \
          WHERE NOT u.first OR u.{hashdiff} IS DISTINCT FROM ( \
-             SELECT s.{hashdiff} FROM {table} s WHERE s.{hub} = u.{hub} \
+             SELECT s.{hashdiff} FROM {table} s WHERE s.{scope} = u.{scope} \
              ORDER BY s.load_dt DESC LIMIT 1)",
         table = R::NAME,
         names = columns.names,
         select = columns.select,
         unnest = columns.unnest,
-        hub = R::HUB,
+        scope = R::SCOPE,
         hashdiff = R::HASHDIFF,
         dt = n + 1,
         first = n + 2,

@@ -455,8 +455,9 @@ async fn random_histories_equal_a_model() -> anyhow::Result<()> {
     for (order, minute, load, status) in &inserts {
         db.execute(
             "INSERT INTO dds.s_order_status \
-               (h_order_pk, status, hk_order_status_hashdiff, update_ts, load_dt, load_src) \
-             VALUES (bi.hash_key($1::bigint::text), $2, gen_random_uuid(), \
+               (h_order_pk, order_id, status, hk_order_status_hashdiff, update_ts, load_dt, \
+                load_src) \
+             VALUES (bi.hash_key($1::bigint::text), $1, $2, gen_random_uuid(), \
                      timestamptz '2025-01-01 00:00:00+00' + make_interval(mins => $3::int), \
                      timestamptz '2025-01-02 00:00:00+00' + make_interval(secs => $4::int), 'test')",
             &[order, status, &(*minute as i32), &(*load as i32)],

@@ -84,18 +84,44 @@ async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> any
         assert_eq!(type_of(table, "load_dt"), "timestamp with time zone");
         assert_eq!(type_of(table, "load_src"), "text");
     }
-    // Satellites are keyed by hub key and load time.
-    let key: Vec<String> = db
-        .column(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a \
-               ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = 'dds.s_order_status'::regclass AND i.indisprimary ORDER BY 1",
-        )
-        .await?
-        .into_iter()
-        .collect();
-    assert_eq!(key, ["h_order_pk", "load_dt"]);
+    // Satellites are keyed by hub and load time; an order's by its id, which stands for the
+    // hub key (docs/contract.md §3.2, "Order-scoped tables").
+    assert_eq!(
+        primary_key(&db, "dds.s_user_names").await?,
+        ["h_user_pk", "load_dt"]
+    );
+    assert_eq!(
+        primary_key(&db, "dds.s_order_status").await?,
+        ["order_id", "load_dt"]
+    );
+    // Every index of an order's link or satellite leads with the order id, so that what a
+    // load adds lands in the newest pages, whatever the history.
+    for table in vault_core::vault::tables() {
+        if !table.columns.contains(&"order_id") || table.name.starts_with("dds.h_") {
+            continue;
+        }
+        let leading: Vec<String> = db
+            .column(&format!(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a \
+                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                 WHERE i.indrelid = '{}'::regclass",
+                table.name
+            ))
+            .await?;
+        assert_eq!(leading, ["order_id"], "{}", table.name);
+    }
     Ok(())
+}
+
+/// The columns of `table`'s primary key, in key order.
+async fn primary_key(db: &tokio_postgres::Client, table: &str) -> anyhow::Result<Vec<String>> {
+    db.column(&format!(
+        "SELECT a.attname FROM pg_index i \
+         CROSS JOIN LATERAL generate_subscripts(i.indkey, 1) AS k(n) \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k.n] \
+         WHERE i.indrelid = '{table}'::regclass AND i.indisprimary ORDER BY k.n"
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,10 @@ pub trait InsertOnce: Table {
 pub trait History: Table {
     /// The hub key column.
     const HUB: &'static str;
+    /// The column the current-row lookup matches: the hub key, or for an order's satellite
+    /// the order id, which the table is indexed by (docs/contract.md §3.2, "Order-scoped
+    /// tables"). Either names the hub, since an order's hash key is a function of its id.
+    const SCOPE: &'static str = Self::HUB;
     /// The hashdiff column.
     const HASHDIFF: &'static str;
     fn hub(&self) -> HashKey;
@@ -144,11 +148,13 @@ macro_rules! keyed_by {
     };
 }
 
-/// Declares a history satellite's hub and hashdiff columns.
+/// Declares a history satellite's hub and hashdiff columns, and for an order's satellite the
+/// column its current row is looked up by.
 macro_rules! history {
-    ($name:ident, $hub:ident, $hashdiff:ident) => {
+    ($name:ident, $hub:ident, $hashdiff:ident $(, by $scope:ident)?) => {
         impl History for $name {
             const HUB: &'static str = stringify!($hub);
+            $(const SCOPE: &'static str = stringify!($scope);)?
             const HASHDIFF: &'static str = stringify!($hashdiff);
             fn hub(&self) -> HashKey {
                 self.$hub
@@ -175,7 +181,9 @@ macro_rules! hub {
 }
 
 /// Declares a link: its row, its key (the hash of its hub keys in field order, by
-/// `HashKey::link` or `HashKey::link3`) and the constructor that computes it.
+/// `HashKey::link` or `HashKey::link3`) and the constructor that computes it. An order's link
+/// (`in order_id`) also carries the order id, which the table is indexed by (docs/contract.md
+/// §3.2, "Order-scoped tables"); its constructor takes the order id first.
 macro_rules! link {
     (
         $(#[$meta:meta])*
@@ -195,6 +203,30 @@ macro_rules! link {
                 Self {
                     $pk: HashKey::$link($($hub),+),
                     $($hub,)+
+                }
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        $name:ident = $table:literal { $pk:ident = $link:ident($($hub:ident),+) } in $scope:ident
+    ) => {
+        table! {
+            $(#[$meta])*
+            $name = $table {
+                $pk: HashKey as Key,
+                $($hub: HashKey as Key,)+
+                $scope: OrderId as OrderId,
+            }
+        }
+        keyed_by!($name, $pk);
+
+        impl $name {
+            pub fn new($scope: OrderId, $($hub: HashKey),+) -> Self {
+                Self {
+                    $pk: HashKey::$link($($hub),+),
+                    $($hub,)+
+                    $scope,
                 }
             }
         }
@@ -221,10 +253,12 @@ hub!(
 
 // ---------------------------------------------------------------- links
 
-link!(LOrderUser = "dds.l_order_user" { hk_order_user_pk = link(h_order_pk, h_user_pk) });
+link!(LOrderUser = "dds.l_order_user" {
+    hk_order_user_pk = link(h_order_pk, h_user_pk)
+} in order_id);
 link!(LOrderProduct = "dds.l_order_product" {
     hk_order_product_pk = link(h_order_pk, h_product_pk)
-});
+} in order_id);
 link!(LProductCategory = "dds.l_product_category" {
     hk_product_category_pk = link(h_product_pk, h_category_pk)
 });
@@ -235,7 +269,7 @@ link!(
     /// A dish in an order under the category it had there (docs/contract.md §3.3).
     LOrderProductCategory = "dds.l_order_product_category" {
         hk_order_product_category_pk = link3(h_order_pk, h_product_pk, h_category_pk)
-    }
+    } in order_id
 );
 
 // ---------------------------------------------------------------- satellites
@@ -269,6 +303,7 @@ table! {
 table! {
     SOrderCost = "dds.s_order_cost" {
         h_order_pk: HashKey as Key,
+        order_id: OrderId as OrderId,
         cost: Amount as Amount,
         payment: Amount as Amount,
         hk_order_cost_hashdiff: HashKey as Key,
@@ -278,6 +313,7 @@ table! {
 table! {
     SOrderStatus = "dds.s_order_status" {
         h_order_pk: HashKey as Key,
+        order_id: OrderId as OrderId,
         status: OrderStatus as Text,
         hk_order_status_hashdiff: HashKey as Key,
         update_ts: Timestamp as Time,
@@ -288,6 +324,7 @@ table! {
     /// when that version lists no dish.
     SOrderVersion = "dds.s_order_version" {
         h_order_pk: HashKey as Key,
+        order_id: OrderId as OrderId,
         update_ts: Timestamp as Time,
     }
 }
@@ -296,6 +333,7 @@ table! {
     /// that user. A later version may name another user, whose link then takes over.
     SOrderUserEffectivity = "dds.s_order_user_effectivity" {
         hk_order_user_pk: HashKey as Key,
+        order_id: OrderId as OrderId,
         update_ts: Timestamp as Time,
     }
 }
@@ -303,6 +341,7 @@ table! {
     /// The link of a dish, its order and its category is in effect at this order version.
     SOrderProductCategoryEffectivity = "dds.s_order_product_category_effectivity" {
         hk_order_product_category_pk: HashKey as Key,
+        order_id: OrderId as OrderId,
         update_ts: Timestamp as Time,
     }
 }
@@ -322,8 +361,8 @@ history!(
     hk_restaurant_names_hashdiff
 );
 history!(SProductNames, h_product_pk, hk_product_names_hashdiff);
-history!(SOrderCost, h_order_pk, hk_order_cost_hashdiff);
-history!(SOrderStatus, h_order_pk, hk_order_status_hashdiff);
+history!(SOrderCost, h_order_pk, hk_order_cost_hashdiff, by order_id);
+history!(SOrderStatus, h_order_pk, hk_order_status_hashdiff, by order_id);
 
 /// What is done with one load's rows, one call per table ([`VaultRows::visit`]).
 pub trait Visitor<'r> {
@@ -442,10 +481,10 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
     l_product_categories.sort_by_key(|link| link.hk_product_category_pk);
     let mut l_order_product_categories: Vec<LOrderProductCategory> = products
         .iter()
-        .map(|(pk, (_, category))| LOrderProductCategory::new(h_order, *pk, *category))
+        .map(|(pk, (_, category))| LOrderProductCategory::new(p.id, h_order, *pk, *category))
         .collect();
     l_order_product_categories.sort_by_key(|link| link.hk_order_product_category_pk);
-    let l_order_user = LOrderUser::new(h_order, h_user);
+    let l_order_user = LOrderUser::new(p.id, h_order, h_user);
     let cost_text = p.cost.to_string();
     let payment_text = p.payment.to_string();
 
@@ -479,12 +518,13 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
             .collect(),
         s_order_user_effectivity: SOrderUserEffectivity {
             hk_order_user_pk: l_order_user.hk_order_user_pk,
+            order_id: p.id,
             update_ts: version,
         },
         l_order_user,
         l_order_products: products
             .keys()
-            .map(|pk| LOrderProduct::new(h_order, *pk))
+            .map(|pk| LOrderProduct::new(p.id, h_order, *pk))
             .collect(),
         l_product_categories,
         l_product_restaurants: products
@@ -495,6 +535,7 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
             .iter()
             .map(|link| SOrderProductCategoryEffectivity {
                 hk_order_product_category_pk: link.hk_order_product_category_pk,
+                order_id: p.id,
                 update_ts: version,
             })
             .collect(),
@@ -523,6 +564,7 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
             .collect(),
         s_order_cost: SOrderCost {
             h_order_pk: h_order,
+            order_id: p.id,
             cost: p.cost,
             payment: p.payment,
             hk_order_cost_hashdiff: HashKey::hashdiff(&[&cost_text, &payment_text]),
@@ -530,12 +572,14 @@ pub fn rows(order: &EnrichedOrder) -> VaultRows {
         },
         s_order_status: SOrderStatus {
             h_order_pk: h_order,
+            order_id: p.id,
             status: p.status,
             hk_order_status_hashdiff: HashKey::hashdiff(&[p.status.as_str()]),
             update_ts: version,
         },
         s_order_version: SOrderVersion {
             h_order_pk: h_order,
+            order_id: p.id,
             update_ts: version,
         },
     }
@@ -641,7 +685,14 @@ mod tests {
         );
         assert_eq!(
             types::<SOrderCost>(),
-            ["uuid", "numeric", "numeric", "uuid", "timestamptz"]
+            [
+                "uuid",
+                "bigint",
+                "numeric",
+                "numeric",
+                "uuid",
+                "timestamptz"
+            ]
         );
         assert_eq!(
             names::<LOrderProductCategory>(),
@@ -649,19 +700,26 @@ mod tests {
                 "hk_order_product_category_pk",
                 "h_order_pk",
                 "h_product_pk",
-                "h_category_pk"
+                "h_category_pk",
+                "order_id"
             ]
         );
         assert_eq!(
             names::<SOrderProductCategoryEffectivity>(),
-            ["hk_order_product_category_pk", "update_ts"]
+            ["hk_order_product_category_pk", "order_id", "update_ts"]
         );
-        assert_eq!(names::<SOrderVersion>(), ["h_order_pk", "update_ts"]);
+        assert_eq!(
+            names::<SOrderVersion>(),
+            ["h_order_pk", "order_id", "update_ts"]
+        );
         assert_eq!(
             names::<SOrderUserEffectivity>(),
-            ["hk_order_user_pk", "update_ts"]
+            ["hk_order_user_pk", "order_id", "update_ts"]
         );
-        assert_eq!(types::<SOrderUserEffectivity>(), ["uuid", "timestamptz"]);
+        assert_eq!(
+            types::<SOrderUserEffectivity>(),
+            ["uuid", "bigint", "timestamptz"]
+        );
     }
 
     #[test]
@@ -671,18 +729,23 @@ mod tests {
             assert_eq!(columns[0], R::HUB, "{}", R::NAME);
             assert!(columns.contains(&R::HASHDIFF), "{}", R::NAME);
             assert!(columns.contains(&"update_ts"), "{}", R::NAME);
+            assert!(columns.contains(&R::SCOPE), "{}", R::NAME);
         }
         check::<SUserNames>();
         check::<SRestaurantNames>();
         check::<SProductNames>();
         check::<SOrderCost>();
         check::<SOrderStatus>();
+        assert_eq!(SUserNames::SCOPE, "h_user_pk");
+        assert_eq!(SOrderCost::SCOPE, "order_id");
+        assert_eq!(SOrderStatus::SCOPE, "order_id");
     }
 
     #[test]
     fn each_column_reads_the_field_it_names() {
         let row = SOrderCost {
             h_order_pk: key("order"),
+            order_id: OrderId(7),
             cost: Amount::from_i64(100),
             payment: Amount::from_i64(90),
             hk_order_cost_hashdiff: key("diff"),
@@ -691,6 +754,7 @@ mod tests {
         for column in SOrderCost::columns() {
             match (column.name, column.value) {
                 ("h_order_pk", Value::Key(get)) => assert_eq!(get(&row), key("order")),
+                ("order_id", Value::BigInt(get)) => assert_eq!(get(&row), 7),
                 ("cost", Value::Amount(get)) => assert_eq!(get(&row), Amount::from_i64(100)),
                 ("payment", Value::Amount(get)) => assert_eq!(get(&row), Amount::from_i64(90)),
                 ("hk_order_cost_hashdiff", Value::Key(get)) => assert_eq!(get(&row), key("diff")),
@@ -702,6 +766,7 @@ mod tests {
         }
         let status = SOrderStatus {
             h_order_pk: key("order"),
+            order_id: OrderId(7),
             status: OrderStatus::Cancelled,
             hk_order_status_hashdiff: key("diff"),
             update_ts: at("2025-02-22 08:00:00"),
@@ -728,19 +793,21 @@ mod tests {
     #[test]
     fn insert_once_keys_are_the_primary_keys() {
         let version = at("2025-02-22 08:00:00");
-        let link = LOrderProductCategory::new(key("o"), key("p"), key("c"));
+        let link = LOrderProductCategory::new(OrderId(7), key("o"), key("p"), key("c"));
         assert_eq!(link.key(), link.hk_order_product_category_pk);
         let effectivity = SOrderProductCategoryEffectivity {
             hk_order_product_category_pk: link.hk_order_product_category_pk,
+            order_id: OrderId(7),
             update_ts: version,
         };
         assert_eq!(
             effectivity.key(),
             (link.hk_order_product_category_pk, version)
         );
-        let user = LOrderUser::new(key("o"), key("u"));
+        let user = LOrderUser::new(OrderId(7), key("o"), key("u"));
         let in_effect = SOrderUserEffectivity {
             hk_order_user_pk: user.hk_order_user_pk,
+            order_id: OrderId(7),
             update_ts: version,
         };
         assert_eq!(in_effect.key(), (user.hk_order_user_pk, version));
@@ -749,18 +816,19 @@ mod tests {
     #[test]
     fn the_order_product_category_key_links_its_three_hubs_in_the_order_of_its_name() {
         let (o, p, c) = (key("o"), key("p"), key("c"));
-        let link = LOrderProductCategory::new(o, p, c);
+        let link = LOrderProductCategory::new(OrderId(7), o, p, c);
         assert_eq!(
             link.hk_order_product_category_pk,
             HashKey::of(&format!("{o}_{p}_{c}"))
         );
         assert_ne!(
             link.hk_order_product_category_pk,
-            LOrderProductCategory::new(o, c, p).hk_order_product_category_pk
+            LOrderProductCategory::new(OrderId(7), o, c, p).hk_order_product_category_pk
         );
         assert_ne!(
             link.hk_order_product_category_pk,
-            LOrderProductCategory::new(o, p, key("другая")).hk_order_product_category_pk
+            LOrderProductCategory::new(OrderId(7), o, p, key("другая"))
+                .hk_order_product_category_pk
         );
     }
 }

@@ -56,9 +56,10 @@ pub struct Reference {
     pub differences: i64,
 }
 
-/// The tables whose rows belong to one order, with how to count a range's rows in a
-/// warehouse that holds other orders too (`$1`, `$2`: the first and last order id).
-pub const ORDER_SCOPED: &[(&str, &str)] = &[
+/// The tables outside the Data Vault's row types whose rows belong to one order, with how to
+/// count a range's rows in a warehouse that holds other orders too (`$1`, `$2`: the first and
+/// last order id). [`order_scoped`] adds the Data Vault's.
+const ORDER_SCOPED: &[(&str, &str)] = &[
     (
         "stg.order_events",
         "SELECT count(*) FROM stg.order_events WHERE object_id BETWEEN $1 AND $2",
@@ -81,6 +82,30 @@ pub const ORDER_SCOPED: &[(&str, &str)] = &[
          ON d.h_order_pk = c.order_id WHERE d.order_id BETWEEN $1 AND $2",
     ),
 ];
+
+/// Every table whose rows belong to one order, with how to count a range's rows in a
+/// warehouse that holds other orders too: [`ORDER_SCOPED`], and each Data Vault table carrying
+/// the order id (the order hub, its links and satellites).
+pub fn order_scoped() -> Vec<(String, String)> {
+    let mut tables: Vec<(String, String)> = ORDER_SCOPED
+        .iter()
+        .map(|(table, sql)| (table.to_string(), sql.to_string()))
+        .collect();
+    for table in vault::tables() {
+        if table.columns.contains(&"order_id") {
+            tables.push((
+                table.name.to_owned(),
+                format!(
+                    "SELECT count(*) FROM {} WHERE order_id BETWEEN $1 AND $2",
+                    table.name
+                ),
+            ));
+        }
+    }
+    tables.sort();
+    tables.dedup_by(|a, b| a.0 == b.0);
+    tables
+}
 
 /// The rows that disagree with the Data Vault's history: counters
 /// (`cdm.v_counter_differences`) and the point-in-time rows the BI views read

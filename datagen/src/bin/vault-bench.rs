@@ -454,8 +454,7 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
         if counted as u64 == n {
             let versions = count(
                 &mut conn,
-                "SELECT count(*) FROM dds.s_order_version v JOIN dds.h_order h \
-                 ON h.h_order_pk = v.h_order_pk WHERE h.order_id BETWEEN $1 AND $2",
+                "SELECT count(*) FROM dds.s_order_version WHERE order_id BETWEEN $1 AND $2",
                 range,
             )
             .await?;
@@ -606,11 +605,12 @@ async fn run_reference(
     let whole = count(conn, "SELECT count(*) FROM dds.h_order", None).await? as u64 == n;
     let mut rows = serde_json::Map::new();
     let mut all_match = figures.differences == 0;
+    let order_scoped = reference::order_scoped();
     for (table, sql) in reference::all_tables() {
-        let scoped = reference::ORDER_SCOPED
+        let scoped = order_scoped
             .iter()
             .find(|(name, _)| *name == table)
-            .map(|(_, sql)| *sql);
+            .map(|(_, sql)| sql.as_str());
         let pipeline = match (scoped, whole) {
             (Some(sql), _) => Some(count(conn, sql, Some((range.first_id, last))).await?),
             (None, true) => Some(count(conn, &sql, None).await?),
