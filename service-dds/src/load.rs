@@ -530,13 +530,18 @@ fn write_product_points<'r>(
     )
 }
 
-/// Every table the loader writes, for the warehouse check the runtime runs when a batch is
-/// refused: the Data Vault's, from the same visit the load makes (insert-only: the database
-/// refuses UPDATE and DELETE), and the load state, which is updated.
+/// Every table the loader writes, with every column it fills, for the warehouse check the
+/// runtime runs when a batch is refused: the Data Vault's, from the same visit the load makes
+/// (insert-only: the database refuses UPDATE and DELETE), with the load's stamp, and the load
+/// state, which is updated.
 pub fn tables() -> Vec<vault_runtime::TableAccess> {
     let mut tables: Vec<vault_runtime::TableAccess> = vault::tables()
         .into_iter()
-        .map(|table| vault_runtime::TableAccess::granted(table.name, table.columns))
+        .map(|table| {
+            let mut columns = table.columns;
+            columns.extend(["load_dt", "load_src"]);
+            vault_runtime::TableAccess::granted(table.name, columns)
+        })
         .collect();
     tables.extend([
         vault_runtime::TableAccess::granted(

@@ -78,3 +78,45 @@ async fn a_missing_table_and_a_revoked_grant_pause_the_stages_and_reject_nothing
     await_healthy(&p).await;
     p.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_service_pauses_it_and_rejects_nothing() -> anyhow::Result<()> {
+    let Altered {
+        pg: _pg,
+        pipeline: p,
+        admin,
+        role: _,
+    } = Altered::start(2).await?;
+    let (d, sent) = p.seeded_orders((20, 4), 43, 32_000, 400).await?;
+    let (first, second) = sent.split_at(200);
+    p.produce_raw(&messages(first)).await?;
+    p.settle(SETTLE).await;
+
+    // Mid-stream, the schema of a newer release: a column the loader does not write, which
+    // every insert must fill (as an upgrade's migration can leave it while the old release
+    // still runs).
+    admin
+        .batch_execute(
+            "ALTER TABLE dds.s_order_status \
+                 ADD COLUMN from_a_newer_release text NOT NULL DEFAULT 'old rows'; \
+             ALTER TABLE dds.s_order_status ALTER COLUMN from_a_newer_release DROP DEFAULT",
+        )
+        .await?;
+    let faulted = Instant::now();
+    p.produce_raw(&messages(second)).await?;
+    await_paused(&p, Service::Dds, "requires column from_a_newer_release").await;
+    while faulted.elapsed() < FAULT / 3 {
+        assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // The new release takes over (here: the column goes again); nothing was skipped.
+    admin
+        .batch_execute("ALTER TABLE dds.s_order_status DROP COLUMN from_a_newer_release")
+        .await?;
+    p.settle(SETTLE).await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    assert_exact(&p, &d, &sent).await?;
+    await_healthy(&p).await;
+    p.shutdown().await
+}

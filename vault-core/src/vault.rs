@@ -31,7 +31,9 @@ pub trait Table: Sized + 'static {
 /// A table whose rows are written once by key and never again: hubs, links, and the
 /// effectivity rows (keyed by link and version). A row whose key is there already is skipped.
 pub trait InsertOnce: Table {
-    /// The primary key: rows of a batch are deduplicated and written in its order.
+    /// The key that identifies a row: rows of a batch are deduplicated and written in its
+    /// order. The table's primary key; for an order's links and effectivity rows, the primary
+    /// key has the order id in front of it (docs/contract.md §3.2.1, "Order-scoped tables").
     type Key: Ord + Copy;
     fn key(&self) -> Self::Key;
 }
@@ -42,7 +44,7 @@ pub trait History: Table {
     /// The hub key column.
     const HUB: &'static str;
     /// The column the current-row lookup matches: the hub key, or for an order's satellite
-    /// the order id, which the table is indexed by (docs/contract.md §3.2, "Order-scoped
+    /// the order id, which the table is indexed by (docs/contract.md §3.2.1, "Order-scoped
     /// tables"). Either names the hub, since an order's hash key is a function of its id.
     const SCOPE: &'static str = Self::HUB;
     /// The hashdiff column.
@@ -183,7 +185,7 @@ macro_rules! hub {
 /// Declares a link: its row, its key (the hash of its hub keys in field order, by
 /// `HashKey::link` or `HashKey::link3`) and the constructor that computes it. An order's link
 /// (`in order_id`) also carries the order id, which the table is indexed by (docs/contract.md
-/// §3.2, "Order-scoped tables"); its constructor takes the order id first.
+/// §3.2.1, "Order-scoped tables"); its constructor takes the order id first.
 macro_rules! link {
     (
         $(#[$meta:meta])*
@@ -791,7 +793,7 @@ mod tests {
     }
 
     #[test]
-    fn insert_once_keys_are_the_primary_keys() {
+    fn insert_once_keys_identify_the_row() {
         let version = at("2025-02-22 08:00:00");
         let link = LOrderProductCategory::new(OrderId(7), key("o"), key("p"), key("c"));
         assert_eq!(link.key(), link.hk_order_product_category_pk);

@@ -176,7 +176,10 @@ struct Problem {
 }
 
 /// Checks that the warehouse can take a stage's writes: every table exists with its columns,
-/// this role may use its schema and has the privileges, and the session is not read-only.
+/// this role may use its schema and has the privileges, no table it inserts into requires a
+/// column it does not write (a schema migrated for a newer release, e.g. while a rolling
+/// upgrade still runs the old one: every insert would be refused, whatever the message), and
+/// the session is not read-only.
 /// Returns every problem found, as sentences an operator can act on; empty when none. A
 /// connection failure is itself reported as a problem.
 pub async fn diagnose(conn: &mut AsyncPgConnection, tables: &[TableAccess]) -> Vec<String> {
@@ -213,6 +216,16 @@ pub async fn diagnose(conn: &mut AsyncPgConnection, tables: &[TableAccess]) -> V
                            WHERE a.attrelid = rel AND a.attname = col AND NOT a.attisdropped) \
                        HAVING count(*) > 0) \
              END AS problem FROM found \
+             UNION ALL \
+             SELECT format('table %s requires column %s, which this build of the service does \
+                            not write: the warehouse schema is newer than the service (run the \
+                            release the schema was migrated for)', \
+                           name, string_agg(a.attname::text, ', ' ORDER BY a.attnum)) \
+             FROM found JOIN pg_attribute a ON a.attrelid = rel \
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull AND NOT a.atthasdef \
+               AND a.attidentity = '' AND a.attgenerated = '' \
+               AND upper(privs) LIKE '%INSERT%' AND NOT (a.attname::text = ANY (cols)) \
+             GROUP BY name \
              UNION ALL \
              SELECT 'the database is read-only (transaction_read_only is on)' \
              WHERE current_setting('transaction_read_only') = 'on' \
