@@ -326,7 +326,9 @@ async fn latency_mode(settings: &Settings, options: &LatencyArgs) -> anyhow::Res
         ms(summary.max_ms)
     );
     let usage = processes.usage();
+    let machine = processes.machine(&usage);
     print!("{}", Processes::table(&usage));
+    println!("{}", machine.line());
     let pass = all_arrived && kept_up && p99_ok;
     println!(
         "result                          {}",
@@ -347,6 +349,7 @@ async fn latency_mode(settings: &Settings, options: &LatencyArgs) -> anyhow::Res
         "latency": summary,
         "p99_target_ms": options.p99_ms,
         "processes": usage,
+        "machine": machine,
         "pass": pass,
     });
     write_output(&options.output, result, "latency", &samples)?;
@@ -477,6 +480,7 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
     sampler.abort();
     processes.sample();
     let usage = processes.usage();
+    let machine = processes.machine(&usage);
 
     let ends: StageEnds = diesel::sql_query(
         "SELECT extract(epoch FROM (SELECT max(load_dt) FROM stg.order_events \
@@ -525,6 +529,7 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
         checking.elapsed().as_secs_f64()
     );
     print!("{}", Processes::table(&usage));
+    println!("{}", machine.line());
     let mut pass = differences == 0;
 
     let mut reference_json = Value::Null;
@@ -569,6 +574,7 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
         "latency": summary,
         "counter_differences": differences,
         "processes": usage,
+        "machine": machine,
         "reference": reference_json,
         "pass": pass,
     });
