@@ -177,7 +177,7 @@ impl Machine {
 
 /// Above this share of the machine's time stolen or spent by other work, a run's figures are
 /// those of a shared machine.
-const SHARED_ABOVE: f64 = 0.05;
+const SHARED_ABOVE: f64 = 0.1;
 
 impl Processes {
     /// The usual components of a local run, pid files under `stack` (`.stack`), the
