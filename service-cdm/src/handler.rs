@@ -230,7 +230,7 @@ impl Stage for CdmStage {
         ];
         if let Some(every) = settings.verify_every {
             companions.push(Box::pin(crate::verify::check_periodically(
-                context.pool.clone(),
+                crate::verify::check_pool(&settings.postgres),
                 context.status.clone(),
                 self.check_metrics.clone(),
                 every,

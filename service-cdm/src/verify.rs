@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::AsyncPgConnection;
+use futures::FutureExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use uuid::Uuid;
-use vault_runtime::{PgPool, Status};
+use vault_runtime::{PgPool, PostgresSettings, SessionLimits, Status};
 
 /// No label beyond the registry's `service`: a family of one metric, which is absent until it
 /// is first set (an empty family is not exported at all).
@@ -171,9 +172,18 @@ pub async fn differences(
 /// How often the check looks whether the monitor has seen the group without lag.
 const POLL: Duration = Duration::from_secs(1);
 
+/// The share of one Postgres core the periodic check may take: after a check that took `t`,
+/// the next waits at least `t × CHECK_BUDGET_FACTOR` from its start. The recount reads the
+/// whole Data Vault, so its cost grows with the warehouse (1.4 s at 30,000 orders, 50 s at
+/// 1 M, 270 s at 5 M on a 2-core machine, docs/performance.md "The counter check"); a fixed
+/// interval would have it take a core for good past a million orders and slow the stages
+/// sharing the database.
+const CHECK_BUDGET_FACTOR: u32 = 20;
+
 /// When the periodic check runs: right after a look of the monitor that saw the group without
 /// lag (mid-stream, counters trail the Data Vault by the events still on their way), at most
-/// once per look, and at most once every `every`.
+/// once per look, at most once every `every`, and no sooner after the last one than
+/// [`CHECK_BUDGET_FACTOR`] times what it took.
 #[derive(Debug)]
 struct Schedule {
     every: Duration,
@@ -181,6 +191,8 @@ struct Schedule {
     acted_on: Option<Instant>,
     /// When the last check started.
     checked: Option<Instant>,
+    /// What the last check took.
+    took: Duration,
 }
 
 impl Schedule {
@@ -189,7 +201,18 @@ impl Schedule {
             every,
             acted_on: None,
             checked: None,
+            took: Duration::ZERO,
         }
+    }
+
+    /// The time from one check's start to the next one's, at the least.
+    fn gap(&self) -> Duration {
+        self.every.max(self.took * CHECK_BUDGET_FACTOR)
+    }
+
+    /// Records what the check started by the last `due` took.
+    fn ended(&mut self, took: Duration) {
+        self.took = took;
     }
 
     /// Whether to check now, given the monitor's last look (the lag and when it looked).
@@ -204,7 +227,7 @@ impl Schedule {
         let due = lag == 0
             && self
                 .checked
-                .is_none_or(|at| now.duration_since(at) >= self.every);
+                .is_none_or(|at| now.duration_since(at) >= self.gap());
         if due {
             self.checked = Some(now);
         }
@@ -214,7 +237,7 @@ impl Schedule {
 
 /// Compares the datamarts with the recount on the `Schedule` of `every`, until `stop`, and
 /// exports how many counters differ with the time of the check; until a check has ended,
-/// neither is exported (absent, not 0).
+/// neither is exported (absent, not 0). `pool` is the check's own (see [`check_pool`]).
 pub async fn check_periodically(
     pool: PgPool,
     status: Arc<Status>,
@@ -225,13 +248,24 @@ pub async fn check_periodically(
     let mut schedule = Schedule::new(every);
     loop {
         if schedule.due(status.last_look(), Instant::now()) {
+            let started = Instant::now();
             check(&pool, &status, &metrics).await;
+            schedule.ended(started.elapsed());
         }
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return Ok(()),
             () = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// The periodic check's own connection: the recount of a large warehouse runs for minutes,
+/// longer than the services' statement limit allows, and must not hold one of the stage's
+/// connections meanwhile. Operator limits: no statement limit, a bounded lock wait.
+pub fn check_pool(settings: &PostgresSettings) -> PgPool {
+    vault_runtime::pg_pool_with(settings, SessionLimits::OPERATOR, 1, |_| {
+        async { Ok(()) }.boxed()
+    })
 }
 
 /// One check: how many counters differ to the metrics, the first of them to the log.
@@ -328,5 +362,27 @@ mod tests {
             schedule.due(Some((0, at(65))), at(65)),
             "the interval has passed"
         );
+    }
+
+    #[test]
+    fn a_long_check_spaces_the_next_by_its_budget() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut schedule = Schedule::new(Duration::from_secs(60));
+        assert!(schedule.due(Some((0, at(0))), at(0)));
+        schedule.ended(Duration::from_secs(10));
+        assert_eq!(schedule.gap(), Duration::from_secs(200));
+        assert!(
+            !schedule.due(Some((0, at(100))), at(100)),
+            "the interval has passed, the budget has not"
+        );
+        assert!(schedule.due(Some((0, at(200))), at(200)), "both have");
+        schedule.ended(Duration::from_secs(1));
+        assert_eq!(
+            schedule.gap(),
+            Duration::from_secs(60),
+            "a short check: the interval"
+        );
+        assert!(schedule.due(Some((0, at(260))), at(260)));
     }
 }

@@ -443,13 +443,14 @@ pub const WORKER_STALL_SECONDS: Variable = optional(
 );
 pub const VERIFY_INTERVAL_SECONDS: Variable = optional(
     "VERIFY_INTERVAL_SECONDS",
-    // Every minute: the recount scans the whole Data Vault (about 0.8 s for 30,000 orders and
-    // 4 s for 100,000 here, docs/performance.md "The counter check") and runs only while the
-    // group has no lag.
+    // Every minute: the recount scans the whole Data Vault (about 1 s for 30,000 orders, 50 s
+    // for 1 M here, docs/performance.md "The counter check"), runs only while the group has no
+    // lag, and spaces itself by its own duration on a large warehouse.
     Fallback::Value("60"),
     &[Cdm],
     "How often service-cdm compares its counters with the recount over the Data Vault while \
-     the group has no lag (`vaultline_recount_differences`); `0`: never.",
+     the group has no lag (`vaultline_recount_differences`), at the most: after a check that \
+     took t, the next waits at least 20 t (one Postgres core's twentieth). `0`: never.",
 );
 
 // ---- the pipeline as the read side reports it
