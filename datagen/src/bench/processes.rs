@@ -19,8 +19,8 @@
 //! its cores were, how much of that the watched processes do not explain (another build or
 //! test sharing the machine), and how much time the hypervisor took from a virtual machine's
 //! cores (`steal`). Latency on a shared virtual machine moves with that last figure: at 1,000
-//! orders/s the same commit gave a p99 of 205 ms with 2–10 % stolen and 394–410 ms with
-//! 15–33 % (docs/performance.md).
+//! orders/s the same commit gave a p99 of 205 ms with 5 % stolen on average and 394–410 ms
+//! with 13–16 % (docs/performance.md, "Latency and a shared machine").
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
