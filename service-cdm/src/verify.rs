@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::AsyncPgConnection;
-use futures::FutureExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -177,8 +176,8 @@ const POLL: Duration = Duration::from_secs(1);
 /// whole Data Vault, so its cost grows with the warehouse (1.4 s at 30,000 orders, 50 s at
 /// 1 M, 270 s at 5 M on a 2-core machine, docs/performance.md "The counter check"); a fixed
 /// interval would have it take a core for good past a million orders and slow the stages
-/// sharing the database.
-const CHECK_BUDGET_FACTOR: u32 = 20;
+/// sharing the database. Declared beside `VERIFY_INTERVAL_SECONDS`, whose description gives it.
+const CHECK_BUDGET_FACTOR: u32 = vault_runtime::variables::VERIFY_BUDGET_FACTOR;
 
 /// When the periodic check runs: right after a look of the monitor that saw the group without
 /// lag (mid-stream, counters trail the Data Vault by the events still on their way), at most
@@ -263,9 +262,7 @@ pub async fn check_periodically(
 /// longer than the services' statement limit allows, and must not hold one of the stage's
 /// connections meanwhile. Operator limits: no statement limit, a bounded lock wait.
 pub fn check_pool(settings: &PostgresSettings) -> PgPool {
-    vault_runtime::pg_pool_with(settings, SessionLimits::OPERATOR, 1, |_| {
-        async { Ok(()) }.boxed()
-    })
+    vault_runtime::pg_pool_sized(settings, SessionLimits::OPERATOR, 1)
 }
 
 /// One check: how many counters differ to the metrics, the first of them to the log.

@@ -125,6 +125,8 @@ pub struct KafkaSettings {
     pub consumer_group: String,
     /// Idempotent producer (on by default; a broker that lacks it can be served with `false`).
     pub idempotence: bool,
+    /// The producers' codec (`KAFKA_COMPRESSION`).
+    pub compression: Compression,
     /// When set, the service creates its missing topics with this many partitions at start
     /// (`KAFKA_TOPIC_PARTITIONS`; `0` turns it off). Existing topics are left alone.
     pub create_topics_partitions: Option<i32>,
@@ -314,6 +316,41 @@ pub fn http_addr(env: &impl Env, default_port: u16) -> Result<SocketAddr, Config
     Ok(SocketAddr::new(host, port))
 }
 
+/// A producer's batch compression, as librdkafka's `compression.type` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    const NAMES: [(&'static str, Self); 5] = [
+        ("none", Self::None),
+        ("gzip", Self::Gzip),
+        ("snappy", Self::Snappy),
+        ("lz4", Self::Lz4),
+        ("zstd", Self::Zstd),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, codec)| *codec == self)
+            .map_or("none", |(name, _)| name)
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        one_of(text, &Self::NAMES)
+    }
+}
+
 impl KafkaSettings {
     pub fn from(env: &impl Env, profile: Profile) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -329,6 +366,7 @@ impl KafkaSettings {
                 .get(var::KAFKA_CONSUMER_GROUP.name)
                 .unwrap_or_else(|| profile.consumer_group.to_owned()),
             idempotence: value(env, &var::KAFKA_ENABLE_IDEMPOTENCE)?,
+            compression: value(env, &var::KAFKA_COMPRESSION)?,
             create_topics_partitions: Some(value(env, &var::KAFKA_TOPIC_PARTITIONS)?)
                 .filter(|partitions: &i32| *partitions > 0),
             session_timeout: session_timeout(env)?,
@@ -363,6 +401,7 @@ fn session_timeout(env: &impl Env) -> Result<Duration, ConfigError> {
 pub fn value<T>(env: &impl Env, variable: &'static Variable) -> Result<T, ConfigError>
 where
     T: std::str::FromStr,
+    T::Err: std::fmt::Display,
 {
     match (env.get(variable.name), variable.default) {
         (Some(text), _) => parse(variable, &text),
@@ -381,6 +420,7 @@ pub fn parse_or<T>(
 ) -> Result<T, ConfigError>
 where
     T: std::str::FromStr,
+    T::Err: std::fmt::Display,
 {
     match env.get(variable.name) {
         None => Ok(default),
@@ -388,10 +428,17 @@ where
     }
 }
 
-fn parse<T: std::str::FromStr>(variable: &'static Variable, text: &str) -> Result<T, ConfigError> {
-    text.trim()
-        .parse()
-        .map_err(|_| ConfigError::new(variable.name, format!("`{text}` is not a valid value")))
+fn parse<T>(variable: &'static Variable, text: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.trim().parse().map_err(|error| {
+        ConfigError::new(
+            variable.name,
+            format!("`{text}` is not a valid value: {error}"),
+        )
+    })
 }
 
 fn bootstrap_servers(env: &impl Env) -> Result<String, ConfigError> {
@@ -501,15 +548,23 @@ pub enum Migrations {
 }
 
 impl std::str::FromStr for Migrations {
-    type Err = ();
+    type Err = String;
 
-    fn from_str(text: &str) -> Result<Self, ()> {
-        match text {
-            "apply" => Ok(Self::Apply),
-            "verify" => Ok(Self::Verify),
-            _ => Err(()),
-        }
+    fn from_str(text: &str) -> Result<Self, String> {
+        one_of(text, &[("apply", Self::Apply), ("verify", Self::Verify)])
     }
+}
+
+/// The value `text` names among `choices`, or an error listing them.
+fn one_of<T: Copy>(text: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            format!("expected one of {}", names.join(", "))
+        })
 }
 
 /// Percent-encodes everything but unreserved URL characters.
@@ -612,6 +667,32 @@ mod tests {
         .expect_err("must fail");
         assert_eq!(err.variable, "KAFKA_PORT");
         assert!(err.to_string().contains("KAFKA_PORT"));
+    }
+
+    #[test]
+    fn producers_compress_with_lz4_unless_told_and_a_wrong_codec_lists_the_choices() {
+        let database = ("DATABASE_URL", "postgres://u@h/d");
+        let settings = Settings::from(&env(&[database]), PROFILE).expect("valid settings");
+        assert_eq!(settings.kafka.compression, Compression::Lz4);
+        for (name, _) in Compression::NAMES {
+            let described = var::KAFKA_COMPRESSION.description;
+            assert!(described.contains(&format!("`{name}`")), "{described}");
+        }
+        for (name, codec) in Compression::NAMES {
+            let settings = Settings::from(&env(&[database, ("KAFKA_COMPRESSION", name)]), PROFILE)
+                .expect("valid settings");
+            assert_eq!(settings.kafka.compression, codec);
+            assert_eq!(codec.as_str(), name);
+        }
+        let err = Settings::from(&env(&[database, ("KAFKA_COMPRESSION", "lzma")]), PROFILE)
+            .expect_err("must fail");
+        assert_eq!(err.variable, "KAFKA_COMPRESSION");
+        let message = err.to_string();
+        assert!(message.contains("`lzma`"), "{message}");
+        assert!(
+            message.contains("none, gzip, snappy, lz4, zstd"),
+            "{message}"
+        );
     }
 
     #[test]

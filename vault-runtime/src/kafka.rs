@@ -110,7 +110,9 @@ pub fn consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
         // The prefetch is what a service's memory grows with under a backlog: librdkafka's
         // defaults queue up to 64 MB ahead of the batch in hand (and fetch 50 MB at a time),
         // which took service-stg to 171 MB in a drain. A batch or two ahead is all the loop
-        // can use, since it takes one batch at a time.
+        // can use, since it takes one batch at a time. The bound counts bytes as fetched, so
+        // compressed batches (`KAFKA_COMPRESSION`) hold several times as many messages: with
+        // lz4, service-stg's peak in a drain rose from 33–38 to 41–45 MB (docs/performance.md).
         .set(
             "queued.max.messages.kbytes",
             CONSUMER_PREFETCH_KBYTES.to_string(),
@@ -132,6 +134,7 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
         .set("acks", "all")
         .set("enable.idempotence", settings.idempotence.to_string())
         .set("linger.ms", "5")
+        .set("compression.type", settings.compression.as_str())
         .set("message.timeout.ms", "30000");
     if !settings.idempotence {
         // Without idempotence only one request in flight keeps retries from reordering a

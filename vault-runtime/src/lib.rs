@@ -57,7 +57,7 @@ pub use kafka::{
 
 // Postgres and Redis.
 pub use stores::{
-    pg_pool, pg_pool_with, redis_ping, redis_pool, PgPool, RedisPool, SessionLimits,
+    pg_pool, pg_pool_sized, pg_pool_with, redis_ping, redis_pool, PgPool, RedisPool, SessionLimits,
     REDIS_COMMAND_TIMEOUT,
 };
 

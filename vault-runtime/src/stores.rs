@@ -68,9 +68,12 @@ impl SessionLimits {
 /// Builds the pool without connecting: a database that is down at start is waited for by
 /// whoever needs it, not a reason to crash. Every session runs under `limits`.
 pub fn pg_pool(settings: &PostgresSettings, limits: SessionLimits) -> PgPool {
-    pg_pool_with(settings, limits, settings.pool_size, |_| {
-        async { Ok(()) }.boxed()
-    })
+    pg_pool_sized(settings, limits, settings.pool_size)
+}
+
+/// [`pg_pool`] with `size` connections.
+pub fn pg_pool_sized(settings: &PostgresSettings, limits: SessionLimits, size: u32) -> PgPool {
+    pg_pool_with(settings, limits, size, |_| async { Ok(()) }.boxed())
 }
 
 /// What a pool runs on each new session after its limits (e.g. making it read-only).

@@ -70,12 +70,51 @@ struct Watched {
     usage: Usage,
 }
 
-/// The watched components; sample with [`Processes::sample`], read with [`Processes::usage`].
+/// The watched components; sample with [`Processes::sample`], read with [`Processes::report`].
 #[derive(Debug, Clone)]
-pub struct Processes(
-    Arc<Mutex<Vec<Watched>>>,
-    Arc<Mutex<(Option<CpuTimes>, Option<CpuTimes>)>>,
-);
+pub struct Processes(Arc<Mutex<Sampled>>);
+
+#[derive(Debug)]
+struct Sampled {
+    watched: Vec<Watched>,
+    /// The machine's times at the first sample and the last.
+    span: Option<(CpuTimes, CpuTimes)>,
+}
+
+/// What a run used: each watched component, and the machine over the same span.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub processes: Vec<Usage>,
+    pub machine: Machine,
+}
+
+impl Report {
+    /// The process table and the machine's line, for the terminal.
+    pub fn text(&self) -> String {
+        let mut out = String::from("process        CPU-s   peak RSS (run)   VmHWM (since start)\n");
+        for u in &self.processes {
+            if u.found {
+                out.push_str(&format!(
+                    "{:<13} {:>6.1}   {:>9.0} MB      {:>9.0} MB{}\n",
+                    u.name,
+                    u.cpu_seconds,
+                    u.peak_rss_mb,
+                    u.vm_hwm_mb,
+                    if u.processes > 1 {
+                        format!("   ({} processes; memory: the largest one)", u.processes)
+                    } else {
+                        String::new()
+                    }
+                ));
+            } else {
+                out.push_str(&format!("{:<13} missing\n", u.name));
+            }
+        }
+        out.push_str(&self.machine.line());
+        out.push('\n');
+        out
+    }
+}
 
 /// The machine's CPU time by kind since boot, in ticks, from `/proc/stat`'s `cpu` line.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -236,10 +275,10 @@ impl Processes {
                 ticks: HashMap::new(),
             })
             .collect();
-        let processes = Self(
-            Arc::new(Mutex::new(watched)),
-            Arc::new(Mutex::new((None, None))),
-        );
+        let processes = Self(Arc::new(Mutex::new(Sampled {
+            watched,
+            span: None,
+        })));
         processes.sample_with(true);
         processes
     }
@@ -250,13 +289,13 @@ impl Processes {
     }
 
     fn sample_with(&self, first: bool) {
-        if let (Some(now), Ok(mut span)) = (CpuTimes::read(), self.1.lock()) {
-            span.0.get_or_insert(now);
-            span.1 = Some(now);
-        }
-        let Ok(mut watched) = self.0.lock() else {
+        let Ok(mut sampled) = self.0.lock() else {
             return;
         };
+        if let Some(now) = CpuTimes::read() {
+            sampled.span = Some((sampled.span.map_or(now, |(first, _)| first), now));
+        }
+        let watched = &mut sampled.watched;
         let all = if watched
             .iter()
             .any(|w| matches!(w.locate, Locate::Command(..)))
@@ -287,12 +326,14 @@ impl Processes {
         }
     }
 
-    /// The figures so far.
-    pub fn usage(&self) -> Vec<Usage> {
-        let Ok(watched) = self.0.lock() else {
-            return Vec::new();
+    /// The figures so far: each component's, and the machine's from the first sample to the
+    /// last.
+    pub fn report(&self) -> Report {
+        let Ok(sampled) = self.0.lock() else {
+            return Report::default();
         };
-        watched
+        let processes: Vec<Usage> = sampled
+            .watched
             .iter()
             .map(|w| {
                 let ticks: u64 = w
@@ -305,17 +346,12 @@ impl Processes {
                     ..w.usage.clone()
                 }
             })
-            .collect()
-    }
-
-    /// The machine from the first sample to the last, against `usage` (the watched processes'
-    /// figures over the same span).
-    pub fn machine(&self, usage: &[Usage]) -> Machine {
-        let watched: f64 = usage.iter().map(|u| u.cpu_seconds).sum();
-        match self.1.lock().map(|span| *span) {
-            Ok((Some(first), Some(last))) => Machine::between(first, last, watched),
-            _ => Machine::default(),
-        }
+            .collect();
+        let watched: f64 = processes.iter().map(|u| u.cpu_seconds).sum();
+        let machine = sampled.span.map_or_else(Machine::default, |(first, last)| {
+            Machine::between(first, last, watched)
+        });
+        Report { processes, machine }
     }
 
     /// Samples every [`SAMPLE_EVERY`] until dropped (the task ends with the runtime).
@@ -328,30 +364,6 @@ impl Processes {
                 let _ = tokio::task::spawn_blocking(move || processes.sample()).await;
             }
         })
-    }
-
-    /// A few lines for the terminal.
-    pub fn table(usage: &[Usage]) -> String {
-        let mut out = String::from("process        CPU-s   peak RSS (run)   VmHWM (since start)\n");
-        for u in usage {
-            if u.found {
-                out.push_str(&format!(
-                    "{:<13} {:>6.1}   {:>9.0} MB      {:>9.0} MB{}\n",
-                    u.name,
-                    u.cpu_seconds,
-                    u.peak_rss_mb,
-                    u.vm_hwm_mb,
-                    if u.processes > 1 {
-                        format!("   ({} processes; memory: the largest one)", u.processes)
-                    } else {
-                        String::new()
-                    }
-                ));
-            } else {
-                out.push_str(&format!("{:<13} missing\n", u.name));
-            }
-        }
-        out
     }
 }
 
@@ -519,11 +531,16 @@ mod tests {
     #[test]
     fn a_component_not_running_is_reported_missing() {
         let processes = Processes::local(Path::new("/nonexistent"), None);
-        let usage = processes.usage();
-        let datagen = usage.iter().find(|u| u.name == "datagen").expect("listed");
+        let report = processes.report();
+        let datagen = report
+            .processes
+            .iter()
+            .find(|u| u.name == "datagen")
+            .expect("listed");
         // No datagen process in a unit test's sandbox but the test binary itself, which
         // the search skips.
         assert!(!datagen.found || datagen.processes == 1);
-        assert!(Processes::table(&usage).contains("datagen"));
+        assert!(report.text().contains("datagen"));
+        assert!(report.text().contains("machine "));
     }
 }

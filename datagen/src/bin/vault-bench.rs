@@ -325,10 +325,8 @@ async fn latency_mode(settings: &Settings, options: &LatencyArgs) -> anyhow::Res
         options.p99_ms,
         ms(summary.max_ms)
     );
-    let usage = processes.usage();
-    let machine = processes.machine(&usage);
-    print!("{}", Processes::table(&usage));
-    println!("{}", machine.line());
+    let report = processes.report();
+    print!("{}", report.text());
     let pass = all_arrived && kept_up && p99_ok;
     println!(
         "result                          {}",
@@ -348,8 +346,8 @@ async fn latency_mode(settings: &Settings, options: &LatencyArgs) -> anyhow::Res
         "throughput_orders_per_s": throughput,
         "latency": summary,
         "p99_target_ms": options.p99_ms,
-        "processes": usage,
-        "machine": machine,
+        "processes": report.processes,
+        "machine": report.machine,
         "pass": pass,
     });
     write_output(&options.output, result, "latency", &samples)?;
@@ -479,8 +477,7 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
     progress.finish();
     sampler.abort();
     processes.sample();
-    let usage = processes.usage();
-    let machine = processes.machine(&usage);
+    let report = processes.report();
 
     let ends: StageEnds = diesel::sql_query(
         "SELECT extract(epoch FROM (SELECT max(load_dt) FROM stg.order_events \
@@ -528,8 +525,7 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
         "counters, PIT against history   {differences} differ ({:.1} s to check)",
         checking.elapsed().as_secs_f64()
     );
-    print!("{}", Processes::table(&usage));
-    println!("{}", machine.line());
+    print!("{}", report.text());
     let mut pass = differences == 0;
 
     let mut reference_json = Value::Null;
@@ -573,8 +569,8 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
         "end_to_end_orders_per_s": end_to_end,
         "latency": summary,
         "counter_differences": differences,
-        "processes": usage,
-        "machine": machine,
+        "processes": report.processes,
+        "machine": report.machine,
         "reference": reference_json,
         "pass": pass,
     });

@@ -242,6 +242,14 @@ pub const KAFKA_ENABLE_IDEMPOTENCE: Variable = optional(
     KAFKA,
     "The idempotent producer; `false` for a broker without it (then one request in flight).",
 );
+pub const KAFKA_COMPRESSION: Variable = optional(
+    "KAFKA_COMPRESSION",
+    Fallback::Value("lz4"),
+    KAFKA,
+    "How the producers compress their batches: `none`, `gzip`, `snappy`, `lz4` or `zstd` \
+     (consumers read any). JSON orders shrink several times, and the broker stores, copies and \
+     sends fewer bytes (docs/performance.md).",
+);
 pub const KAFKA_TOPIC_PARTITIONS: Variable = optional(
     "KAFKA_TOPIC_PARTITIONS",
     Fallback::Value("3"),
@@ -441,6 +449,17 @@ pub const WORKER_STALL_SECONDS: Variable = optional(
     "How long the group may have lag without committing anything before `/health` reports \
      the worker stalled.",
 );
+/// The periodic counter check's budget: after a check that took `t`, the next waits at least
+/// this many `t` from its start (service-cdm's `verify`), so the check takes at most this
+/// fraction of one Postgres core whatever the warehouse's size. A macro, so that the
+/// description below spells the number out.
+macro_rules! verify_budget_factor {
+    () => {
+        20
+    };
+}
+pub const VERIFY_BUDGET_FACTOR: u32 = verify_budget_factor!();
+
 pub const VERIFY_INTERVAL_SECONDS: Variable = optional(
     "VERIFY_INTERVAL_SECONDS",
     // Every minute: the recount scans the whole Data Vault (about 1 s for 30,000 orders, 50 s
@@ -448,9 +467,15 @@ pub const VERIFY_INTERVAL_SECONDS: Variable = optional(
     // lag, and spaces itself by its own duration on a large warehouse.
     Fallback::Value("60"),
     &[Cdm],
-    "How often service-cdm compares its counters with the recount over the Data Vault while \
-     the group has no lag (`vaultline_recount_differences`), at the most: after a check that \
-     took t, the next waits at least 20 t (one Postgres core's twentieth). `0`: never.",
+    concat!(
+        "How often service-cdm compares its counters with the recount over the Data Vault while \
+         the group has no lag (`vaultline_recount_differences`), at the most: after a check that \
+         took t, the next waits at least ",
+        verify_budget_factor!(),
+        " t (at most 1/",
+        verify_budget_factor!(),
+        " of one Postgres core). `0`: never."
+    ),
 );
 
 // ---- the pipeline as the read side reports it
@@ -524,6 +549,7 @@ pub const VARIABLES: &[Variable] = &[
     KAFKA_SASL_MECHANISM,
     KAFKA_CA_CERT,
     KAFKA_ENABLE_IDEMPOTENCE,
+    KAFKA_COMPRESSION,
     KAFKA_TOPIC_PARTITIONS,
     KAFKA_SESSION_TIMEOUT_MS,
     KAFKA_GROUP_INSTANCE_ID,
