@@ -446,8 +446,10 @@ pub async fn wait_caught_up(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     for (group, topic) in hops {
+        // One reader per hop for the whole wait, not a client per look.
+        let hop = HopsLag::new(settings, &[(group, topic)])?;
         loop {
-            let outstanding = match lag(settings, group, topic).await {
+            let outstanding = match hop.outstanding().await {
                 Ok(0) => {
                     caught_up(group, topic);
                     break;
