@@ -425,24 +425,29 @@ async fn save_states(
             .await?;
     }
     if !inserts.ids.is_empty() {
-        let expected = inserts.ids.len();
-        let inserted = inserts
+        let new_orders = inserts.ids.len();
+        // No conflict check: these orders had no row when their rows were locked, so a row
+        // there now is a concurrent batch's.
+        inserts
             .bind(diesel::sql_query(format!(
                 "INSERT INTO {table} (order_id, user_id, update_ts, counted, product_ids, \
                      category_ids, updated_at) \
                  SELECT x.id, x.u, x.ts, x.c, x.p::uuid[], x.k::uuid[], clock_timestamp() \
-                 FROM {from} ON CONFLICT (order_id) DO NOTHING",
+                 FROM {from}",
                 from = StateColumns::UNNEST
             )))
             .execute(conn)
-            .await?;
-        if inserted != expected {
-            return Err(Failure::Systemic(anyhow::anyhow!(
-                "{} of {expected} orders new to this batch were stored by a concurrent batch \
-                 meanwhile; counting them again from the stored states",
-                expected - inserted
-            )));
-        }
+            .await
+            .map_err(|error| match error {
+                diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                ) => Failure::Systemic(anyhow::Error::new(error).context(format!(
+                    "an order of the {new_orders} new to this batch was stored by a concurrent \
+                     batch meanwhile; counting them again from the stored states"
+                ))),
+                other => other.into(),
+            })?;
     }
     Ok(())
 }

@@ -86,7 +86,9 @@ impl Stage for DdsStage {
         // Loading in time order makes the newest observation of a shared entity (a user's
         // name, say) its current satellite row.
         applied.sort_by_key(|order| (order.payload.update_ts, order.payload.id));
-        load::load_read(conn, &applied, &stored, &self.load_src).await?;
+        load::load_read(conn, &applied, &stored, &self.load_src)
+            .await
+            .map_err(load::failure)?;
         let mut events = Vec::with_capacity(applied.len());
         for order in applied {
             let order_events = cdm_events(order);

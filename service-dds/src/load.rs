@@ -7,12 +7,19 @@
 //! within a batch, rows of one hub are deduplicated against their predecessor here, and only
 //! the first is compared with the table in SQL. Each gets its own `load_dt` (the batch's load
 //! time plus its rank in microseconds), since `load_dt` is part of the satellite's key.
+//!
+//! An order the gate has never seen has no row in any order-scoped table (docs/contract.md
+//! §3.2.1): its rows there are inserted without the conflict check, and its satellites without
+//! the current-row lookup, which is most of a drain's rows. Should a concurrent load store the
+//! same new order first (only around a rebalance), the insert meets that load's key and the
+//! batch is retried ([`failure`]); the retry finds the order loaded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -20,6 +27,7 @@ use uuid::Uuid;
 use vault_core::pit::{self, OrderPoint};
 use vault_core::vault::{self, History, InsertOnce, Table, Value, VaultRows};
 use vault_core::{version, EnrichedOrder, HashKey, OrderStatus, Timestamp};
+use vault_runtime::Failure;
 
 /// What the warehouse holds of some orders, read once per batch with their
 /// `dds.order_load_state` rows locked for the transaction: the latest applied version (the
@@ -109,15 +117,21 @@ pub async fn load_read(
             .or_default()
             .push(order);
     }
+    let new_orders: HashSet<i64> = per_order
+        .iter()
+        .filter(|(key, _)| stored.applied(key).is_none())
+        .filter_map(|(_, versions)| versions.as_slice().first().map(|order| order.payload.id.0))
+        .collect();
     let rows: Vec<VaultRows> = applied.iter().map(|order| vault::rows(order)).collect();
     let mut statements = Statements {
         stamp: &stamp,
+        new_orders: &new_orders,
         queries: Vec::new(),
     };
     VaultRows::visit(&rows, &mut statements);
     statements
         .queries
-        .push(advance_applied_versions(&per_order, stamp.load_dt));
+        .extend(advance_applied_versions(&per_order, stored, stamp.load_dt));
     statements
         .queries
         .extend(write_product_points(applied, &rows, stamp.load_dt));
@@ -138,16 +152,46 @@ pub async fn load_read(
 /// gives.
 struct Statements<'r> {
     stamp: &'r Stamp<'r>,
+    /// The ids of the orders the gate has never seen.
+    new_orders: &'r HashSet<i64>,
     queries: Vec<BoxedSqlQuery<'r, Pg, SqlQuery>>,
 }
 
 impl<'r> vault::Visitor<'r> for Statements<'r> {
     fn insert_once<R: InsertOnce>(&mut self, rows: Vec<&'r R>) {
-        self.queries.extend(insert_once(self.stamp, rows));
+        self.queries
+            .extend(insert_once(self.stamp, self.new_orders, rows));
     }
 
     fn history<R: History>(&mut self, rows: Vec<&'r R>) {
-        self.queries.extend(history(self.stamp, rows));
+        self.queries
+            .extend(history(self.stamp, self.new_orders, rows));
+    }
+}
+
+/// Whether `row` belongs to an order never loaded before (so no row of its order-scoped
+/// table can be there yet).
+fn of_new_order<R: Table>(
+    order: Option<fn(&R) -> i64>,
+    new_orders: &HashSet<i64>,
+    row: &R,
+) -> bool {
+    order.is_some_and(|order| new_orders.contains(&order(row)))
+}
+
+/// A load's error as the batch's failure. A unique violation can only come from an insert of
+/// a new order's rows without the conflict check ([the module](self)): a concurrent load stored
+/// the same order first, so the batch is retried (systemic), not bisected; the retry reads
+/// that load's gate and finds the order loaded.
+pub fn failure(error: DieselError) -> Failure {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            Failure::Systemic(anyhow::Error::new(error).context(
+                "a concurrent load stored an order new to this batch first; loading it again \
+                 from what that load stored",
+            ))
+        }
+        other => other.into(),
     }
 }
 
@@ -157,45 +201,51 @@ struct Stamp<'a> {
     load_src: &'a str,
 }
 
-/// The statement writing the rows of one insert-once table, deduplicated and in key order; a
-/// row whose key is in the table already is skipped. None without rows.
+/// The statements writing the rows of one insert-once table, deduplicated and in key order:
+/// a new order's rows as they are, the others skipped where their key is in the table
+/// already. None without rows.
 fn insert_once<'r, R: InsertOnce>(
     stamp: &'r Stamp<'r>,
+    new_orders: &HashSet<i64>,
     rows: Vec<&'r R>,
-) -> Option<BoxedSqlQuery<'r, Pg, SqlQuery>> {
+) -> impl Iterator<Item = BoxedSqlQuery<'r, Pg, SqlQuery>> {
     let mut unique: BTreeMap<R::Key, &R> = BTreeMap::new();
     for row in rows {
         unique.entry(row.key()).or_insert(row);
     }
-    if unique.is_empty() {
-        return None;
-    }
-    let rows: Vec<&R> = unique.into_values().collect();
+    let order = vault::order_of::<R>();
+    let (new, seen): (Vec<&R>, Vec<&R>) = unique
+        .into_values()
+        .partition(|row| of_new_order(order, new_orders, row));
     let columns = Columns::of::<R>();
-    let n = columns.count;
-    let sql = format!(
-        "INSERT INTO {table} ({names}, load_dt, load_src) \
-         SELECT {select}, ${dt}, ${src} FROM unnest({unnest}) AS u({names}) \
-         ON CONFLICT DO NOTHING",
-        table = R::NAME,
-        names = columns.names,
-        select = columns.select,
-        unnest = columns.unnest,
-        dt = n + 1,
-        src = n + 2,
-    );
-    Some(
-        bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
-            .bind::<Timestamptz, _>(stamp.load_dt)
-            .bind::<Text, _>(stamp.load_src),
-    )
+    [(new, ""), (seen, " ON CONFLICT DO NOTHING")]
+        .into_iter()
+        .filter(|(rows, _)| !rows.is_empty())
+        .map(move |(rows, conflict)| {
+            let n = columns.count;
+            let sql = format!(
+                "INSERT INTO {table} ({names}, load_dt, load_src) \
+                 SELECT {select}, ${dt}, ${src} FROM unnest({unnest}) AS u({names}){conflict}",
+                table = R::NAME,
+                names = columns.names,
+                select = columns.select,
+                unnest = columns.unnest,
+                dt = n + 1,
+                src = n + 2,
+            );
+            bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
+                .bind::<Timestamptz, _>(stamp.load_dt)
+                .bind::<Text, _>(stamp.load_src)
+        })
 }
 
 /// The statement writing the rows of one history satellite: per hub in load order, a row only
 /// where the hashdiff changes, starting from the hub's current row in the table (looked up by
-/// [`History::SCOPE`], which the table's key leads with). None without rows.
+/// [`History::SCOPE`], which the table's key leads with; a new order's satellite has none).
+/// None without rows.
 fn history<'r, R: History>(
     stamp: &'r Stamp<'r>,
+    new_orders: &HashSet<i64>,
     rows: Vec<&'r R>,
 ) -> Option<BoxedSqlQuery<'r, Pg, SqlQuery>> {
     let mut per_hub: BTreeMap<HashKey, Vec<&R>> = BTreeMap::new();
@@ -211,12 +261,13 @@ fn history<'r, R: History>(
     if per_hub.is_empty() {
         return None;
     }
-    let (mut rows, mut load_dts, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
+    let order = vault::order_of::<R>();
+    let (mut rows, mut load_dts, mut lookups) = (Vec::new(), Vec::new(), Vec::new());
     for candidates in per_hub.values() {
         for (rank, row) in candidates.iter().enumerate() {
             rows.push(*row);
             load_dts.push(stamp.load_dt + TimeDelta::microseconds(rank as i64));
-            firsts.push(rank == 0);
+            lookups.push(rank == 0 && !of_new_order(order, new_orders, row));
         }
     }
     let columns = Columns::of::<R>();
@@ -224,9 +275,9 @@ fn history<'r, R: History>(
     let sql = format!(
         "INSERT INTO {table} ({names}, load_dt, load_src) \
          SELECT {select}, u.load_dt, ${src} \
-         FROM unnest({unnest}, ${dt}::timestamptz[], ${first}::bool[]) \
-             AS u({names}, load_dt, first) \
-         WHERE NOT u.first OR u.{hashdiff} IS DISTINCT FROM ( \
+         FROM unnest({unnest}, ${dt}::timestamptz[], ${lookup}::bool[]) \
+             AS u({names}, load_dt, lookup) \
+         WHERE NOT u.lookup OR u.{hashdiff} IS DISTINCT FROM ( \
              SELECT s.{hashdiff} FROM {table} s WHERE s.{scope} = u.{scope} \
              ORDER BY s.load_dt DESC LIMIT 1)",
         table = R::NAME,
@@ -236,13 +287,13 @@ fn history<'r, R: History>(
         scope = R::SCOPE,
         hashdiff = R::HASHDIFF,
         dt = n + 1,
-        first = n + 2,
+        lookup = n + 2,
         src = n + 3,
     );
     Some(
         bind_columns(diesel::sql_query(sql).into_boxed(), &rows)
             .bind::<Array<Timestamptz>, _>(load_dts)
-            .bind::<Array<Bool>, _>(firsts)
+            .bind::<Array<Bool>, _>(lookups)
             .bind::<Text, _>(stamp.load_src),
     )
 }
@@ -324,37 +375,45 @@ fn bind_columns<'f, R: Table>(
     query
 }
 
-/// The statement recording each order's newest applied version.
+/// The statements recording each order's newest applied version: an insert for the orders
+/// new to the gate, an update of the others' rows where the version is newer.
 fn advance_applied_versions<'r>(
     per_order: &BTreeMap<HashKey, Vec<&EnrichedOrder>>,
+    stored: &Stored,
     load_dt: DateTime<Utc>,
-) -> BoxedSqlQuery<'r, Pg, SqlQuery> {
-    let latest: Vec<(HashKey, &EnrichedOrder)> = per_order
+) -> Vec<BoxedSqlQuery<'r, Pg, SqlQuery>> {
+    let (new, seen): (Vec<_>, Vec<_>) = per_order
         .iter()
         .filter_map(|(key, versions)| {
             version::newest(versions.iter().copied(), |order| order.payload.update_ts)
                 .map(|order| (*key, order))
         })
-        .collect();
-    let keys: Vec<Uuid> = latest.iter().map(|(key, _)| key.as_uuid()).collect();
-    let ids: Vec<i64> = latest.iter().map(|(_, order)| order.payload.id.0).collect();
-    let versions: Vec<DateTime<Utc>> = latest
-        .iter()
-        .map(|(_, order)| order.payload.update_ts.as_datetime())
-        .collect();
-    diesel::sql_query(
-        "INSERT INTO dds.order_load_state (h_order_pk, order_id, update_ts, load_dt) \
-         SELECT pk, id, ts, $4 FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) \
-             AS u(pk, id, ts) \
-         ON CONFLICT (h_order_pk) DO UPDATE SET update_ts = EXCLUDED.update_ts, \
-             load_dt = EXCLUDED.load_dt \
-         WHERE dds.order_load_state.update_ts < EXCLUDED.update_ts",
-    )
-    .into_boxed()
-    .bind::<Array<SqlUuid>, _>(keys)
-    .bind::<Array<BigInt>, _>(ids)
-    .bind::<Array<Timestamptz>, _>(versions)
-    .bind::<Timestamptz, _>(load_dt)
+        .partition(|(key, _)| stored.applied(key).is_none());
+    let upsert = " ON CONFLICT (h_order_pk) DO UPDATE SET update_ts = EXCLUDED.update_ts, \
+         load_dt = EXCLUDED.load_dt \
+         WHERE dds.order_load_state.update_ts < EXCLUDED.update_ts";
+    [(new, ""), (seen, upsert)]
+        .into_iter()
+        .filter(|(latest, _)| !latest.is_empty())
+        .map(move |(latest, conflict)| {
+            let keys: Vec<Uuid> = latest.iter().map(|(key, _)| key.as_uuid()).collect();
+            let ids: Vec<i64> = latest.iter().map(|(_, order)| order.payload.id.0).collect();
+            let versions: Vec<DateTime<Utc>> = latest
+                .iter()
+                .map(|(_, order)| order.payload.update_ts.as_datetime())
+                .collect();
+            diesel::sql_query(format!(
+                "INSERT INTO dds.order_load_state (h_order_pk, order_id, update_ts, load_dt) \
+                 SELECT pk, id, ts, $4 FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) \
+                     AS u(pk, id, ts){conflict}"
+            ))
+            .into_boxed()
+            .bind::<Array<SqlUuid>, _>(keys)
+            .bind::<Array<BigInt>, _>(ids)
+            .bind::<Array<Timestamptz>, _>(versions)
+            .bind::<Timestamptz, _>(load_dt)
+        })
+        .collect()
 }
 
 /// An order's gate row and point in time as stored before the load.
@@ -395,7 +454,7 @@ async fn write_order_points(
     stored: &Stored,
     load_dt: DateTime<Utc>,
 ) -> diesel::QueryResult<()> {
-    let mut columns = PointColumns::default();
+    let (mut new, mut seen) = (PointColumns::default(), PointColumns::default());
     let mut from_history = Vec::new();
     for (key, versions) in per_order {
         let steps = versions
@@ -411,38 +470,55 @@ async fn write_order_points(
             versions.as_slice().first(),
             versions.as_slice().last(),
         ) {
-            (Some(point), Some(first), Some(latest)) => columns.push(*key, point, first, latest),
+            (Some(point), Some(first), Some(latest)) => {
+                let columns = if stored.applied(key).is_none() {
+                    &mut new
+                } else {
+                    &mut seen
+                };
+                columns.push(*key, point, first, latest);
+            }
             _ => from_history.push(key.as_uuid()),
         }
     }
-    if !columns.keys.is_empty() {
-        diesel::sql_query(format!(
-            "INSERT INTO {table} AS p ({columns}) \
-             SELECT pk, id, dt, u, st, st_from, c::numeric, pay::numeric, ts, n, $11 \
-             FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::text[], \
-                 $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[]) \
-                 AS u(pk, id, dt, u, st, st_from, c, pay, ts, n) \
-             ON CONFLICT (h_order_pk) DO UPDATE SET h_user_pk = EXCLUDED.h_user_pk, \
-                 status = EXCLUDED.status, status_valid_from = EXCLUDED.status_valid_from, \
-                 cost = EXCLUDED.cost, payment = EXCLUDED.payment, \
-                 version_update_ts = EXCLUDED.version_update_ts, versions = EXCLUDED.versions \
-             WHERE p.version_update_ts < EXCLUDED.version_update_ts",
-            table = pit::ORDER_TABLE,
-            columns = pit::ORDER_COLUMNS.join(", "),
-        ))
-        .bind::<Array<SqlUuid>, _>(columns.keys)
-        .bind::<Array<BigInt>, _>(columns.ids)
-        .bind::<Array<Timestamptz>, _>(columns.placed)
-        .bind::<Array<SqlUuid>, _>(columns.users)
-        .bind::<Array<Text>, _>(columns.statuses)
-        .bind::<Array<Timestamptz>, _>(columns.status_since)
-        .bind::<Array<Text>, _>(columns.costs)
-        .bind::<Array<Text>, _>(columns.payments)
-        .bind::<Array<Timestamptz>, _>(columns.versions)
-        .bind::<Array<BigInt>, _>(columns.counts)
-        .bind::<Timestamptz, _>(load_dt)
-        .execute(conn)
-        .await?;
+    // A new order's point is inserted; another's updated, where this load's version is newer.
+    let table = pit::ORDER_TABLE;
+    let unnest = "unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::text[], \
+         $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::bigint[]) \
+         AS u(pk, id, dt, u, st, st_from, c, pay, ts, n)";
+    let statements = [
+        (
+            new,
+            format!(
+                "INSERT INTO {table} ({columns}) \
+                 SELECT pk, id, dt, u, st, st_from, c::numeric, pay::numeric, ts, n, $11 \
+                 FROM {unnest}",
+                columns = pit::ORDER_COLUMNS.join(", "),
+            ),
+            // `first_loaded_at`
+            Some(load_dt),
+        ),
+        (
+            seen,
+            format!(
+                "UPDATE {table} AS p SET h_user_pk = u.u, status = u.st, \
+                     status_valid_from = u.st_from, cost = u.c::numeric, \
+                     payment = u.pay::numeric, version_update_ts = u.ts, versions = u.n \
+                 FROM {unnest} \
+                 WHERE p.h_order_pk = u.pk AND p.version_update_ts < u.ts"
+            ),
+            None,
+        ),
+    ];
+    for (columns, sql, first_loaded) in statements {
+        if columns.keys.is_empty() {
+            continue;
+        }
+        let mut query = columns.bind(diesel::sql_query(sql).into_boxed());
+        if let Some(at) = first_loaded {
+            query = query.bind::<Timestamptz, _>(at);
+        }
+        query.execute(conn).await?;
     }
     if !from_history.is_empty() {
         diesel::sql_query("SELECT dds.refresh_pit_order($1)")
@@ -453,7 +529,7 @@ async fn write_order_points(
     Ok(())
 }
 
-/// The rows of one `dds.pit_order` upsert, a column each.
+/// The rows of one `dds.pit_order` statement, a column each.
 #[derive(Default)]
 struct PointColumns {
     keys: Vec<Uuid>,
@@ -490,6 +566,21 @@ impl PointColumns {
         self.payments.push(latest.payload.payment.to_string());
         self.versions.push(point.version.as_datetime());
         self.counts.push(point.versions);
+    }
+
+    /// Binds the columns as `$1..$10`.
+    fn bind(self, query: BoxedSqlQuery<'_, Pg, SqlQuery>) -> BoxedSqlQuery<'_, Pg, SqlQuery> {
+        query
+            .bind::<Array<SqlUuid>, _>(self.keys)
+            .bind::<Array<BigInt>, _>(self.ids)
+            .bind::<Array<Timestamptz>, _>(self.placed)
+            .bind::<Array<SqlUuid>, _>(self.users)
+            .bind::<Array<Text>, _>(self.statuses)
+            .bind::<Array<Timestamptz>, _>(self.status_since)
+            .bind::<Array<Text>, _>(self.costs)
+            .bind::<Array<Text>, _>(self.payments)
+            .bind::<Array<Timestamptz>, _>(self.versions)
+            .bind::<Array<BigInt>, _>(self.counts)
     }
 }
 

@@ -28,6 +28,22 @@ pub trait Table: Sized + 'static {
     fn columns() -> Vec<Column<Self>>;
 }
 
+/// The column of an order-scoped table naming the order each row belongs to
+/// (docs/contract.md §3.2.1, "Order-scoped tables").
+pub const ORDER_SCOPE: &str = "order_id";
+
+/// The order a row of `R` belongs to, when `R` is order-scoped (it has an [`ORDER_SCOPE`]
+/// column: the order hub, an order's links and satellites). Such rows are written only by loads
+/// of their order, so an order never loaded has none of them.
+pub fn order_of<R: Table>() -> Option<fn(&R) -> i64> {
+    R::columns()
+        .into_iter()
+        .find_map(|column| match column.value {
+            Value::BigInt(get) if column.name == ORDER_SCOPE => Some(get),
+            _ => None,
+        })
+}
+
 /// A table whose rows are written once by key and never again: hubs, links, and the
 /// effectivity rows (keyed by link and version). A row whose key is there already is skipped.
 pub trait InsertOnce: Table {
@@ -739,8 +755,53 @@ mod tests {
         check::<SOrderCost>();
         check::<SOrderStatus>();
         assert_eq!(SUserNames::SCOPE, "h_user_pk");
-        assert_eq!(SOrderCost::SCOPE, "order_id");
-        assert_eq!(SOrderStatus::SCOPE, "order_id");
+        assert_eq!(SOrderCost::SCOPE, ORDER_SCOPE);
+        assert_eq!(SOrderStatus::SCOPE, ORDER_SCOPE);
+    }
+
+    #[test]
+    fn the_order_hub_and_an_orders_links_and_satellites_are_order_scoped() {
+        struct Scoped(Vec<&'static str>);
+        impl Scoped {
+            fn add<R: Table>(&mut self) {
+                if order_of::<R>().is_some() {
+                    self.0.push(R::NAME);
+                }
+            }
+        }
+        impl Visitor<'_> for Scoped {
+            fn insert_once<R: InsertOnce>(&mut self, _: Vec<&R>) {
+                self.add::<R>();
+            }
+            fn history<R: History>(&mut self, _: Vec<&R>) {
+                self.add::<R>();
+            }
+        }
+        let mut scoped = Scoped(Vec::new());
+        VaultRows::visit(&[], &mut scoped);
+        assert_eq!(
+            scoped.0,
+            [
+                "dds.h_order",
+                "dds.l_order_user",
+                "dds.l_order_product",
+                "dds.l_order_product_category",
+                "dds.s_order_cost",
+                "dds.s_order_status",
+                "dds.s_order_version",
+                "dds.s_order_user_effectivity",
+                "dds.s_order_product_category_effectivity",
+            ]
+        );
+        let row = SOrderVersion {
+            h_order_pk: HashKey::order(OrderId(7)),
+            order_id: OrderId(7),
+            update_ts: Timestamp::parse("2026-12-03 10:00:00").expect("timestamp"),
+        };
+        assert_eq!(
+            order_of::<SOrderVersion>().map(|order| order(&row)),
+            Some(7)
+        );
     }
 
     #[test]

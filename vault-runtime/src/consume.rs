@@ -27,6 +27,7 @@ use crate::config::BatchSettings;
 use crate::dead_letter::{self, DeadLetter};
 use crate::failure::{self, Failure};
 use crate::kafka::InMessage;
+use crate::metrics::Phase;
 use crate::probe::Probes;
 use crate::stage::{Outcome, Runner, Stage};
 use crate::status::{Status, WorkerState};
@@ -131,11 +132,13 @@ impl<S: Stage> Worker<S> {
         self.status.set_state(WorkerState::Running);
         tracing::info!(service = self.status.service, topic = %self.topic, "Worker started.");
         loop {
+            let waiting = Instant::now();
             let batch = tokio::select! {
                 biased;
                 () = stopped(&mut stop) => break,
                 batch = self.next_batch() => batch,
             };
+            self.status.metrics.phase(Phase::wait, waiting.elapsed());
             match process_batch(&self, &self.status, &batch, &mut stop, Backoff::DEFAULT).await {
                 Ok(()) => self.store_and_commit(&batch, CommitMode::Async),
                 Err(Abandoned) => {

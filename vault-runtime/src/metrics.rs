@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -48,13 +48,43 @@ pub struct RequestLabel {
     pub status: u16,
 }
 
+/// A step of one batch attempt ([`crate::stage`]), or the wait for the batch before it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Phase {
+    /// Waiting for the batch's messages (the consumer's queue, the linger).
+    wait,
+    /// Decoding the messages (CPU of the service).
+    decode,
+    /// Taking a Postgres connection from the pool.
+    connect,
+    /// The stage's statements, with the CPU it spends between them.
+    apply,
+    /// Storing the batch's dead letters.
+    dead_letters,
+    /// Publishing the stage's messages until the broker acknowledged all of them.
+    publish,
+    /// The transaction's commit.
+    commit,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: Phase,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: &'static str,
 }
 
-/// The buckets of request latencies: 1 ms to about 16 s.
-fn request_histogram() -> Histogram {
+/// The buckets of a batch's steps: 0.1 ms to about 3 s.
+fn phase_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+/// The buckets of batch and request durations: 1 ms to about 16 s.
+fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
@@ -76,6 +106,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Seconds from taking a batch to its commit.
     pub batch_seconds: Histogram,
+    /// Seconds of each step of a batch attempt, by step: where a batch's time goes.
+    pub phase_seconds: Family<PhaseLabel, Histogram, fn() -> Histogram>,
     /// Seconds from when an order was sent (the timestamp it carries through the pipeline) to
     /// the commit of this stage.
     pub latency_seconds: Histogram,
@@ -110,7 +142,8 @@ impl Metrics {
             retries: Family::default(),
             errors: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
-            batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            batch_seconds: duration_histogram(),
+            phase_seconds: Family::new_with_constructor(phase_histogram),
             latency_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             paused: Gauge::default(),
             stalled: Gauge::default(),
@@ -118,7 +151,7 @@ impl Metrics {
             probes: ProbeMetrics::default(),
             component_failing: Family::default(),
             http_requests: Family::default(),
-            http_seconds: Family::new_with_constructor(request_histogram),
+            http_seconds: Family::new_with_constructor(duration_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,6 +188,11 @@ impl Metrics {
             "batch_duration_seconds",
             "Seconds from taking a batch to its commit",
             metrics.batch_seconds.clone(),
+        );
+        registry.register(
+            "batch_phase_seconds",
+            "Seconds of each step of a batch attempt, by step",
+            metrics.phase_seconds.clone(),
         );
         registry.register(
             "end_to_end_latency_seconds",
@@ -214,6 +252,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Times one step of a batch attempt.
+    pub fn phase(&self, phase: Phase, took: Duration) {
+        self.phase_seconds
+            .get_or_create(&PhaseLabel { phase })
+            .observe(took.as_secs_f64());
+    }
+
     /// Counts an error that is not about one message.
     pub fn error(&self, error: &'static str) {
         self.errors.get_or_create(&ErrorLabel { error }).inc();
@@ -243,6 +288,7 @@ mod tests {
             })
             .inc();
         metrics.batch_seconds.observe(0.02);
+        metrics.phase(Phase::apply, Duration::from_millis(3));
         let text = metrics.encode(Format::Classic);
         assert!(
             text.contains(
@@ -252,6 +298,12 @@ mod tests {
         );
         assert!(
             text.contains("vaultline_batch_duration_seconds_count{service=\"service-x\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vaultline_batch_phase_seconds_count{service=\"service-x\",phase=\"apply\"} 1"
+            ),
             "{text}"
         );
     }

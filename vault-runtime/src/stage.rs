@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::dead_letter::{self, DeadLetter};
 use crate::failure::{Failure, TableAccess};
 use crate::kafka::{self, InMessage, OutMessage};
+use crate::metrics::{Metrics, Phase};
 use crate::probe::Dependency;
 use crate::status::Status;
 use crate::stores::{self, PgPool, RedisPool};
@@ -243,6 +244,28 @@ pub(crate) struct Runner<S> {
     pub status: Arc<Status>,
 }
 
+/// Times the steps of one attempt, each from the end of the one before
+/// (`vaultline_batch_phase_seconds`).
+struct Phases<'a> {
+    metrics: &'a Metrics,
+    since: Instant,
+}
+
+impl<'a> Phases<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Self {
+            metrics,
+            since: Instant::now(),
+        }
+    }
+
+    fn end(&mut self, phase: Phase) {
+        let now = Instant::now();
+        self.metrics.phase(phase, now - self.since);
+        self.since = now;
+    }
+}
+
 /// Fresh random values for a stage's probe rows, so every probe row is new to the tables
 /// (a row whose key exists would be skipped, and prove nothing).
 #[derive(Debug, Clone, Copy)]
@@ -318,6 +341,7 @@ impl<S: Stage> Runner<S> {
     /// publish; returns once everything is committed and acknowledged.
     pub async fn attempt(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
         let started = Instant::now();
+        let mut phases = Phases::new(&self.status.metrics);
         let mut rejects = Rejects::new(batch);
         let mut items = Vec::with_capacity(batch.len());
         for (position, message) in batch.iter().enumerate() {
@@ -330,9 +354,11 @@ impl<S: Stage> Runner<S> {
                 Err(rejection) => rejects.reject_at(position, rejection),
             }
         }
+        phases.end(Phase::decode);
         let decoded = items.len();
         let undecodable = rejects.letters;
         let mut conn = self.pool.get().await?;
+        phases.end(Phase::connect);
         let (produced, rejected) = conn
             .transaction::<_, Failure, _>(async |conn| {
                 let mut rejects = Rejects {
@@ -340,10 +366,15 @@ impl<S: Stage> Runner<S> {
                     letters: undecodable,
                 };
                 let output = self.stage.apply(conn, items, &mut rejects).await?;
-                dead_letter::insert(conn, self.service, &rejects.letters).await?;
+                phases.end(Phase::apply);
+                if !rejects.is_empty() {
+                    dead_letter::insert(conn, self.service, &rejects.letters).await?;
+                    phases.end(Phase::dead_letters);
+                }
                 match &self.output {
                     Some(Output { producer, topic }) => {
                         kafka::publish(producer, topic, &output).await?;
+                        phases.end(Phase::publish);
                     }
                     None => debug_assert!(output.is_empty(), "a stage that does not publish"),
                 }
@@ -352,6 +383,7 @@ impl<S: Stage> Runner<S> {
                 Ok((output.len(), rejects.letters.len()))
             })
             .await?;
+        phases.end(Phase::commit);
         let now = chrono::Utc::now().timestamp_millis();
         for sent in batch.iter().filter_map(|message| message.timestamp) {
             let seconds = (now - sent).max(0) as f64 / 1000.0;
