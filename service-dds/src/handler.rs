@@ -4,11 +4,12 @@
 //! and their counter events published inside one transaction, which commits only after the
 //! broker acknowledged the events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use diesel_async::AsyncPgConnection;
 use vault_core::decode;
 use vault_core::events::cdm_events;
+use vault_core::vault::{self, VaultRows};
 use vault_core::{version, EnrichedOrder, HashKey};
 use vault_runtime::{
     Entry, Failure, InMessage, OutMessage, ProbeKeys, Rejection, Rejects, Settings, Stage,
@@ -58,52 +59,102 @@ impl Stage for DdsStage {
         _: &mut Rejects<'_>,
     ) -> Result<Vec<OutMessage>, Failure> {
         // Versions per order, in arrival order.
-        let mut versions: BTreeMap<HashKey, Vec<EnrichedOrder>> = BTreeMap::new();
-        let mut sent: HashMap<(i64, vault_core::Timestamp), i64> = HashMap::new();
+        let mut versions: BTreeMap<HashKey, Vec<(EnrichedOrder, Option<i64>)>> = BTreeMap::new();
         for Entry {
             item: order,
             timestamp,
             ..
         } in orders
         {
-            if let Some(timestamp) = timestamp {
-                sent.insert((order.payload.id.0, order.payload.update_ts), timestamp);
-            }
             versions
                 .entry(HashKey::order(order.payload.id))
                 .or_default()
-                .push(order);
+                .push((order, timestamp));
         }
-        let stored = load::Stored::read(conn, versions.keys()).await?;
-        let mut applied: Vec<&EnrichedOrder> = versions
-            .iter()
+        // Each version's Data Vault rows and counter events are worked out on another thread
+        // while Postgres reads and locks the gate.
+        let keys: Vec<HashKey> = versions.keys().copied().collect();
+        let prepare = tokio::task::spawn_blocking(move || prepare(versions));
+        let (stored, prepared) =
+            futures::future::join(load::Stored::read(conn, keys.iter()), prepare).await;
+        let stored = stored?;
+        let mut prepared = prepared.map_err(|error| {
+            Failure::Suspect(anyhow::anyhow!(
+                "preparing the batch's rows failed: {error}"
+            ))
+        })?;
+        let mut applied: Vec<&mut Version> = prepared
+            .iter_mut()
             .flat_map(|(key, arrived)| {
-                version::applicable(stored.applied(key), arrived, |order| {
-                    order.payload.update_ts
+                version::applicable(stored.applied(key), arrived, |version| {
+                    version.order.payload.update_ts
                 })
             })
             .collect();
         // Loading in time order makes the newest observation of a shared entity (a user's
         // name, say) its current satellite row.
-        applied.sort_by_key(|order| (order.payload.update_ts, order.payload.id));
-        load::load_read(conn, &applied, &stored, &self.load_src)
-            .await
-            .map_err(load::failure)?;
+        applied.sort_by_key(|version| (version.order.payload.update_ts, version.order.payload.id));
+        let mut rows = Vec::with_capacity(applied.len());
         let mut events = Vec::with_capacity(applied.len());
-        for order in applied {
-            let order_events = cdm_events(order);
-            if !order_events.is_empty() {
-                events.push(OutMessage {
-                    key: order.payload.id.to_string(),
-                    timestamp: sent
-                        .get(&(order.payload.id.0, order.payload.update_ts))
-                        .copied(),
-                    payload: serde_json::to_vec(&order_events)?,
-                });
+        for version in &mut applied {
+            rows.extend(version.rows.take());
+            if let Some(event) = std::mem::replace(&mut version.event, Ok(None))? {
+                events.push(event);
             }
         }
+        let applied: Vec<&EnrichedOrder> =
+            applied.into_iter().map(|version| &version.order).collect();
+        load::load_read(conn, &applied, rows, &stored, &self.load_src)
+            .await
+            .map_err(load::failure)?;
         Ok(events)
     }
+}
+
+/// One version of an order in a batch, with what loading it takes: its Data Vault rows and the
+/// message of its counter events (none when it has none), stamped with the time its source
+/// message was sent.
+struct Version {
+    order: EnrichedOrder,
+    /// Taken by the load.
+    rows: Option<VaultRows>,
+    event: Result<Option<OutMessage>, serde_json::Error>,
+}
+
+/// Works out every version's rows and events, whether or not the gate lets it apply (in a
+/// drain nearly all do; what is left over is a late duplicate's).
+fn prepare(
+    versions: BTreeMap<HashKey, Vec<(EnrichedOrder, Option<i64>)>>,
+) -> BTreeMap<HashKey, Vec<Version>> {
+    versions
+        .into_iter()
+        .map(|(key, arrived)| {
+            let prepared = arrived
+                .into_iter()
+                .map(|(order, timestamp)| {
+                    let rows = vault::rows(&order);
+                    let order_events = cdm_events(&order);
+                    let event = if order_events.is_empty() {
+                        Ok(None)
+                    } else {
+                        serde_json::to_vec(&order_events).map(|payload| {
+                            Some(OutMessage {
+                                key: order.payload.id.to_string(),
+                                timestamp,
+                                payload,
+                            })
+                        })
+                    };
+                    Version {
+                        order,
+                        rows: Some(rows),
+                        event,
+                    }
+                })
+                .collect();
+            (key, prepared)
+        })
+        .collect()
 }
 
 /// Amounts must fit `numeric(19, 5)`; a larger one would fail its batch forever.

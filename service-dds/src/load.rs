@@ -93,16 +93,20 @@ pub async fn load(
         .map(|order| (HashKey::order(order.payload.id), ()))
         .collect();
     let stored = Stored::read(conn, orders.keys()).await?;
-    load_read(conn, applied, &stored, load_src).await
+    let rows = applied.iter().map(|order| vault::rows(order)).collect();
+    load_read(conn, applied, rows, &stored, load_src).await
 }
 
-/// [`load`], given what is stored of the orders (read in this transaction).
+/// [`load`], given the Data Vault rows of each applied version (`rows[i]` of `applied[i]`, by
+/// [`vault::rows`]) and what is stored of the orders (read in this transaction).
 pub async fn load_read(
     conn: &mut AsyncPgConnection,
     applied: &[&EnrichedOrder],
+    rows: Vec<VaultRows>,
     stored: &Stored,
     load_src: &str,
 ) -> diesel::QueryResult<()> {
+    debug_assert_eq!(applied.len(), rows.len(), "one set of rows per version");
     if applied.is_empty() {
         return Ok(());
     }
@@ -122,7 +126,6 @@ pub async fn load_read(
         .filter(|(key, _)| stored.applied(key).is_none())
         .filter_map(|(_, versions)| versions.as_slice().first().map(|order| order.payload.id.0))
         .collect();
-    let rows: Vec<VaultRows> = applied.iter().map(|order| vault::rows(order)).collect();
     let mut statements = Statements {
         stamp: &stamp,
         new_orders: &new_orders,
