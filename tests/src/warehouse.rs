@@ -25,3 +25,39 @@ pub async fn migrated() -> anyhow::Result<(String, PgPool, tokio_postgres::Clien
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     crate::sql::connect(&url.parse()?).await
 }
+
+/// The backend process id of a pooled connection, to watch it in `pg_stat_activity`.
+pub async fn backend_pid(conn: &mut diesel_async::AsyncPgConnection) -> anyhow::Result<i32> {
+    use diesel::sql_types::Integer;
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+    }
+    let pid: Pid = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT pg_backend_pid() AS pid"),
+        conn,
+    )
+    .await?;
+    Ok(pid.pid)
+}
+
+/// Returns once backend `pid` waits for a lock (another transaction's uncommitted row):
+/// how a race test proves its second transaction met the first one's rows.
+pub async fn waits_for_lock(client: &tokio_postgres::Client, pid: i32) {
+    crate::eventually(
+        "the second transaction waits for the first",
+        std::time::Duration::from_secs(30),
+        || async move {
+            let row = client
+                .query_one(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, Option<String>>(0).as_deref() == Some("Lock")).then_some(())
+        },
+    )
+    .await;
+}

@@ -4,15 +4,13 @@
 //! find the first one's row, refuse its transaction as a systemic failure, and count nothing
 //! twice when it is retried.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use diesel_async::SimpleAsyncConnection as _;
+use std::collections::BTreeMap;
 use vault_core::contract::{EntityId, OrderId, OrderStatus};
 use vault_core::counter::OrderVersion;
 use vault_core::{HashKey, Timestamp};
 use vault_runtime::Failure;
-use vault_tests::{eventually, warehouse};
+use vault_tests::warehouse;
 
 fn closed_order(id: i64) -> OrderVersion {
     let entity = |text: &str| EntityId::parse(text).expect("entity id");
@@ -38,20 +36,7 @@ async fn a_new_order_counted_by_two_batches_at_once_is_counted_once() -> anyhow:
 
     first.batch_execute("BEGIN").await?;
     service_cdm::count(&mut first, [&order]).await?;
-    let second_pid: i32 = {
-        use diesel::sql_types::Integer;
-        #[derive(diesel::QueryableByName)]
-        struct Pid {
-            #[diesel(sql_type = Integer)]
-            pid: i32,
-        }
-        let pid: Pid = diesel_async::RunQueryDsl::get_result(
-            diesel::sql_query("SELECT pg_backend_pid() AS pid"),
-            &mut *second,
-        )
-        .await?;
-        pid.pid
-    };
+    let second_pid = warehouse::backend_pid(&mut second).await?;
     let racing = tokio::spawn(async move {
         second.batch_execute("BEGIN").await?;
         let outcome = service_cdm::count(&mut second, [&closed_order(7_001)]).await;
@@ -59,24 +44,7 @@ async fn a_new_order_counted_by_two_batches_at_once_is_counted_once() -> anyhow:
         anyhow::Ok(outcome)
     });
     // The fault has hit once the second batch waits on the first one's uncommitted row.
-    eventually(
-        "the second batch waits for the first",
-        Duration::from_secs(30),
-        || {
-            let client = &client;
-            async move {
-                let row = client
-                    .query_one(
-                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
-                        &[&second_pid],
-                    )
-                    .await
-                    .ok()?;
-                (row.get::<_, Option<String>>(0).as_deref() == Some("Lock")).then_some(())
-            }
-        },
-    )
-    .await;
+    warehouse::waits_for_lock(&client, second_pid).await;
     first.batch_execute("COMMIT").await?;
 
     let outcome = racing.await??;

@@ -4,12 +4,10 @@
 //! rows, be refused as a systemic failure (retried, never bisected into a dead letter), and
 //! load nothing twice when it is retried.
 
-use std::time::Duration;
-
 use diesel_async::SimpleAsyncConnection as _;
-use vault_core::{decode, EnrichedOrder};
+use vault_core::{decode, vault, EnrichedOrder};
 use vault_runtime::Failure;
-use vault_tests::{eventually, warehouse};
+use vault_tests::warehouse;
 
 const DDS_MESSAGE: &str = include_str!("../../vault-core/tests/data/dds_message.json");
 
@@ -17,28 +15,23 @@ fn example() -> EnrichedOrder {
     decode::enriched_order(DDS_MESSAGE.as_bytes()).expect("the example decodes")
 }
 
-/// The rows of every order-scoped table and the load state, table by table.
-const ORDER_TABLES: &[&str] = &[
-    "dds.h_order",
-    "dds.l_order_user",
-    "dds.l_order_product",
-    "dds.l_order_product_category",
-    "dds.s_order_cost",
-    "dds.s_order_status",
-    "dds.s_order_version",
-    "dds.s_order_user_effectivity",
-    "dds.s_order_product_category_effectivity",
-    "dds.order_load_state",
-    "dds.pit_order",
-];
+/// Every order-scoped table (docs/contract.md §3.2.1), the load state and the point in time.
+fn order_tables() -> Vec<&'static str> {
+    vault::tables()
+        .into_iter()
+        .filter(|table| table.columns.contains(&vault::ORDER_SCOPE))
+        .map(|table| table.name)
+        .chain(["dds.order_load_state", "dds.pit_order"])
+        .collect()
+}
 
 async fn row_counts(client: &tokio_postgres::Client) -> anyhow::Result<Vec<(&'static str, i64)>> {
     let mut counts = Vec::new();
-    for table in ORDER_TABLES {
+    for table in order_tables() {
         let row = client
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await?;
-        counts.push((*table, row.get(0)));
+        counts.push((table, row.get(0)));
     }
     Ok(counts)
 }
@@ -52,20 +45,7 @@ async fn a_new_order_loaded_by_two_batches_at_once_is_loaded_once() -> anyhow::R
 
     first.batch_execute("BEGIN").await?;
     service_dds::load::load(&mut first, &[&order], "test").await?;
-    let second_pid: i32 = {
-        use diesel::sql_types::Integer;
-        #[derive(diesel::QueryableByName)]
-        struct Pid {
-            #[diesel(sql_type = Integer)]
-            pid: i32,
-        }
-        let pid: Pid = diesel_async::RunQueryDsl::get_result(
-            diesel::sql_query("SELECT pg_backend_pid() AS pid"),
-            &mut *second,
-        )
-        .await?;
-        pid.pid
-    };
+    let second_pid = warehouse::backend_pid(&mut second).await?;
     let racing = tokio::spawn(async move {
         second.batch_execute("BEGIN").await?;
         let outcome = service_dds::load::load(&mut second, &[&example()], "test").await;
@@ -73,24 +53,7 @@ async fn a_new_order_loaded_by_two_batches_at_once_is_loaded_once() -> anyhow::R
         anyhow::Ok(outcome)
     });
     // The fault has hit once the second load waits on the first one's uncommitted rows.
-    eventually(
-        "the second load waits for the first",
-        Duration::from_secs(30),
-        || {
-            let client = &client;
-            async move {
-                let row = client
-                    .query_one(
-                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
-                        &[&second_pid],
-                    )
-                    .await
-                    .ok()?;
-                (row.get::<_, Option<String>>(0).as_deref() == Some("Lock")).then_some(())
-            }
-        },
-    )
-    .await;
+    warehouse::waits_for_lock(&client, second_pid).await;
     first.batch_execute("COMMIT").await?;
     let once = row_counts(&client).await?;
 
