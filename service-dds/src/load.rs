@@ -46,9 +46,14 @@ impl Stored {
             return Ok(Self::default());
         }
         let rows: Vec<StoredPoint> = diesel::sql_query(
+            // The point is looked up per gate row found (`LATERAL … LIMIT 1`, which the planner
+            // cannot turn into a join): as a join, the planner expected a row per key asked
+            // and read all of `dds.pit_order` into a hash table instead, on every batch.
             "SELECT l.h_order_pk, l.update_ts, p.status, p.status_valid_from, \
                  p.version_update_ts, p.versions \
-             FROM dds.order_load_state l LEFT JOIN dds.pit_order p ON p.h_order_pk = l.h_order_pk \
+             FROM dds.order_load_state l LEFT JOIN LATERAL ( \
+                 SELECT status, status_valid_from, version_update_ts, versions \
+                 FROM dds.pit_order WHERE h_order_pk = l.h_order_pk LIMIT 1) p ON true \
              WHERE l.h_order_pk = ANY($1) ORDER BY l.h_order_pk FOR UPDATE OF l",
         )
         .bind::<Array<SqlUuid>, _>(keys)

@@ -189,9 +189,12 @@ async fn upsert_orders(
         return Ok(0);
     }
     diesel::sql_query(
+        // The payloads are cast row by row: a cast of the bound array itself would be folded
+        // into a constant while the statement is planned, parsing every document there.
         "INSERT INTO stg.order_events (object_id, object_type, sent_dttm, update_ts, payload) \
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-                              $5::text[]::jsonb[]) \
+         SELECT id, kind, sent, ts, doc::jsonb \
+         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[]) \
+             AS u(id, kind, sent, ts, doc) \
          ON CONFLICT (object_id) DO UPDATE SET \
              object_type = EXCLUDED.object_type, sent_dttm = EXCLUDED.sent_dttm, \
              update_ts = EXCLUDED.update_ts, payload = EXCLUDED.payload, load_dt = now() \
