@@ -26,7 +26,7 @@ pub struct DdsStage {
 }
 
 impl Stage for DdsStage {
-    type Item = Version;
+    type Item = EnrichedOrder;
     type Needs = ();
     const PUBLISHES: bool = true;
     fn tables() -> Vec<TableAccess> {
@@ -39,11 +39,8 @@ impl Stage for DdsStage {
         })
     }
 
-    /// Decodes the order version and works out what loading it takes (its Data Vault rows and
-    /// counter events), all before the batch's transaction.
-    fn decode(&self, message: &InMessage) -> Result<Version, Rejection> {
-        let order = decode::enriched_order(message.payload()).and_then(check_amounts)?;
-        Ok(Version::new(order, message.timestamp))
+    fn decode(&self, message: &InMessage) -> Result<EnrichedOrder, Rejection> {
+        Ok(decode::enriched_order(message.payload()).and_then(check_amounts)?)
     }
 
     /// One made-up order (a user, a restaurant, a dish in a category, all new) loaded as a
@@ -58,19 +55,35 @@ impl Stage for DdsStage {
     async fn apply(
         &self,
         conn: &mut AsyncPgConnection,
-        orders: Vec<Entry<Version>>,
+        orders: Vec<Entry<EnrichedOrder>>,
         _: &mut Rejects<'_>,
     ) -> Result<Vec<OutMessage>, Failure> {
         // Versions per order, in arrival order.
-        let mut versions: BTreeMap<HashKey, Vec<Version>> = BTreeMap::new();
-        for Entry { item: version, .. } in orders {
+        let mut versions: BTreeMap<HashKey, Vec<(EnrichedOrder, Option<i64>)>> = BTreeMap::new();
+        for Entry {
+            item: order,
+            timestamp,
+            ..
+        } in orders
+        {
             versions
-                .entry(HashKey::order(version.order.payload.id))
+                .entry(HashKey::order(order.payload.id))
                 .or_default()
-                .push(version);
+                .push((order, timestamp));
         }
-        let stored = load::Stored::read(conn, versions.keys()).await?;
-        let mut applied: Vec<&mut Version> = versions
+        // Each version's Data Vault rows and counter events are worked out on another thread
+        // while Postgres reads and locks the gate.
+        let keys: Vec<HashKey> = versions.keys().copied().collect();
+        let prepare = tokio::task::spawn_blocking(move || prepare(versions));
+        let (stored, prepared) =
+            futures::future::join(load::Stored::read(conn, keys.iter()), prepare).await;
+        let stored = stored?;
+        let mut prepared = prepared.map_err(|error| {
+            Failure::Suspect(anyhow::anyhow!(
+                "preparing the batch's rows failed: {error}"
+            ))
+        })?;
+        let mut applied: Vec<&mut Version> = prepared
             .iter_mut()
             .flat_map(|(key, arrived)| {
                 version::applicable(stored.applied(key), arrived, |version| {
@@ -98,39 +111,50 @@ impl Stage for DdsStage {
     }
 }
 
-/// One order version, with what loading it takes: its Data Vault rows and the message of its
-/// counter events (none when it has none), stamped with the time its source message was sent.
-/// Worked out for every version while decoding, whether or not the gate lets it apply (in a
-/// drain nearly all do; what is left over is a late duplicate's).
-#[derive(Debug)]
-pub struct Version {
+/// One version of an order in a batch, with what loading it takes: its Data Vault rows and the
+/// message of its counter events (none when it has none), stamped with the time its source
+/// message was sent.
+struct Version {
     order: EnrichedOrder,
     /// Taken by the load.
     rows: Option<VaultRows>,
     event: Result<Option<OutMessage>, serde_json::Error>,
 }
 
-impl Version {
-    fn new(order: EnrichedOrder, sent: Option<i64>) -> Self {
-        let rows = vault::rows(&order);
-        let order_events = cdm_events(&order);
-        let event = if order_events.is_empty() {
-            Ok(None)
-        } else {
-            serde_json::to_vec(&order_events).map(|payload| {
-                Some(OutMessage {
-                    key: order.payload.id.to_string(),
-                    timestamp: sent,
-                    payload,
+/// Works out every version's rows and events, whether or not the gate lets it apply (in a
+/// drain nearly all do; what is left over is a late duplicate's).
+fn prepare(
+    versions: BTreeMap<HashKey, Vec<(EnrichedOrder, Option<i64>)>>,
+) -> BTreeMap<HashKey, Vec<Version>> {
+    versions
+        .into_iter()
+        .map(|(key, arrived)| {
+            let prepared = arrived
+                .into_iter()
+                .map(|(order, timestamp)| {
+                    let rows = vault::rows(&order);
+                    let order_events = cdm_events(&order);
+                    let event = if order_events.is_empty() {
+                        Ok(None)
+                    } else {
+                        serde_json::to_vec(&order_events).map(|payload| {
+                            Some(OutMessage {
+                                key: order.payload.id.to_string(),
+                                timestamp,
+                                payload,
+                            })
+                        })
+                    };
+                    Version {
+                        order,
+                        rows: Some(rows),
+                        event,
+                    }
                 })
-            })
-        };
-        Self {
-            order,
-            rows: Some(rows),
-            event,
-        }
-    }
+                .collect();
+            (key, prepared)
+        })
+        .collect()
 }
 
 /// Amounts must fit `numeric(19, 5)`; a larger one would fail its batch forever.

@@ -93,7 +93,7 @@ impl<S: Stage> Application<S> {
             consumer,
             topic: source,
             runner: Runner {
-                stage: Arc::new(stage),
+                stage,
                 service: settings.service,
                 pool,
                 output,

@@ -5,9 +5,7 @@
 //! its attempt returned, i.e. after its database transaction committed and everything it
 //! published was acknowledged ([`crate::stage`]). Stages are idempotent, so a redelivery after
 //! a crash changes nothing. Batches run one at a time, so offsets advance in receive order per
-//! partition. While a batch is applied, the next one is taken and decoded on another thread
-//! (decoding is the services' own CPU work), so that the database does not wait for it; its
-//! messages are only used, and their offsets stored, once the batch before is committed.
+//! partition.
 //!
 //! Failures (docs/failures.md): a systemic one pauses the worker and retries the same batch
 //! with back-off, skipping nothing and rejecting nothing; a suspect one bisects the batch to
@@ -31,7 +29,7 @@ use crate::failure::{self, Failure};
 use crate::kafka::InMessage;
 use crate::metrics::Phase;
 use crate::probe::Probes;
-use crate::stage::{self as stages, Decoded, Outcome, Runner, Stage};
+use crate::stage::{Outcome, Runner, Stage};
 use crate::status::{Status, WorkerState};
 
 /// How many times a lone message may fail as suspect before it is rejected.
@@ -133,41 +131,15 @@ impl<S: Stage> Worker<S> {
         self.consumer.subscribe(&[self.topic.as_str()])?;
         self.status.set_state(WorkerState::Running);
         tracing::info!(service = self.status.service, topic = %self.topic, "Worker started.");
-        // The next batch, taken and decoded while the one before was applied.
-        let mut ahead: Option<(Vec<InMessage>, Decoded<S::Item>)> = None;
         loop {
             let waiting = Instant::now();
-            let (batch, decoded) = match ahead.take() {
-                Some(next) => next,
-                None => tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => break,
-                    next = self.next_decoded() => next,
-                },
+            let batch = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                batch = self.next_batch() => batch,
             };
             self.status.metrics.phase(Phase::wait, waiting.elapsed());
-            // Never dropped while it holds messages but at a stop: their offsets are stored
-            // only after they are committed, so a stop redelivers them.
-            let prefetch = self.next_decoded();
-            tokio::pin!(prefetch);
-            let processed = {
-                let processing = process_batch(
-                    &self,
-                    &self.status,
-                    &batch,
-                    Some(decoded),
-                    &mut stop,
-                    Backoff::DEFAULT,
-                );
-                tokio::pin!(processing);
-                loop {
-                    tokio::select! {
-                        processed = &mut processing => break processed,
-                        next = &mut prefetch, if ahead.is_none() => ahead = Some(next),
-                    }
-                }
-            };
-            match processed {
+            match process_batch(&self, &self.status, &batch, &mut stop, Backoff::DEFAULT).await {
                 Ok(()) => self.store_and_commit(&batch, CommitMode::Async),
                 Err(Abandoned) => {
                     tracing::info!(
@@ -177,15 +149,6 @@ impl<S: Stage> Worker<S> {
                     );
                     break;
                 }
-            }
-            if ahead.is_none() {
-                let waiting = Instant::now();
-                tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => break,
-                    next = &mut prefetch => ahead = Some(next),
-                }
-                self.status.metrics.phase(Phase::wait, waiting.elapsed());
             }
         }
         self.status.set_state(WorkerState::Stopping);
@@ -230,24 +193,6 @@ impl<S: Stage> Worker<S> {
         batch
     }
 
-    /// [`Worker::next_batch`], decoded on a blocking thread.
-    async fn next_decoded(&self) -> (Vec<InMessage>, Decoded<S::Item>) {
-        let batch = self.next_batch().await;
-        let stage = self.runner.stage.clone();
-        let metrics = self.status.clone();
-        let decoding = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let decoded = stages::decode(&*stage, &batch);
-            metrics.metrics.phase(Phase::decode, started.elapsed());
-            (batch, decoded)
-        });
-        match decoding.await {
-            Ok(decoded) => decoded,
-            // A panic while decoding is a bug: it ends the worker, as it would on this thread.
-            Err(error) => std::panic::resume_unwind(error.into_panic()),
-        }
-    }
-
     async fn consumer_error(&self, error: KafkaError) {
         tracing::warn!(%error, "Kafka consumer error; retrying.");
         self.status
@@ -281,9 +226,11 @@ impl<S: Stage> Worker<S> {
             self.status.metrics.error("offset_commit");
         }
     }
+}
 
-    /// Tells the dependency checks what an attempt's outcome says of Postgres and Kafka.
-    fn attempted(&self, result: Result<Outcome, Failure>) -> Result<Outcome, Failure> {
+impl<S: Stage> Attempts for Worker<S> {
+    async fn attempt(&self, slice: &[InMessage]) -> Result<Outcome, Failure> {
+        let result = self.runner.attempt(slice).await;
         match &result {
             // Committed: Postgres took the transaction and the brokers delivered the batch
             // (and acknowledged what it published) just now.
@@ -296,22 +243,7 @@ impl<S: Stage> Worker<S> {
         }
         result
     }
-}
 
-impl<S: Stage> Attempts for Worker<S> {
-    type Ahead = Decoded<S::Item>;
-
-    async fn attempt(&self, slice: &[InMessage]) -> Result<Outcome, Failure> {
-        self.attempted(self.runner.attempt(slice).await)
-    }
-
-    async fn attempt_ahead(
-        &self,
-        batch: &[InMessage],
-        ahead: Self::Ahead,
-    ) -> Result<Outcome, Failure> {
-        self.attempted(self.runner.attempt_decoded(batch, ahead).await)
-    }
     /// The catalog check names what it finds (a missing table, a revoked grant); the probe
     /// then proves the stage's writes go through, which covers what a catalog cannot show
     /// (a held lock, a sequence, a full disk, a changed column type).
@@ -363,17 +295,9 @@ impl<S: Stage> Attempts for Worker<S> {
 
 /// What batch processing needs: run one attempt, and what it escalates to when one fails.
 pub(crate) trait Attempts: Sync {
-    /// A batch decoded ahead, for its first attempt.
-    type Ahead: Send;
     /// One attempt at `slice`, committed when it returns `Ok`.
     fn attempt(&self, slice: &[InMessage])
         -> impl Future<Output = Result<Outcome, Failure>> + Send;
-    /// The first attempt at a whole batch, decoded ahead.
-    fn attempt_ahead(
-        &self,
-        batch: &[InMessage],
-        ahead: Self::Ahead,
-    ) -> impl Future<Output = Result<Outcome, Failure>> + Send;
     /// What keeps the warehouse from taking the stage's writes; empty when nothing does. The
     /// catalog is checked; with `prove_writes`, the warehouse probe then writes (and rolls
     /// back) a row to each of the stage's tables.
@@ -400,7 +324,6 @@ pub(crate) async fn process_batch<A: Attempts>(
     attempts: &A,
     status: &Status,
     batch: &[InMessage],
-    mut ahead: Option<A::Ahead>,
     stop: &mut watch::Receiver<bool>,
     pacing: Backoff,
 ) -> Result<(), Abandoned> {
@@ -412,14 +335,7 @@ pub(crate) async fn process_batch<A: Attempts>(
             return Err(Abandoned);
         }
         let started = Instant::now();
-        let ahead = ahead.take();
-        let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, async {
-            match ahead {
-                // The first slice is the whole batch.
-                Some(ahead) => attempts.attempt_ahead(slice, ahead).await,
-                None => attempts.attempt(slice).await,
-            }
-        });
+        let attempt = tokio::time::timeout(ATTEMPT_DEADLINE, attempts.attempt(slice));
         let result = tokio::select! {
             result = attempt => result.unwrap_or_else(|_| Err(Failure::Systemic(anyhow::anyhow!(
                 "an attempt took longer than {ATTEMPT_DEADLINE:?}: the database or the broker \
@@ -584,8 +500,6 @@ mod tests {
         healthy: bool,
         problems: Vec<String>,
         rejected: Mutex<Vec<i64>>,
-        /// First attempts made with the batch decoded ahead.
-        ahead: Mutex<u32>,
     }
 
     impl Fake {
@@ -597,7 +511,6 @@ mod tests {
                 healthy,
                 problems: Vec::new(),
                 rejected: Mutex::new(Vec::new()),
-                ahead: Mutex::new(0),
             }
         }
 
@@ -611,13 +524,6 @@ mod tests {
     }
 
     impl Attempts for Fake {
-        type Ahead = ();
-
-        async fn attempt_ahead(&self, batch: &[InMessage], (): ()) -> Result<Outcome, Failure> {
-            *self.ahead.lock().expect("lock") += 1;
-            self.attempt(batch).await
-        }
-
         async fn attempt(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
             {
                 let mut outages = self.outages.lock().expect("lock");
@@ -668,7 +574,7 @@ mod tests {
             let _ = tx.send(true);
         };
         let (result, ()) = tokio::join!(
-            process_batch(fake, status, messages, None, &mut stop, FAST),
+            process_batch(fake, status, messages, &mut stop, FAST),
             stopper
         );
         result
@@ -680,7 +586,7 @@ mod tests {
         let status = Status::new("test");
         let (_tx, mut stop) = watch::channel(false);
         let messages = batch(0..20);
-        let result = process_batch(&fake, &status, &messages, None, &mut stop, FAST).await;
+        let result = process_batch(&fake, &status, &messages, &mut stop, FAST).await;
         assert_eq!(result, Ok(()));
         let expected: Vec<i64> = (0..20).filter(|o| *o != 7 && *o != 12).collect();
         assert_eq!(
@@ -698,25 +604,12 @@ mod tests {
         let status = Status::new("test");
         let (_tx, mut stop) = watch::channel(false);
         let messages = batch(0..10);
-        let result = process_batch(&fake, &status, &messages, None, &mut stop, FAST).await;
+        let result = process_batch(&fake, &status, &messages, &mut stop, FAST).await;
         assert_eq!(result, Ok(()));
         assert_eq!(fake.processed(), (0..10).collect::<Vec<_>>());
         assert!(fake.rejected().is_empty());
         assert_eq!(status.snapshot().retries, 3);
         assert_eq!(status.state(), WorkerState::Running);
-    }
-
-    #[tokio::test]
-    async fn only_the_first_attempt_uses_the_batch_decoded_ahead() {
-        let fake = Fake::new(&[], 2, true);
-        let status = Status::new("test");
-        let (_tx, mut stop) = watch::channel(false);
-        let messages = batch(0..10);
-        let result = process_batch(&fake, &status, &messages, Some(()), &mut stop, FAST).await;
-        assert_eq!(result, Ok(()));
-        assert_eq!(*fake.ahead.lock().expect("lock"), 1, "retries decode again");
-        assert_eq!(fake.processed(), (0..10).collect::<Vec<_>>());
-        assert_eq!(status.snapshot().retries, 2);
     }
 
     #[tokio::test]

@@ -233,44 +233,15 @@ pub(crate) struct Output {
     pub topic: String,
 }
 
-/// A batch's messages decoded ([`Runner::decode`]): the items, and a dead letter for each
-/// message that could not be decoded.
-#[derive(Debug)]
-pub(crate) struct Decoded<T> {
-    items: Vec<Entry<T>>,
-    undecodable: Vec<DeadLetter>,
-}
-
 /// A stage with what the runtime needs to run one attempt of a batch.
 pub(crate) struct Runner<S> {
-    /// Shared with the threads that decode the next batch while this one is applied.
-    pub stage: Arc<S>,
+    pub stage: S,
     pub service: &'static str,
     pub pool: PgPool,
     /// Present exactly when `S::PUBLISHES` (checked at build).
     pub output: Option<Output>,
     /// Where rejects by kind and latencies are counted.
     pub status: Arc<Status>,
-}
-
-/// Decodes each message of `batch`; one that cannot be decoded gets its dead letter.
-pub(crate) fn decode<S: Stage>(stage: &S, batch: &[InMessage]) -> Decoded<S::Item> {
-    let mut rejects = Rejects::new(batch);
-    let mut items = Vec::with_capacity(batch.len());
-    for (position, message) in batch.iter().enumerate() {
-        match stage.decode(message) {
-            Ok(item) => items.push(Entry {
-                item,
-                position,
-                timestamp: message.timestamp,
-            }),
-            Err(rejection) => rejects.reject_at(position, rejection),
-        }
-    }
-    Decoded {
-        items,
-        undecodable: rejects.letters,
-    }
 }
 
 /// Times the steps of one attempt, each from the end of the one before
@@ -366,29 +337,26 @@ impl<S: Stage> Runner<S> {
         }
     }
 
-    /// Decodes `batch` (pure: no I/O), so it can be done ahead, while another batch is applied.
-    pub fn decode(&self, batch: &[InMessage]) -> Decoded<S::Item> {
-        decode(&*self.stage, batch)
-    }
-
     /// One attempt at `batch`: decode, then in one transaction apply, keep the rejects and
     /// publish; returns once everything is committed and acknowledged.
     pub async fn attempt(&self, batch: &[InMessage]) -> Result<Outcome, Failure> {
         let started = Instant::now();
-        let decoded = self.decode(batch);
-        self.status.metrics.phase(Phase::decode, started.elapsed());
-        self.attempt_decoded(batch, decoded).await
-    }
-
-    /// [`Runner::attempt`] with `batch` decoded already.
-    pub async fn attempt_decoded(
-        &self,
-        batch: &[InMessage],
-        Decoded { items, undecodable }: Decoded<S::Item>,
-    ) -> Result<Outcome, Failure> {
-        let started = Instant::now();
         let mut phases = Phases::new(&self.status.metrics);
+        let mut rejects = Rejects::new(batch);
+        let mut items = Vec::with_capacity(batch.len());
+        for (position, message) in batch.iter().enumerate() {
+            match self.stage.decode(message) {
+                Ok(item) => items.push(Entry {
+                    item,
+                    position,
+                    timestamp: message.timestamp,
+                }),
+                Err(rejection) => rejects.reject_at(position, rejection),
+            }
+        }
+        phases.end(Phase::decode);
         let decoded = items.len();
+        let undecodable = rejects.letters;
         let mut conn = self.pool.get().await?;
         phases.end(Phase::connect);
         let (produced, rejected) = conn
