@@ -761,26 +761,13 @@ mod tests {
 
     #[test]
     fn the_order_hub_and_an_orders_links_and_satellites_are_order_scoped() {
-        struct Scoped(Vec<&'static str>);
-        impl Scoped {
-            fn add<R: Table>(&mut self) {
-                if order_of::<R>().is_some() {
-                    self.0.push(R::NAME);
-                }
-            }
-        }
-        impl Visitor<'_> for Scoped {
-            fn insert_once<R: InsertOnce>(&mut self, _: Vec<&R>) {
-                self.add::<R>();
-            }
-            fn history<R: History>(&mut self, _: Vec<&R>) {
-                self.add::<R>();
-            }
-        }
-        let mut scoped = Scoped(Vec::new());
-        VaultRows::visit(&[], &mut scoped);
+        let scoped: Vec<&str> = tables()
+            .into_iter()
+            .filter(|table| table.columns.contains(&ORDER_SCOPE))
+            .map(|table| table.name)
+            .collect();
         assert_eq!(
-            scoped.0,
+            scoped,
             [
                 "dds.h_order",
                 "dds.l_order_user",
