@@ -83,10 +83,15 @@ install() {
   ) 9>"$CACHE_DIR/kafka.lock" || exit 1
 }
 
+# Only the JVM's quick compiler (C1, `TieredStopAtLevel=1`): on cores shared with Postgres and
+# the services, the optimising one (C2) spent 7–8 CPU-seconds in a broker's first minutes —
+# 2.2–2.4 of the 4.4–5.2 the broker took for a 100,000-order drain, even after a warm-up —
+# while the broker's own threads cost the same compiled by C1 (1.5–1.9 CPU-s per drain either
+# way): docs/performance.md, "The broker's cost".
 java_run() {
   # shellcheck disable=SC2086 # HEAP is a list of JVM options
-  exec java $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent \
-    -Djava.awt.headless=true -cp "$LIBS_DIR/*" "$@"
+  exec java $HEAP -XX:TieredStopAtLevel=1 -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true -cp "$LIBS_DIR/*" "$@"
 }
 
 node() {

@@ -4,8 +4,9 @@
 //! vault-bench [latency] [--rate ORDERS_PER_SECOND] [--seconds N] [--p99-ms MS] [--warm-up-s S] [--json FILE] [--plots DIR]
 //! vault-bench drain [--orders N] [--seed S] [--reference] [--timeout-s S] [--warm-up-s S] [--json FILE] [--plots DIR]
 //! ```
-//! Both first warm the pipeline up (`--warm-up-s`, 10 s at 1,000 orders/s by default, not
-//! measured): what is measured is a pipeline that has been running, as in production.
+//! Both first warm the pipeline up (`--warm-up-s`, 10 s at 1,000 orders/s by default, then
+//! `--warm-up-burst`, 20,000 orders as fast as they go; not measured): what is measured is a
+//! pipeline that has been running, as in production.
 //! **latency** (the default) produces synthetic orders (from the dictionaries in Redis, as
 //! datagen does) to the raw topic at a steady rate for N seconds, waits until every service
 //! has committed everything, then measures, per order, the time from its `sent_dttm` (stamped
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use datagen::bench::latency::{self, Summary};
 use datagen::bench::processes::Processes;
@@ -116,13 +117,20 @@ struct DrainArgs {
 /// A warm-up before the measurement: the pipeline measured is one that has been running, as
 /// in production. A broker just (re)started spends its first seconds compiling its hot paths
 /// (the JVM's JIT): in one run a cold Kafka took 6.3 CPU-seconds for a 50,000-order drain and
-/// 3.3 warm, and the p99 at 1,000 orders/s was 659 ms cold against 294 ms warm.
+/// 3.3 warm, and the p99 at 1,000 orders/s was 659 ms cold against 294 ms warm. A steady
+/// warm-up alone leaves the paths of a full-speed stream to be compiled during the
+/// measurement (2.2 of a drain's 4.4 Kafka CPU-seconds were its C2 compiler's), hence the
+/// burst after it.
 #[derive(Debug, Clone, Args)]
 struct WarmUp {
     /// Seconds of orders at 1,000 a second before the measurement, not counted in it
     /// (0: none).
     #[arg(long = "warm-up-s", default_value_t = 10)]
     warm_up_s: u64,
+    /// Then this many orders as fast as the broker takes them (with their later versions, as
+    /// a drain's), not counted either (0: none).
+    #[arg(long = "warm-up-burst", default_value_t = 20_000)]
+    warm_up_burst: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -246,26 +254,77 @@ fn pipeline_hops(settings: &Settings) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Runs the warm-up ([`WarmUp`]): orders at 1,000 a second, then until the pipeline has caught
-/// up with them. Its orders have ids of their own, outside the measured range.
+/// Runs the warm-up ([`WarmUp`]): orders at 1,000 a second, then a burst, each until the
+/// pipeline has caught up with it. Its orders have ids of their own, outside the measured
+/// range.
 async fn warm_up(bench: &Bench, settings: &Settings, options: &WarmUp) -> anyhow::Result<()> {
-    if options.warm_up_s == 0 {
-        return Ok(());
+    if options.warm_up_s > 0 {
+        const PER_TICK: u64 = 100;
+        let ticks = options.warm_up_s * 10;
+        let ids = datagen::order_ids::OrderIds::default()
+            .reserve(&bench.redis, PER_TICK * ticks)
+            .await?;
+        let started = Instant::now();
+        produce_steadily(bench, ids.first, PER_TICK, ticks, "warm-up").await?;
+        caught_up(settings).await?;
+        println!(
+            "warm-up: {} orders at 1000 orders/s, caught up after {:.1} s (not measured)",
+            PER_TICK * ticks,
+            started.elapsed().as_secs_f64()
+        );
     }
-    const PER_TICK: u64 = 100;
-    let ticks = options.warm_up_s * 10;
-    let ids = datagen::order_ids::OrderIds::default()
-        .reserve(&bench.redis, PER_TICK * ticks)
+    let n = options.warm_up_burst;
+    if n > 0 {
+        let ids = datagen::order_ids::OrderIds::default()
+            .reserve(&bench.redis, n)
+            .await?;
+        let started = Instant::now();
+        produce_burst(
+            bench,
+            ids.first,
+            n,
+            rand::random(),
+            Utc::now(),
+            "warm-up burst",
+        )
         .await?;
-    let started = Instant::now();
-    produce_steadily(bench, ids.first, PER_TICK, ticks, "warm-up").await?;
-    caught_up(settings).await?;
-    println!(
-        "warm-up: {} orders at 1000 orders/s, caught up after {:.1} s (not measured)",
-        PER_TICK * ticks,
-        started.elapsed().as_secs_f64()
-    );
+        caught_up(settings).await?;
+        println!(
+            "warm-up: {n} orders at once, caught up after {:.1} s (not measured)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// Produces `n` orders from `first_id` on (with their cancellations and later versions,
+/// dated around `now`) as fast as the broker takes them; returns the number of messages.
+async fn produce_burst(
+    bench: &Bench,
+    first_id: i64,
+    n: u64,
+    seed: u64,
+    now: DateTime<Utc>,
+    label: &'static str,
+) -> anyhow::Result<u64> {
+    let mut generator = Generator::new(
+        rand::rngs::StdRng::seed_from_u64(seed),
+        &bench.dictionary,
+        first_id,
+        n,
+        now,
+    );
+    let mut progress = Progress::new(label, n);
+    let mut messages = 0_u64;
+    while generator.remaining() > 0 {
+        let chunk = generator.next_chunk(DRAIN_CHUNK);
+        let out = datagen::messages(&chunk)?;
+        publish(&bench.producer, &bench.topic, &out).await?;
+        messages += out.len() as u64;
+        progress.set(n - generator.remaining());
+    }
+    progress.finish();
+    Ok(messages)
 }
 
 async fn latency_mode(settings: &Settings, options: &LatencyArgs) -> anyhow::Result<bool> {
@@ -404,25 +463,9 @@ async fn drain_mode(settings: &Settings, options: &DrainArgs) -> anyhow::Result<
     let processes = Processes::local(&options.output.stack_dir, database(settings).as_deref());
     let sampler = processes.sample_in_background();
     let now = Utc::now();
-    let mut generator = Generator::new(
-        rand::rngs::StdRng::seed_from_u64(seed),
-        &bench.dictionary,
-        first_id,
-        n,
-        now,
-    );
-    let mut progress = Progress::new("produce", n);
     let started_at = Utc::now();
     let started = Instant::now();
-    let mut messages = 0_u64;
-    while generator.remaining() > 0 {
-        let chunk = generator.next_chunk(DRAIN_CHUNK);
-        let out = datagen::messages(&chunk)?;
-        publish(&bench.producer, &bench.topic, &out).await?;
-        messages += out.len() as u64;
-        progress.set(n - generator.remaining());
-    }
-    progress.finish();
+    let messages = produce_burst(&bench, first_id, n, seed, now, "produce").await?;
     let produced_in = started.elapsed();
     println!(
         "produced {messages} messages in {:.1} s ({:.0} orders/s)",
