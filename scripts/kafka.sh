@@ -87,7 +87,7 @@ install() {
 # the services, the optimising one (C2) spent 7–8 CPU-seconds in a broker's first minutes —
 # 2.2–2.4 of the 4.4–5.2 the broker took for a 100,000-order drain, even after a warm-up —
 # while the broker's own threads cost the same compiled by C1 (1.5–1.9 CPU-s per drain either
-# way): docs/performance.md, "The broker's cost".
+# way): docs/performance.md, "The broker's compiler".
 java_run() {
   # shellcheck disable=SC2086 # HEAP is a list of JVM options
   exec java $HEAP -XX:TieredStopAtLevel=1 -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \

@@ -1,8 +1,8 @@
 //! vault-bench: the benchmark of a running pipeline, in two modes.
 //!
 //! ```text
-//! vault-bench [latency] [--rate ORDERS_PER_SECOND] [--seconds N] [--p99-ms MS] [--warm-up-s S] [--json FILE] [--plots DIR]
-//! vault-bench drain [--orders N] [--seed S] [--reference] [--timeout-s S] [--warm-up-s S] [--json FILE] [--plots DIR]
+//! vault-bench [latency] [--rate ORDERS_PER_SECOND] [--seconds N] [--p99-ms MS] [--warm-up-s S] [--warm-up-burst N] [--json FILE] [--plots DIR]
+//! vault-bench drain [--orders N] [--seed S] [--reference] [--timeout-s S] [--warm-up-s S] [--warm-up-burst N] [--json FILE] [--plots DIR]
 //! ```
 //! Both first warm the pipeline up (`--warm-up-s`, 10 s at 1,000 orders/s by default, then
 //! `--warm-up-burst`, 20,000 orders as fast as they go; not measured): what is measured is a
@@ -266,12 +266,12 @@ async fn warm_up(bench: &Bench, settings: &Settings, options: &WarmUp) -> anyhow
             .await?;
         let started = Instant::now();
         produce_steadily(bench, ids.first, PER_TICK, ticks, "warm-up").await?;
-        caught_up(settings).await?;
-        println!(
-            "warm-up: {} orders at 1000 orders/s, caught up after {:.1} s (not measured)",
-            PER_TICK * ticks,
-            started.elapsed().as_secs_f64()
-        );
+        warmed(
+            settings,
+            started,
+            &format!("{} orders at 1000 orders/s", PER_TICK * ticks),
+        )
+        .await?;
     }
     let n = options.warm_up_burst;
     if n > 0 {
@@ -288,12 +288,19 @@ async fn warm_up(bench: &Bench, settings: &Settings, options: &WarmUp) -> anyhow
             "warm-up burst",
         )
         .await?;
-        caught_up(settings).await?;
-        println!(
-            "warm-up: {n} orders at once, caught up after {:.1} s (not measured)",
-            started.elapsed().as_secs_f64()
-        );
+        warmed(settings, started, &format!("{n} orders at once")).await?;
     }
+    Ok(())
+}
+
+/// Waits until the pipeline has caught up with one part of the warm-up (`what`, produced
+/// from `started` on), and says so.
+async fn warmed(settings: &Settings, started: Instant, what: &str) -> anyhow::Result<()> {
+    caught_up(settings).await?;
+    println!(
+        "warm-up: {what}, caught up after {:.1} s (not measured)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
