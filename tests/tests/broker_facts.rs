@@ -54,6 +54,13 @@ fn consumer(stack: &Stack, group: &str, extra: &[(&str, &str)]) -> anyhow::Resul
     config.create().context("creating a consumer")
 }
 
+/// A base for explicit message timestamps: an hour ago, to the second. Inside the broker's time
+/// retention (24 h in `scripts/kafka.sh`, 7 days by Kafka's default): a retention check (every
+/// 5 min) deletes a segment whose newest timestamp is older, even while a test still reads it.
+fn an_hour_ago_ms() -> i64 {
+    (chrono::Utc::now().timestamp() - 3_600) * 1_000
+}
+
 fn assigned(consumer: &BaseConsumer) -> BTreeSet<i32> {
     consumer
         .assignment()
@@ -110,7 +117,7 @@ async fn headers_timestamps_and_gzip_lz4_and_snappy_batches_round_trip() -> anyh
             .set("linger.ms", "20")
             .create()
             .with_context(|| format!("a {codec} producer"))?;
-        let base_ms = 1_700_000_000_000_i64;
+        let base_ms = an_hour_ago_ms();
         let mut deliveries = Vec::new();
         for n in 0..50_i64 {
             let headers = OwnedHeaders::new()
@@ -287,7 +294,7 @@ async fn a_group_can_be_described_looked_up_by_time_and_rewound_from_outside_whe
     let topic = unique("facts-rewind");
     stack.create_topics(std::slice::from_ref(&topic), 1).await?;
     let producer: FutureProducer = stack.kafka_config().create()?;
-    let base_ms = 1_700_000_000_000_i64;
+    let base_ms = an_hour_ago_ms();
     for n in 0..10_i64 {
         producer
             .send(
