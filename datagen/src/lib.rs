@@ -49,7 +49,7 @@ pub fn messages(orders: &[RawOrder]) -> serde_json::Result<Vec<OutMessage>> {
         .iter()
         .map(|order| {
             serde_json::to_vec(order).map(|payload| OutMessage {
-                timestamp: None,
+                sent_ms: None,
                 key: order.object_id.to_string(),
                 payload,
             })

@@ -9,9 +9,8 @@
 //!
 //! End-to-end latency comes from the broker too, the same way as the offsets: when a stage's
 //! committed offset on a partition moved since the last sample, the message just before it is
-//! the last one the stage committed, and its timestamp is when its order was first sent (every
-//! stage publishes with the timestamp of what it consumed). The sample's time minus that
-//! timestamp is that order's latency up to this stage, rounded up to the next sample (at most
+//! the last one the stage committed, and [`vault_runtime::sent_ms`] of it is when its order was
+//! first sent (docs/contract.md §2). The sample's time minus that is that order's latency up to this stage, rounded up to the next sample (at most
 //! [`SAMPLE_EVERY`] too high). p50 and p99 are over the observations of the last
 //! [`LATENCY_WINDOW`].
 
@@ -393,7 +392,7 @@ fn timestamps(reader: &BaseConsumer, topic: &str, wanted: &[(i32, i64)]) -> Vec<
             Some(Ok(message)) => {
                 let partition = message.partition();
                 if wanted.get(&partition) == Some(&message.offset()) {
-                    if let Some(ms) = message.timestamp().to_millis() {
+                    if let Some(ms) = vault_runtime::sent_ms(&message) {
                         found.insert(partition, ms);
                     }
                 }

@@ -62,14 +62,14 @@ impl Stage for DdsStage {
         let mut versions: BTreeMap<HashKey, Vec<(EnrichedOrder, Option<i64>)>> = BTreeMap::new();
         for Entry {
             item: order,
-            timestamp,
+            sent_ms,
             ..
         } in orders
         {
             versions
                 .entry(HashKey::order(order.payload.id))
                 .or_default()
-                .push((order, timestamp));
+                .push((order, sent_ms));
         }
         // Each version's Data Vault rows and counter events are worked out on another thread
         // while Postgres reads and locks the gate.
@@ -131,7 +131,7 @@ fn prepare(
         .map(|(key, arrived)| {
             let prepared = arrived
                 .into_iter()
-                .map(|(order, timestamp)| {
+                .map(|(order, sent_ms)| {
                     let rows = vault::rows(&order);
                     let order_events = cdm_events(&order);
                     let event = if order_events.is_empty() {
@@ -140,7 +140,7 @@ fn prepare(
                         serde_json::to_vec(&order_events).map(|payload| {
                             Some(OutMessage {
                                 key: order.payload.id.to_string(),
-                                timestamp,
+                                sent_ms,
                                 payload,
                             })
                         })

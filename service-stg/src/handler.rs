@@ -137,7 +137,7 @@ impl Stage for StgStage {
             };
             published.push(OutMessage {
                 key: order.object_id.to_string(),
-                timestamp: entry.timestamp,
+                sent_ms: entry.sent_ms,
                 payload: serde_json::to_vec(&enriched)?,
             });
             let (object_id, update_ts) = (order.object_id.0, p.update_ts);

@@ -69,6 +69,18 @@ pub struct Overrides {
     pub service_env: BTreeMap<String, String>,
 }
 
+/// A message read back from a topic ([`Pipeline::read_topic`]).
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    /// Its Kafka timestamp (ms since the epoch).
+    pub timestamp_ms: Option<i64>,
+    /// Its `vaultline-sent-ms` header, decoded (docs/contract.md §2).
+    pub sent_header: Option<i64>,
+}
+
 /// One test's pipeline: its database, topics, groups and running services.
 pub struct Pipeline {
     pub stack: &'static Stack,
@@ -359,7 +371,7 @@ impl Pipeline {
         let messages: Vec<vault_runtime::OutMessage> = messages
             .iter()
             .map(|(key, payload)| vault_runtime::OutMessage {
-                timestamp: None,
+                sent_ms: None,
                 key: key.clone(),
                 payload: payload.clone(),
             })
@@ -437,9 +449,8 @@ impl Pipeline {
         .await;
     }
 
-    /// Every message on `topic` up to its current end, per partition in offset order, as
-    /// (partition, key, payload).
-    pub async fn read_topic(&self, topic: &str) -> anyhow::Result<Vec<(i32, String, Vec<u8>)>> {
+    /// Every message on `topic` up to its current end, per partition in offset order.
+    pub async fn read_topic(&self, topic: &str) -> anyhow::Result<Vec<Read>> {
         let ends = self.end_offsets(topic).await?;
         let mut config = self.stack.kafka_config();
         config
@@ -465,13 +476,21 @@ impl Pipeline {
                     continue;
                 };
                 let message = message?;
-                use rdkafka::Message as _;
+                use rdkafka::message::{Headers as _, Message as _};
                 next.insert(message.partition(), message.offset() + 1);
-                messages.push((
-                    message.partition(),
-                    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                    message.payload().unwrap_or_default().to_vec(),
-                ));
+                let sent_header = message.headers().and_then(|headers| {
+                    let header = headers
+                        .iter()
+                        .find(|header| header.key == vault_core::contract::SENT_MS_HEADER)?;
+                    vault_core::contract::decode_sent_ms(header.value?)
+                });
+                messages.push(Read {
+                    partition: message.partition(),
+                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    timestamp_ms: message.timestamp().to_millis(),
+                    sent_header,
+                });
             }
             anyhow::Ok(messages)
         })

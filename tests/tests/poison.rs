@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 use vault_runtime::REPLAY_PAGE;
 use vault_tests::oracle::{self, Model};
-use vault_tests::pipeline::{Pipeline, Service};
+use vault_tests::pipeline::{Pipeline, Read, Service};
 use vault_tests::produce::{produce_placed, Outgoing, Placed};
 use vault_tests::sql::Columns;
 use vault_tests::{eventually, unique};
@@ -315,7 +315,7 @@ async fn poison_on_the_enriched_and_counter_topics_is_kept_and_everything_around
 /// The payloads on `topic`, each with how often it is there; every key must be its payload's.
 async fn republished(p: &Pipeline, topic: &str) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
-    for (_, key, payload) in p.read_topic(topic).await.expect("the replay topic") {
+    for Read { key, payload, .. } in p.read_topic(topic).await.expect("the replay topic") {
         let payload = String::from_utf8(payload).expect("a text payload");
         assert_eq!(key, payload.replace("letter", "key"), "the original key");
         *seen.entry(payload).or_insert(0) += 1;

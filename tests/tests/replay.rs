@@ -4,7 +4,8 @@
 //! offset 0 — and restarted. Every stage reprocesses what it already did, and because each is
 //! idempotent the counters come out exactly as before and as the independent model says. The
 //! tool refuses while a service runs, can wait for it to stop, and resolves a timestamp to
-//! the offsets the messages were written at.
+//! the offsets the messages were written at. And orders replayed into the pipeline with their
+//! original, years-old timestamps (a backfill) survive the internal topics' time retention.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -272,5 +273,133 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
         warehouse_before,
         "the replay changed the warehouse"
     );
+    p.shutdown().await
+}
+
+/// A backfill: orders stamped three years ago (their original send times) arrive on a source
+/// topic that keeps its history, on a broker whose time retention (24 h) is checked every
+/// half second. The stages pass each order's send time on in the `vaultline-sent-ms` header
+/// and stamp their own messages with the time they publish them, so the retention check that
+/// deletes an old-stamped message on another topic, while service-dds is stopped, leaves the
+/// internal topic whole: service-dds, started afterwards, counts every order exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_stamped_years_ago_outlives_the_internal_topics_time_retention(
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use vault_tests::pipeline::Overrides;
+    use vault_tests::servers::{KafkaOptions, PrivateKafka};
+
+    let broker = PrivateKafka::start_with(KafkaOptions {
+        settings: vec!["log.retention.check.interval.ms=500".to_owned()],
+        ..KafkaOptions::default()
+    })
+    .await?;
+    let mut p = Pipeline::start_with(
+        2,
+        Overrides {
+            kafka_bootstrap: Some(broker.bootstrap()),
+            ..Overrides::default()
+        },
+    )
+    .await?;
+    let admin: AdminClient<DefaultClientContext> = p.stack.kafka_config().create()?;
+    let keep_history =
+        AlterConfig::new(ResourceSpecifier::Topic(&p.raw_topic)).set("retention.ms", "-1");
+    for result in admin
+        .alter_configs([&keep_history], &AdminOptions::new())
+        .await?
+    {
+        result.map_err(|(resource, code)| anyhow::anyhow!("{resource:?}: {code}"))?;
+    }
+    let d = vault_tests::orders::random_dictionary(12, 3);
+    p.put_dictionary(&d).await?;
+    let mut model = Model::new();
+    model.dictionary(&d);
+    p.stop_service(Service::Dds).await?;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(61);
+    let orders = datagen::generate::orders(&mut rng, &d, 61_000, 300);
+    let three_years_ago = (Utc::now() - TimeDelta::days(3 * 365)).timestamp_millis();
+    let messages: Vec<Outgoing> = orders
+        .iter()
+        .enumerate()
+        .map(|(n, order)| Outgoing {
+            key: order.object_id.to_string(),
+            payload: serde_json::to_vec(order).expect("serialize"),
+            timestamp_ms: Some(three_years_ago + n as i64 * 1_000),
+        })
+        .collect();
+    for message in &messages {
+        model.sent(&message.payload).expect("a countable order");
+    }
+    produce_placed(p.stack, &p.raw_topic, &messages).await?;
+    let raw_total: i64 = p.end_offsets(&p.raw_topic).await?.values().sum();
+    vault_tests::eventually("service-stg to commit the backfill", SETTLE, || async {
+        (p.committed(Service::Stg).await.ok()? == raw_total).then_some(())
+    })
+    .await;
+
+    // The broker does delete by time here: a message stamped like the backfill, on a topic of
+    // the default retention, is gone within a few checks.
+    let control = vault_tests::unique("retention-control");
+    p.stack
+        .create_topics(std::slice::from_ref(&control), 1)
+        .await?;
+    produce_placed(
+        p.stack,
+        &control,
+        &[Outgoing {
+            key: "k".to_owned(),
+            payload: b"x".to_vec(),
+            timestamp_ms: Some(three_years_ago),
+        }],
+    )
+    .await?;
+    let watermarks: BaseConsumer = p.stack.kafka_config().create()?;
+    let watermarks_of = |topic: &str, partition: i32| {
+        watermarks.fetch_watermarks(topic, partition, Duration::from_secs(10))
+    };
+    vault_tests::eventually(
+        "the retention check to delete the old-stamped control message",
+        Duration::from_secs(60),
+        || async { (watermarks_of(&control, 0).ok()? == (1, 1)).then_some(()) },
+    )
+    .await;
+
+    // The internal topic, written before that check and not yet read, is whole; its messages
+    // carry the original send times in the header and the time of publishing as timestamp.
+    for partition in p.end_offsets(&p.enriched_topic).await?.keys() {
+        assert_eq!(
+            watermarks_of(&p.enriched_topic, *partition)?.0,
+            0,
+            "partition {partition} lost its start"
+        );
+    }
+    let enriched = p.read_topic(&p.enriched_topic).await?;
+    assert!(!enriched.is_empty());
+    let sent: std::collections::BTreeSet<i64> =
+        messages.iter().filter_map(|m| m.timestamp_ms).collect();
+    let an_hour_ago = (Utc::now() - TimeDelta::hours(1)).timestamp_millis();
+    for message in &enriched {
+        assert!(
+            message.sent_header.is_some_and(|ms| sent.contains(&ms)),
+            "{}: sent {:?}",
+            message.key,
+            message.sent_header
+        );
+        assert!(
+            message.timestamp_ms > Some(an_hour_ago),
+            "{}: stamped {:?}, not when published",
+            message.key,
+            message.timestamp_ms
+        );
+    }
+
+    p.start_service(Service::Dds).await?;
+    p.settle(SETTLE).await;
+    oracle::assert_exact(&p, &model).await;
+    assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
     p.shutdown().await
 }

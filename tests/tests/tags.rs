@@ -13,7 +13,7 @@ use vault_core::{HashKey, OrderStatus, RawOrder};
 use vault_tests::eventually;
 use vault_tests::expect::expected;
 use vault_tests::orders::{message, order, random_dictionary};
-use vault_tests::pipeline::Pipeline;
+use vault_tests::pipeline::{Pipeline, Read};
 
 const SETTLE: Duration = Duration::from_secs(180);
 /// A rule edit takes effect within seconds (the watcher looks every second).
@@ -171,7 +171,7 @@ async fn assert_topic_matches_outbox(p: &Pipeline) -> anyhow::Result<()> {
     let outbox = stored_events(p).await?;
     let mut seen = BTreeSet::new();
     let mut on_topic: Events = BTreeMap::new();
-    for (_, key, payload) in p.read_topic(&p.tags_topic).await? {
+    for Read { key, payload, .. } in p.read_topic(&p.tags_topic).await? {
         let message: TagEventMessage = serde_json::from_slice(&payload)?;
         assert_eq!(message.object_type, "user_tag_event");
         assert_eq!(

@@ -466,7 +466,7 @@ fn owned(message: &BorrowedMessage<'_>) -> InMessage {
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
-        timestamp: message.timestamp().to_millis(),
+        sent_ms: crate::kafka::sent_ms(message),
     }
 }
 
@@ -486,7 +486,7 @@ mod tests {
                 offset,
                 key: None,
                 payload: Some(offset.to_string().into_bytes()),
-                timestamp: None,
+                sent_ms: None,
             })
             .collect()
     }

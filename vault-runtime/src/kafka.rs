@@ -12,9 +12,12 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 pub use rdkafka::producer::FutureProducer;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
+
+use vault_core::contract::{decode_sent_ms, encode_sent_ms, SENT_MS_HEADER};
 
 use crate::config::{ConfigError, KafkaSecurity, KafkaSettings};
 
@@ -26,9 +29,8 @@ pub struct InMessage {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-    /// The message's timestamp (ms since the epoch): when the order it carries was first sent,
-    /// since every stage publishes with the timestamp of what it consumed.
-    pub timestamp: Option<i64>,
+    /// When the order it carries was first sent (ms since the epoch): [`sent_ms`].
+    pub sent_ms: Option<i64>,
 }
 
 impl InMessage {
@@ -48,10 +50,11 @@ impl InMessage {
 pub struct OutMessage {
     pub key: String,
     pub payload: Vec<u8>,
-    /// The timestamp to publish with (ms since the epoch), carried over from the message this
-    /// one derives from, so that the last stage can measure latency from the original send;
-    /// `None` stamps the time of publishing.
-    pub timestamp: Option<i64>,
+    /// When the order this message derives from was first sent (ms since the epoch), carried
+    /// over from the message it derives from in the [`SENT_MS_HEADER`], so that every stage
+    /// measures latency from the original send. The Kafka timestamp is always the time of
+    /// publishing, which the broker's time retention counts from.
+    pub sent_ms: Option<i64>,
 }
 
 /// The settings shared by every client.
@@ -144,6 +147,22 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
     config.create().context("cannot create the Kafka producer")
 }
 
+/// When the order `message` carries was first sent (ms since the epoch): its
+/// [`SENT_MS_HEADER`], which every stage puts on what it publishes, or else its Kafka timestamp
+/// (a raw order's, from its producer).
+pub fn sent_ms<M: Message>(message: &M) -> Option<i64> {
+    message
+        .headers()
+        .and_then(|headers| {
+            headers
+                .iter()
+                .find(|header| header.key == SENT_MS_HEADER)
+                .and_then(|header| header.value)
+                .and_then(decode_sent_ms)
+        })
+        .or_else(|| message.timestamp().to_millis())
+}
+
 /// Publishes a batch and waits until the broker has acknowledged every message. Messages
 /// are enqueued all at once, so the batch costs one round of acknowledgements, not one per
 /// message; per-partition order is kept by the (idempotent) producer.
@@ -156,8 +175,11 @@ pub async fn publish(
         let mut record = FutureRecord::to(topic)
             .key(message.key.as_bytes())
             .payload(&message.payload);
-        if let Some(timestamp) = message.timestamp {
-            record = record.timestamp(timestamp);
+        if let Some(ms) = message.sent_ms {
+            record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: SENT_MS_HEADER,
+                value: Some(encode_sent_ms(ms).as_bytes()),
+            }));
         }
         async move {
             producer

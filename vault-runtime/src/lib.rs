@@ -52,7 +52,8 @@ pub use config::{
 // Kafka.
 pub use kafka::{
     base_config, ensure_topics, lag as consumer_lag, producer, progress as partition_progress,
-    publish, wait_caught_up, FutureProducer, HopsLag, InMessage, OutMessage, PartitionProgress,
+    publish, sent_ms, wait_caught_up, FutureProducer, HopsLag, InMessage, OutMessage,
+    PartitionProgress,
 };
 
 // Postgres and Redis.

@@ -108,7 +108,7 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Seconds of each step of a batch attempt, by step: where a batch's time goes.
     pub phase_seconds: Family<PhaseLabel, Histogram, fn() -> Histogram>,
-    /// Seconds from when an order was sent (the timestamp it carries through the pipeline) to
+    /// Seconds from when an order was sent ([`crate::sent_ms`], docs/contract.md §2) to
     /// the commit of this stage.
     pub latency_seconds: Histogram,
     /// 1 while the worker is paused by a systemic fault.

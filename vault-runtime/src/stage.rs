@@ -54,8 +54,8 @@ impl From<vault_core::decode::DecodeError> for Rejection {
 pub struct Entry<T> {
     pub item: T,
     position: usize,
-    /// The source message's timestamp, for the messages derived from it.
-    pub timestamp: Option<i64>,
+    /// When the source message's order was first sent, for the messages derived from it.
+    pub sent_ms: Option<i64>,
 }
 
 /// The messages of one attempt rejected so far; the runtime stores them as dead letters.
@@ -349,7 +349,7 @@ impl<S: Stage> Runner<S> {
                 Ok(item) => items.push(Entry {
                     item,
                     position,
-                    timestamp: message.timestamp,
+                    sent_ms: message.sent_ms,
                 }),
                 Err(rejection) => rejects.reject_at(position, rejection),
             }
@@ -385,7 +385,7 @@ impl<S: Stage> Runner<S> {
             .await?;
         phases.end(Phase::commit);
         let now = chrono::Utc::now().timestamp_millis();
-        for sent in batch.iter().filter_map(|message| message.timestamp) {
+        for sent in batch.iter().filter_map(|message| message.sent_ms) {
             let seconds = (now - sent).max(0) as f64 / 1000.0;
             self.status.metrics.latency_seconds.observe(seconds);
         }

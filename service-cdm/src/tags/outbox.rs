@@ -87,7 +87,9 @@ pub async fn relay_once(
                 Ok(OutMessage {
                     key: user.to_string(),
                     payload: serde_json::to_vec(&message)?,
-                    timestamp: Some(row.at.timestamp_millis()),
+                    // The change's time is the payload's `at`; the Kafka timestamp is when it
+                    // was published.
+                    sent_ms: None,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -7,6 +7,7 @@
 mod cdm;
 mod dictionary;
 mod enriched;
+mod header;
 mod raw;
 mod scalar;
 pub mod topics;
@@ -14,5 +15,6 @@ pub mod topics;
 pub use cdm::{CdmOrderEvent, CdmPayload, CDM_OBJECT_TYPE};
 pub use dictionary::{MenuItem, Restaurant, User};
 pub use enriched::{EnrichedOrder, EnrichedPayload, EnrichedProduct, RestaurantRef, UserRef};
+pub use header::{decode_sent_ms, encode_sent_ms, SENT_MS_HEADER};
 pub use raw::{EntityRef, OrderItem, RawOrder, RawPayload, StatusChange, ORDER_OBJECT_TYPE};
 pub use scalar::{Amount, EntityId, OrderId, OrderStatus, ScalarError, Timestamp};
