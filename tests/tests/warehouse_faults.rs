@@ -7,11 +7,14 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use datagen::dictionary::Dictionary;
 use rand::SeedableRng;
 use vault_core::contract::RawOrder;
+use vault_core::HashKey;
 use vault_runtime::Stage;
-use vault_tests::expect::{assert_exact, messages};
+use vault_tests::expect::{assert_exact, expected, messages};
 use vault_tests::faults::{
     await_healthy, await_paused, health, hold_without_dead_letters, Altered, SETTLE,
 };
@@ -42,13 +45,15 @@ async fn retries(p: &Pipeline, service: Service) -> anyhow::Result<u64> {
 /// A fault injected mid-stream: `inject` runs on the admin session right after the second
 /// half of the orders is produced (so the stage under test has them in flight), `heal` once
 /// the stage has paused naming `cause` and held it for `hold`. `{role}` in either stands for
-/// the services' role.
+/// the services' role. `setup`, given the dictionary and the orders, writes SQL run before
+/// any order is produced.
 struct Fault {
     service: Service,
     cause: &'static str,
     inject: &'static str,
     heal: &'static str,
     hold: Duration,
+    setup: Option<fn(&Dictionary, &[RawOrder]) -> String>,
 }
 
 /// Runs `fault` over 400 orders: the stage pauses naming the cause, nothing becomes a dead
@@ -63,6 +68,11 @@ async fn paused_by(fault: Fault, seed: u64, first_id: i64) -> anyhow::Result<()>
     } = Altered::start(2).await?;
     let d = dictionary(&p).await?;
     let sent = orders(seed, &d, first_id, 400);
+    if let Some(setup) = fault.setup {
+        p.migrated().await;
+        let sql = setup(&d, &sent);
+        admin.batch_execute(&sql).await.context(sql)?;
+    }
     let (first, second) = sent.split_at(200);
     p.produce_raw(&messages(first)).await?;
     p.settle(SETTLE).await;
@@ -165,6 +175,7 @@ async fn a_rule_edit_held_open_pauses_cdm_on_its_lock_timeout_and_rejects_nothin
         inject: "BEGIN; UPDATE cdm.tag_rules SET threshold = threshold",
         heal: "COMMIT",
         hold: HOLD,
+        setup: None,
     };
     paused_by(fault, 44, 52_000).await
 }
@@ -181,6 +192,7 @@ async fn a_statement_timeout_pauses_dds_and_rejects_nothing() -> anyhow::Result<
                      FOR EACH STATEMENT EXECUTE FUNCTION public.slow()",
         heal: "DROP TRIGGER slow ON dds.s_order_status",
         hold: Duration::from_secs(2),
+        setup: None,
     };
     paused_by(fault, 45, 53_000).await
 }
@@ -197,21 +209,49 @@ async fn a_constraint_refusing_every_row_pauses_dds_through_the_probe_and_reject
         inject: "ALTER TABLE dds.s_order_cost ADD CONSTRAINT refuses_all CHECK (false) NOT VALID",
         heal: "ALTER TABLE dds.s_order_cost DROP CONSTRAINT refuses_all",
         hold: HOLD,
+        setup: None,
     };
     paused_by(fault, 47, 55_000).await
 }
 
-/// New counter rows take their id from a sequence the role may no longer use; the table
-/// grants are untouched.
+/// A tag rule on a category that some user's counter reaches only in the last quarter of
+/// the orders (docs/contract.md §6.1): the batch that counts that order writes a tag event.
+fn a_rule_crossed_in_the_last_quarter(d: &Dictionary, sent: &[RawOrder]) -> String {
+    let (_, before) = expected(d, &sent[..sent.len() * 3 / 4]);
+    let (_, after) = expected(d, sent);
+    let ((_, category), threshold) = after
+        .iter()
+        .filter_map(|(key, &count)| {
+            let earlier = before.get(key).copied().unwrap_or(0);
+            (count > earlier).then_some((key, earlier + 1))
+        })
+        .max_by_key(|(_, threshold)| *threshold)
+        .expect("a counter that grows in the last quarter");
+    let name = d
+        .restaurants
+        .iter()
+        .flat_map(|r| &r.menu)
+        .map(|item| item.category.as_str())
+        .find(|name| HashKey::category(name).to_string() == *category)
+        .expect("a category of the menus");
+    format!(
+        "INSERT INTO cdm.tag_rules (tag, scope, target, threshold) \
+         VALUES ('Late Lover', 'category', '{}', {threshold})",
+        name.replace('\'', "''")
+    )
+}
+
+/// Tag events take their id from a sequence the role may no longer use, while a rule is
+/// crossed by orders in flight; the table grants are untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_sequence_pauses_cdm_and_rejects_nothing() -> anyhow::Result<()> {
     let fault = Fault {
         service: Service::Cdm,
         cause: "sequence",
-        inject: "REVOKE USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq \
-                 FROM {role}",
-        heal: "GRANT USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_product_counters_id_seq TO {role}",
+        inject: "REVOKE USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_tag_events_id_seq FROM {role}",
+        heal: "GRANT USAGE, SELECT, UPDATE ON SEQUENCE cdm.user_tag_events_id_seq TO {role}",
         hold: HOLD,
+        setup: Some(a_rule_crossed_in_the_last_quarter),
     };
     paused_by(fault, 48, 56_000).await
 }
