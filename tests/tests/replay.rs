@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{TimeDelta, Utc};
 use rand::SeedableRng;
+use vault_core::RawOrder;
 use vault_runtime::{rewind_group, KafkaSettings, RewindError, RewindRequest, RewindStart};
 use vault_tests::oracle::{self, Model};
 use vault_tests::pipeline::{Pipeline, Service};
@@ -40,6 +41,24 @@ fn as_committed(offsets: &BTreeMap<i32, i64>) -> BTreeMap<i32, Option<i64>> {
     offsets.iter().map(|(p, o)| (*p, Some(*o))).collect()
 }
 
+/// The orders as raw messages in send order, the n-th stamped `first_ms + n × step_ms`, each
+/// also told to the model.
+fn stamped(orders: &[RawOrder], first_ms: i64, step_ms: i64, model: &mut Model) -> Vec<Outgoing> {
+    let messages: Vec<Outgoing> = orders
+        .iter()
+        .enumerate()
+        .map(|(n, order)| Outgoing {
+            key: order.object_id.to_string(),
+            payload: serde_json::to_vec(order).expect("serialize"),
+            timestamp_ms: Some(first_ms + n as i64 * step_ms),
+        })
+        .collect();
+    for message in &messages {
+        model.sent(&message.payload).expect("a countable order");
+    }
+    messages
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_counters_exact(
 ) -> anyhow::Result<()> {
@@ -56,18 +75,7 @@ async fn replaying_an_hour_of_every_stage_into_a_live_warehouse_leaves_the_count
     let now = Utc::now();
     let first = now - TimeDelta::minutes(55);
     let step_ms = TimeDelta::minutes(55).num_milliseconds() / orders.len() as i64;
-    let messages: Vec<Outgoing> = orders
-        .iter()
-        .enumerate()
-        .map(|(n, order)| Outgoing {
-            key: order.object_id.to_string(),
-            payload: serde_json::to_vec(order).expect("serialize"),
-            timestamp_ms: Some(first.timestamp_millis() + n as i64 * step_ms),
-        })
-        .collect();
-    for message in &messages {
-        model.sent(&message.payload).expect("a countable order");
-    }
+    let messages = stamped(&orders, first.timestamp_millis(), step_ms, &mut model);
     let placed = produce_placed(p.stack, &p.raw_topic, &messages).await?;
     p.settle(SETTLE).await;
     oracle::assert_exact(&p, &model).await;
@@ -322,18 +330,7 @@ async fn a_backfill_stamped_years_ago_outlives_the_internal_topics_time_retentio
     let mut rng = rand::rngs::StdRng::seed_from_u64(61);
     let orders = datagen::generate::orders(&mut rng, &d, 61_000, 300);
     let three_years_ago = (Utc::now() - TimeDelta::days(3 * 365)).timestamp_millis();
-    let messages: Vec<Outgoing> = orders
-        .iter()
-        .enumerate()
-        .map(|(n, order)| Outgoing {
-            key: order.object_id.to_string(),
-            payload: serde_json::to_vec(order).expect("serialize"),
-            timestamp_ms: Some(three_years_ago + n as i64 * 1_000),
-        })
-        .collect();
-    for message in &messages {
-        model.sent(&message.payload).expect("a countable order");
-    }
+    let messages = stamped(&orders, three_years_ago, 1_000, &mut model);
     produce_placed(p.stack, &p.raw_topic, &messages).await?;
     let raw_total: i64 = p.end_offsets(&p.raw_topic).await?.values().sum();
     vault_tests::eventually("service-stg to commit the backfill", SETTLE, || async {
