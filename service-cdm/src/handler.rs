@@ -160,7 +160,8 @@ impl Stage for CdmStage {
     }
 
     /// One made-up CLOSED order of a new user, counted as a batch's are: its state, both
-    /// counters, and the tags it settles (the rules' lock included).
+    /// counters, and the tags it settles (the rules' lock included); and a made-up tag granted
+    /// to that user, since no rule names the made-up category.
     async fn probe(&self, conn: &mut AsyncPgConnection) -> Result<(), Failure> {
         let keys = ProbeKeys::new();
         let entity = |n| EntityId::parse(&keys.entity(n)).map_err(|e| Failure::Systemic(e.into()));
@@ -173,7 +174,9 @@ impl Stage for CdmStage {
             products: BTreeMap::from([(HashKey::product(&entity(2)?), name.clone())]),
             categories: BTreeMap::from([(HashKey::category(&name), name.clone())]),
         };
-        count(conn, [&version]).await
+        count(conn, [&version]).await?;
+        crate::tags::probe_grant(conn, version.user, &name).await?;
+        Ok(())
     }
 
     /// The read API and the dashboard (docs/contract.md §6.4, §6.5).

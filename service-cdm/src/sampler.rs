@@ -10,9 +10,9 @@
 //! End-to-end latency comes from the broker too, the same way as the offsets: when a stage's
 //! committed offset on a partition moved since the last sample, the message just before it is
 //! the last one the stage committed, and [`vault_runtime::sent_ms`] of it is when its order was
-//! first sent (docs/contract.md §2). The sample's time minus that is that order's latency up to this stage, rounded up to the next sample (at most
-//! [`SAMPLE_EVERY`] too high). p50 and p99 are over the observations of the last
-//! [`LATENCY_WINDOW`].
+//! first sent (docs/contract.md §2). The sample's time minus that is that order's latency up
+//! to this stage, rounded up to the next sample (at most [`SAMPLE_EVERY`] too high). p50 and
+//! p99 are over the observations of the last [`LATENCY_WINDOW`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};

@@ -33,6 +33,27 @@ pub use outbox::{relay_events, relay_once, RELAY_POLL};
 pub use recompute::{recompute, watch_rules, Recomputed, RECOMPUTE_CHUNK, RULES_POLL};
 pub use settle::settle_batch;
 
+/// The probe's share of the tags: a grant of a made-up tag to the probe's made-up user,
+/// written as a batch writes its changes (the tag held, its outbox event, and the event's id
+/// from the outbox's sequence, the one sequence a batch draws from); the probe's transaction
+/// rolls it back.
+pub async fn probe_grant(
+    conn: &mut diesel_async::AsyncPgConnection,
+    user: HashKey,
+    tag: &str,
+) -> diesel::QueryResult<()> {
+    store::write_changes(
+        conn,
+        vec![Change {
+            user,
+            tag: tag.to_owned(),
+            change: TagChange::Granted,
+            order_cnt: 1,
+        }],
+    )
+    .await
+}
+
 /// One change of one user's tag, decided and about to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Change {

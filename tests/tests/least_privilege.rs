@@ -340,6 +340,30 @@ async fn each_stage_s_probe_writes_as_its_role_and_the_api_reads_as_its_read_onl
             let cdm_settings = settings(service_cdm::PROFILE, &w.urls["cdm"])?;
             let cdm = service_cdm::CdmStage::new((), &cdm_settings)?;
             probe_as(&cdm, &w.urls["cdm"]).await?;
+            // service-cdm's probe draws from the tag outbox's sequence, the one sequence its
+            // batches draw from, so it tells a revoked sequence apart where Postgres's message
+            // is not in English (docs/failures.md).
+            let owner = w.owner_client().await?;
+            let sequence = "SEQUENCE cdm.user_tag_events_id_seq";
+            let role = &w.names["cdm"];
+            owner
+                .batch_execute(&format!(
+                    "REVOKE USAGE, SELECT, UPDATE ON {sequence} FROM {role}"
+                ))
+                .await?;
+            let refused = probe_as(&cdm, &w.urls["cdm"])
+                .await
+                .expect_err("a probe without the outbox's sequence");
+            assert!(
+                format!("{refused:#}").contains("user_tag_events_id_seq"),
+                "{refused:#}"
+            );
+            owner
+                .batch_execute(&format!(
+                    "GRANT USAGE, SELECT, UPDATE ON {sequence} TO {role}"
+                ))
+                .await?;
+            probe_as(&cdm, &w.urls["cdm"]).await?;
 
             // The read API's session: the reader role, read-only.
             let pool = service_cdm::read_only::pool(&cdm_settings, 1);

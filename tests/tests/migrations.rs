@@ -94,6 +94,18 @@ async fn migrations_create_every_table_and_a_second_run_changes_nothing() -> any
         primary_key(&db, "dds.s_order_status").await?,
         ["order_id", "load_dt"]
     );
+    // Staging and the counters are keyed by their natural keys, with no surrogate id.
+    for (table, key) in [
+        ("stg.order_events", &["object_id"][..]),
+        ("cdm.user_product_counters", &["user_id", "product_id"]),
+        ("cdm.user_category_counters", &["user_id", "category_id"]),
+    ] {
+        assert_eq!(primary_key(&db, table).await?, key, "{table}");
+        assert!(
+            !types.iter().any(|(t, c, _)| t == table && c == "id"),
+            "{table} still has an id"
+        );
+    }
     // Every index of an order's link or satellite leads with the order id, so that what a
     // load adds lands in the newest pages, whatever the history.
     for table in vault_core::vault::tables() {

@@ -321,6 +321,19 @@ async fn a_backfill_stamped_years_ago_outlives_the_internal_topics_time_retentio
     {
         result.map_err(|(resource, code)| anyhow::anyhow!("{resource:?}: {code}"))?;
     }
+    // The broker applies a topic's new configuration shortly after it answered.
+    vault_tests::eventually(
+        "the source topic to keep its history",
+        Duration::from_secs(30),
+        || async {
+            let raw = ResourceSpecifier::Topic(&p.raw_topic);
+            let described = admin.describe_configs([&raw], &AdminOptions::new()).await;
+            let resource = described.ok()?.pop()?.ok()?;
+            let retention = resource.get("retention.ms")?.value.clone()?;
+            (retention == "-1").then_some(())
+        },
+    )
+    .await;
     let d = vault_tests::orders::random_dictionary(12, 3);
     p.put_dictionary(&d).await?;
     let mut model = Model::new();
@@ -398,5 +411,16 @@ async fn a_backfill_stamped_years_ago_outlives_the_internal_topics_time_retentio
     p.settle(SETTLE).await;
     oracle::assert_exact(&p, &model).await;
     assert_eq!(p.count("SELECT count(*) FROM ops.dead_letters").await?, 0);
+    // service-dds passed the send times on to the counter events.
+    let events = p.read_topic(&p.counter_topic).await?;
+    assert!(!events.is_empty());
+    for event in &events {
+        assert!(
+            event.sent_header.is_some_and(|ms| sent.contains(&ms)),
+            "{}: sent {:?}",
+            event.key,
+            event.sent_header
+        );
+    }
     p.shutdown().await
 }

@@ -10,6 +10,8 @@
 //!   waits for the operator to stop the service instead.
 //! - A timestamp is turned into offsets by the broker (ListOffsets with a timestamp: the first
 //!   message at or after it, per partition); a point after the last message is the log end.
+//!   On the raw topic a message's timestamp is its producer's; on the internal topics, when
+//!   the stage before published it (docs/contract.md §2).
 //! - Targets are clamped to what the log holds (`low..=high` watermarks), and after the commit
 //!   the committed offsets are read back and compared.
 

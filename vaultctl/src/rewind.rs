@@ -17,8 +17,9 @@ pub struct Args {
     /// The service whose consumer group to rewind (stg, dds, cdm; or service-stg, ...).
     #[arg(long, value_enum)]
     service: Service,
-    /// Where to: an RFC 3339 timestamp (the first message at or after it, per partition), an
-    /// offset for every partition, or offsets per partition (0:120,1:80).
+    /// Where to: an RFC 3339 timestamp (the first message at or after it, per partition; on
+    /// dds_service and cdm_service a message's timestamp is when the stage before published
+    /// it), an offset for every partition, or offsets per partition (0:120,1:80).
     #[arg(long, value_name = "TIMESTAMP|OFFSET|P:OFFSET,...")]
     from: RewindStart,
     /// Show what would move; change nothing.

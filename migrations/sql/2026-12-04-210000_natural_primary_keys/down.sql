@@ -1,4 +1,6 @@
 -- Back to 2026-12-03-130000: the surrogate keys return, numbered in the rows' physical order.
+-- Their sequences are new: run `vaultctl migrate` (it grants the services' roles USAGE on
+-- them) before starting service-stg and service-cdm again.
 
 ALTER TABLE stg.order_events ADD CONSTRAINT order_events_object_id_key UNIQUE (object_id);
 ALTER TABLE stg.order_events DROP CONSTRAINT order_events_pkey;
