@@ -476,14 +476,9 @@ impl Pipeline {
                     continue;
                 };
                 let message = message?;
-                use rdkafka::message::{Headers as _, Message as _};
+                use rdkafka::Message as _;
                 next.insert(message.partition(), message.offset() + 1);
-                let sent_header = message.headers().and_then(|headers| {
-                    let header = headers
-                        .iter()
-                        .find(|header| header.key == vault_core::contract::SENT_MS_HEADER)?;
-                    vault_core::contract::decode_sent_ms(header.value?)
-                });
+                let sent_header = vault_runtime::sent_header(&message);
                 messages.push(Read {
                     partition: message.partition(),
                     key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),

@@ -151,16 +151,14 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
 /// [`SENT_MS_HEADER`], which every stage puts on what it publishes, or else its Kafka timestamp
 /// (a raw order's, from its producer).
 pub fn sent_ms<M: Message>(message: &M) -> Option<i64> {
-    message
-        .headers()
-        .and_then(|headers| {
-            headers
-                .iter()
-                .find(|header| header.key == SENT_MS_HEADER)
-                .and_then(|header| header.value)
-                .and_then(decode_sent_ms)
-        })
-        .or_else(|| message.timestamp().to_millis())
+    sent_header(message).or_else(|| message.timestamp().to_millis())
+}
+
+/// The [`SENT_MS_HEADER`] of `message`, decoded; `None` without one.
+pub fn sent_header<M: Message>(message: &M) -> Option<i64> {
+    let headers = message.headers()?;
+    let header = headers.iter().find(|header| header.key == SENT_MS_HEADER)?;
+    decode_sent_ms(header.value?)
 }
 
 /// Publishes a batch and waits until the broker has acknowledged every message. Messages

@@ -52,7 +52,7 @@ pub use config::{
 // Kafka.
 pub use kafka::{
     base_config, ensure_topics, lag as consumer_lag, producer, progress as partition_progress,
-    publish, sent_ms, wait_caught_up, FutureProducer, HopsLag, InMessage, OutMessage,
+    publish, sent_header, sent_ms, wait_caught_up, FutureProducer, HopsLag, InMessage, OutMessage,
     PartitionProgress,
 };
 
